@@ -1,0 +1,64 @@
+"""Every Redis key the engine uses is built here, and nowhere else.
+
+Users are spread over K shards by ``crc32(user_id) % K``. Every key of one user, its shard's
+outbox and its shard's leaderboards carry the same hash tag (``{s3}``), so each script touches a
+single Redis Cluster slot. Scripts receive all their keys in KEYS and never build names.
+
+Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
+
+=============================  ======================================================
+``<p>:<t>:u:<user>``           hash: the user's live state and profile
+``<p>:<t>:days:<user>``        bitmap: days (in the user's zone) with activity
+``<p>:<t>:idem:<activity>``    string: an award's result, for de-duplication
+``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
+``<p>:<t>:lb:all``             zset: all-time leaderboard (scores are negated points)
+``<p>:<t>:lb:month:2026-11``   zset: monthly board (UTC), expires after retention
+``<p>:<t>:lb:week:2026-W48``   zset: ISO-week board (UTC), expires after retention
+``<p>:<t>:lb:day:2026-11-24``  zset: daily board (UTC), expires after retention
+``<p>:<t>:lb:type:<type>``     zset: all-time board of one activity type
+=============================  ======================================================
+"""
+
+from __future__ import annotations
+
+from binascii import crc32
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Builds the key names for one prefix and shard count."""
+
+    prefix: str = "scoring"
+    shards: int = 1
+
+    def shard_of(self, user_id: str) -> int:
+        if self.shards == 1:
+            return 0
+        return crc32(user_id.encode()) % self.shards
+
+    def tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{s{shard}}}"
+
+    def user(self, user_id: str, shard: int | None = None) -> str:
+        return f"{self.tag(self._shard(user_id, shard))}:u:{user_id}"
+
+    def days(self, user_id: str, shard: int | None = None) -> str:
+        return f"{self.tag(self._shard(user_id, shard))}:days:{user_id}"
+
+    def idempotency(self, shard: int, activity_id: str) -> str:
+        return f"{self.tag(shard)}:idem:{activity_id}"
+
+    def outbox(self, shard: int) -> str:
+        return f"{self.tag(shard)}:outbox"
+
+    def board(self, shard: int, board_id: str) -> str:
+        """A leaderboard key; ``board_id`` comes from :mod:`engine.periods` (``all``, ``day:...``)."""
+        return f"{self.tag(shard)}:lb:{board_id}"
+
+    def boards(self, board_id: str) -> list[str]:
+        """The key of ``board_id`` on every shard, in shard order."""
+        return [self.board(s, board_id) for s in range(self.shards)]
+
+    def _shard(self, user_id: str, shard: int | None) -> int:
+        return self.shard_of(user_id) if shard is None else shard

@@ -1,0 +1,143 @@
+"""What the engine returns: plain, immutable dataclasses (no Redis or SQL types leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from .periods import day_to_date
+from .rules import LIFETIME_COUNTERS, Rules
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """A user's live state.
+
+    ``current_streak_days`` is the length of the run of consecutive active days (in the user's
+    time zone) that ends on ``last_activity_date``; ``streak_active`` says whether that run can
+    still grow, i.e. the last active day is today or yesterday in the user's zone.
+    """
+
+    user_id: str
+    username: str | None
+    display_name: str | None
+    time_zone: str
+    total_points: int
+    tier: str
+    tier_display: str
+    level: int
+    points_to_next_tier: int | None
+    points_to_next_level: int
+    current_streak_days: int
+    longest_streak_days: int
+    last_activity_date: date | None
+    streak_active: bool
+    lifetime_quizzes_completed: int
+    lifetime_projects_created: int
+    lifetime_comments_posted: int
+    activity_counts: dict[str, int] = field(default_factory=dict)
+    points_by_type: dict[str, int] = field(default_factory=dict)
+    version: int = 0
+
+    @classmethod
+    def from_hash(cls, user_id: str, h: dict[str, str], rules: Rules, today: int) -> UserState:
+        """Build from the user hash; ``today`` is the current day number in the user's zone."""
+        total = int(h.get("total", 0))
+        tier = rules.tier_for(total)
+        last = h.get("last_day")
+        last_day = int(last) if last else None
+        counts: dict[str, int] = {}
+        points: dict[str, int] = {}
+        for k, v in h.items():
+            if k.startswith("n:"):
+                counts[k[2:]] = int(v)
+            elif k.startswith("pts:"):
+                points[k[4:]] = int(v)
+        lifetime = {name: counts.get(t, 0) for t, name in LIFETIME_COUNTERS.items()}
+        return cls(
+            user_id=user_id,
+            username=h.get("username"),
+            display_name=h.get("display_name"),
+            time_zone=h.get("tz", "UTC"),
+            total_points=total,
+            tier=tier,
+            tier_display=rules.display_for(tier),
+            level=rules.level_for(total),
+            points_to_next_tier=rules.points_to_next_tier(total),
+            points_to_next_level=rules.points_to_next_level(total),
+            current_streak_days=int(h.get("streak", 0)),
+            longest_streak_days=int(h.get("longest", 0)),
+            last_activity_date=day_to_date(last_day) if last_day is not None else None,
+            streak_active=last_day is not None and last_day >= today - 1,
+            activity_counts=counts,
+            points_by_type=points,
+            version=int(h.get("version", 0)),
+            **lifetime,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One point activity, as written to the outbox and then to SQL (``point_activity``)."""
+
+    id: str
+    user_id: str
+    amount: int
+    activity_type: str
+    description: str
+    tier_at_time: str
+    created_at: datetime
+
+    @staticmethod
+    def time_from_ms(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AwardResult:
+    """The outcome of one award. ``old_*``/``new_*`` are None unless that value changed.
+
+    ``replayed`` is True when the idempotency key (or activity id) had been seen before: the
+    result is the first call's and nothing was changed.
+    """
+
+    user: UserState
+    activity: Activity
+    tier_upgraded: bool
+    old_tier: str | None
+    new_tier: str | None
+    level_upgraded: bool
+    old_level: int | None
+    new_level: int | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardEntry:
+    """One row of a board. Ties share a rank (competition ranking: 1, 1, 3)."""
+
+    rank: int
+    user_id: str
+    score: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankInfo:
+    """A user's standing on a board. ``percentile``: share of ranked users at or below this rank
+    (100.0 for the leaders); ``total_users``: users on the board."""
+
+    user_id: str
+    score: int
+    rank: int
+    percentile: float
+    total_users: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a board (``page`` counts from 1)."""
+
+    page: int
+    page_size: int
+    total_users: int
+    entries: list[LeaderboardEntry]

@@ -1,0 +1,227 @@
+"""Scoring rules: tiers, levels, activity types, retention.
+
+The defaults are the seed design's (see DESIGN.md). A TOML rules file (``SCORING_RULES``) can
+override any section; a section given in the file replaces that section's defaults, except
+``[activity_types.*]``, where each named type is merged over its default (so a file can change
+one type's cap without restating the other ten) and new types may be added. An invalid file fails
+at start-up with a :class:`~engine.errors.ConfigError` naming the field.
+
+Tier and level are pure functions of total points. The award script computes them from the
+thresholds this module hands it, so the rules live here and only here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from bisect import bisect_right
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from .errors import ConfigError
+
+TypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,29}$")]
+
+DEFAULT_TIERS: dict[str, int] = {
+    "ember": 0,
+    "spark": 250,
+    "blaze": 500,
+    "beacon": 1000,
+    "phoenix": 2500,
+}
+
+DEFAULT_LEVELS: list[int] = [
+    0, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 2500, 3500,
+    5000, 7500, 10000, 15000, 20000, 30000, 40000, 50000, 60000, 70000, 80000,
+]  # fmt: skip
+
+#: name: (display name, default points, per-award cap). Caps admit every amount in the seed.
+DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, int, int]] = {
+    "quiz_complete": ("Quiz Completed", 25, 500),
+    "project_create": ("Project Created", 100, 1000),
+    "project_update": ("Project Updated", 10, 200),
+    "comment": ("Comment Posted", 5, 100),
+    "reaction": ("Reaction Given", 1, 20),
+    "daily_login": ("Daily Login", 5, 50),
+    "streak_bonus": ("Streak Bonus", 5, 500),
+    "weekly_goal": ("Weekly Goal Completed", 30, 1000),
+    "side_quest": ("Side Quest Completed", 50, 5000),
+    "special_event": ("Special Event", 100, 10000),
+    "referral": ("Referral Bonus", 100, 1000),
+}
+
+#: Activity types whose counts are also reported under the seed's lifetime_* names.
+LIFETIME_COUNTERS = {
+    "quiz_complete": "lifetime_quizzes_completed",
+    "project_create": "lifetime_projects_created",
+    "comment": "lifetime_comments_posted",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActivityType(_Strict):
+    """One activity type: its display name, default points and the largest amount one award may carry."""
+
+    display: str = Field(min_length=1, max_length=64)
+    points: int = Field(gt=0)
+    max_points: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _cap_admits_default(self) -> ActivityType:
+        if self.points > self.max_points:
+            raise ValueError(f"points ({self.points}) exceed max_points ({self.max_points})")
+        return self
+
+
+class Levels(_Strict):
+    """Level n starts at ``thresholds[n-1]``; past the last, one more level per ``step_after`` points."""
+
+    thresholds: list[int] = Field(default_factory=lambda: list(DEFAULT_LEVELS), min_length=1)
+    step_after: int = Field(default=10000, gt=0)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Levels:
+        t = self.thresholds
+        if t[0] != 0:
+            raise ValueError("the first level threshold must be 0")
+        if any(b <= a for a, b in zip(t, t[1:])):
+            raise ValueError("level thresholds must be strictly increasing")
+        return self
+
+
+class Retention(_Strict):
+    """How long window leaderboards are kept after their window ends, in days."""
+
+    day_days: int = Field(default=8, ge=1, le=3660)
+    week_days: int = Field(default=35, ge=1, le=3660)
+    month_days: int = Field(default=400, ge=1, le=3660)
+
+
+class Idempotency(_Strict):
+    """How long an award's id is remembered for de-duplication, in seconds.
+
+    ``key_ttl`` applies to caller-given idempotency keys; ``auto_ttl`` to the ids the engine
+    generates, which only need to outlive a client's retries of the same call.
+    """
+
+    key_ttl: int = Field(default=86400, ge=60)
+    auto_ttl: int = Field(default=600, ge=60)
+
+
+class Rules(_Strict):
+    """The complete, validated rule set. Immutable; build with :func:`load_rules`."""
+
+    tiers: dict[TypeName, int] = Field(default_factory=lambda: dict(DEFAULT_TIERS), min_length=1)
+    tier_display: dict[TypeName, str] = Field(default_factory=dict)
+    levels: Levels = Field(default_factory=Levels)
+    activity_types: dict[TypeName, ActivityType] = Field(min_length=1)
+    retention: Retention = Field(default_factory=Retention)
+    idempotency: Idempotency = Field(default_factory=Idempotency)
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> Rules:
+        values = list(self.tiers.values())
+        if values[0] != 0:
+            raise ValueError("tiers: the first tier must start at 0")
+        if any(b <= a for a, b in zip(values, values[1:])):
+            raise ValueError("tiers: thresholds must be strictly increasing, lowest first")
+        unknown = set(self.tier_display) - set(self.tiers)
+        if unknown:
+            raise ValueError(f"tier_display: unknown tier(s) {sorted(unknown)}")
+        return self
+
+    # -- derived tables ---------------------------------------------------------------------
+
+    @cached_property
+    def tier_names(self) -> list[str]:
+        return list(self.tiers)
+
+    @cached_property
+    def tier_thresholds(self) -> list[int]:
+        return list(self.tiers.values())
+
+    @cached_property
+    def script_args(self) -> list[int | str]:
+        """The rule parameters the award script needs, in its ARGV layout (see award.lua)."""
+        lv = self.levels.thresholds
+        return [
+            len(self.tiers), *self.tier_names, *self.tier_thresholds,
+            len(lv), *lv, self.levels.step_after,
+        ]  # fmt: skip
+
+    # -- pure functions of total points ---------------------------------------------------
+
+    def tier_for(self, points: int) -> str:
+        return self.tier_names[bisect_right(self.tier_thresholds, points) - 1]
+
+    def display_for(self, tier: str) -> str:
+        return self.tier_display.get(tier) or tier.replace("_", " ").title()
+
+    def points_to_next_tier(self, points: int) -> int | None:
+        i = bisect_right(self.tier_thresholds, points)
+        return None if i >= len(self.tier_thresholds) else self.tier_thresholds[i] - points
+
+    def level_for(self, points: int) -> int:
+        t = self.levels.thresholds
+        if points >= t[-1]:
+            return len(t) + (points - t[-1]) // self.levels.step_after
+        return bisect_right(t, points)
+
+    def points_to_next_level(self, points: int) -> int:
+        t = self.levels.thresholds
+        if points >= t[-1]:
+            step = self.levels.step_after
+            return step - (points - t[-1]) % step
+        return t[bisect_right(t, points)] - points
+
+
+def _default_types() -> dict[str, dict[str, Any]]:
+    return {
+        name: {"display": display, "points": points, "max_points": cap}
+        for name, (display, points, cap) in DEFAULT_ACTIVITY_TYPES.items()
+    }
+
+
+def build_rules(overrides: dict[str, Any] | None = None, *, source: str = "rules") -> Rules:
+    """Validate ``overrides`` (the parsed rules file) over the defaults.
+
+    Raises:
+        ConfigError: naming the first invalid field, e.g. ``activity_types.comment.points``.
+    """
+    data = dict(overrides or {})
+    types = _default_types()
+    given = data.pop("activity_types", None)
+    if given is not None and not isinstance(given, dict):
+        raise ConfigError(f"{source}: activity_types: must be a table", field="activity_types")
+    for name, spec in (given or {}).items():
+        if isinstance(spec, dict) and name in types:
+            types[name] = {**types[name], **spec}
+        else:
+            types[name] = spec
+    data["activity_types"] = types
+    try:
+        return Rules.model_validate(data)
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {loc}: {err['msg']}", field=loc) from None
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """The default rules, or those of the TOML file at ``path`` laid over them."""
+    if path is None or str(path) == "":
+        return build_rules()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"rules file {p} does not exist", field="SCORING_RULES") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"rules file {p}: {exc}", field="SCORING_RULES") from None
+    return build_rules(data, source=f"rules file {p}")

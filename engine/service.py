@@ -1,0 +1,400 @@
+"""The scoring service: awards, status, profiles and leaderboards over Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import redis
+
+from . import validation
+from .errors import (
+    IdempotencyConflict,
+    ScoringError,
+    ScriptCode,
+    ScriptError,
+    ValidationError,
+    check_code,
+)
+from .keys import Keys
+from .leaderboard import Leaderboard
+from .periods import WindowBoard, board_id, local_day, parse_timestamp, window_boards, zone
+from .results import Activity, AwardResult, UserState
+from .rules import Rules, load_rules
+from .scripts import run_pipeline, scripts
+from .settings import Settings, get_settings
+
+#: Namespace of activity ids derived from (user id, idempotency key).
+ACTIVITY_NAMESPACE = uuid.UUID("6f1c3b0e-8a57-4d0b-9a1e-5c2f7d9e4b21")
+_UNSET: Any = object()
+_TZ_CACHE_SIZE = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class AwardRequest:
+    """One item of :meth:`ScoringEngine.award_many`; the fields are ``award()``'s arguments."""
+
+    user_id: str
+    activity_type: str
+    amount: int | None = None
+    description: str = ""
+    idempotency_key: str | None = None
+    occurred_at: datetime | str | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A validated award, ready to become one script call."""
+
+    user_id: str
+    shard: int
+    activity_id: str
+    activity_type: str
+    amount: int
+    description: str
+    at: datetime
+    fingerprint: str
+    tz: str = "UTC"
+    keys: list[str] | None = None
+    args: list[Any] | None = None
+
+
+class ScoringEngine:
+    """Awards points and answers reads. Thread-safe; share one per process.
+
+    Args:
+        client: a redis-py client created with ``decode_responses=True``.
+        rules: the scoring rules (defaults: the seed's).
+        shards: number of user shards K; every read merges them.
+        key_prefix: prefix of every key.
+        clock: returns the current aware UTC time (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        rules: Rules | None = None,
+        shards: int = 1,
+        key_prefix: str = "scoring",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self.redis = client
+        self.rules = rules or load_rules()
+        self.keys = Keys(prefix=key_prefix, shards=shards)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._award = scripts["award"]
+        self._tz: dict[str, str] = {}  # users whose zone is not UTC, as last seen
+        self._tz_lock = threading.Lock()
+        self._window_cache: dict[date, list[WindowBoard]] = {}
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, redis_url: str, **kwargs: Any) -> ScoringEngine:
+        """An engine over the Redis at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        return cls(redis.Redis.from_url(redis_url, decode_responses=True), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> ScoringEngine:
+        """An engine configured by :class:`~engine.settings.Settings` (the environment).
+
+        With no ``REDIS_URL``, starts (or joins) the embedded Redis under the data directory.
+        """
+        settings = settings or get_settings()
+        url = settings.redis_url
+        if not url:
+            from .embedded import embedded_redis_url
+
+            url = embedded_redis_url(settings.data_dir)
+        kwargs.setdefault("rules", load_rules(settings.rules_path))
+        kwargs.setdefault("shards", settings.shards)
+        kwargs.setdefault("key_prefix", settings.key_prefix)
+        return cls.from_url(url, **kwargs)
+
+    # -- awards ---------------------------------------------------------------------------
+
+    def award(
+        self,
+        user_id: str,
+        activity_type: str,
+        *,
+        amount: int | None = None,
+        description: str = "",
+        idempotency_key: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> AwardResult:
+        """Award points to a user in one atomic script call.
+
+        Args:
+            user_id: the user (1 to 128 bytes, no control characters).
+            activity_type: one of the rules' activity types.
+            amount: points (a positive integer up to the type's cap); default: the type's points.
+            description: up to 255 characters.
+            idempotency_key: a retry with the same key (for this user) returns the first
+                result and changes nothing. Without one, the engine still gives the award a
+                unique id, so a client-level resend of the same call cannot award twice.
+            occurred_at: when it happened (aware datetime, naive = UTC, or ISO 8601 string);
+                default now. Decides the streak day (in the user's zone) and window boards (UTC).
+
+        Returns:
+            The new state and what was upgraded.
+
+        Raises:
+            ValidationError: bad input (a subclass names the field); nothing was written.
+            IdempotencyConflict: the key was used before for a different award.
+        """
+        p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
+        for _ in range(3):
+            reply = self._award(self.redis, p.keys, p.args)
+            result = self._finish(p, reply)
+            if result is not None:
+                return result
+        raise ScriptError("the user's time zone kept changing during the award")
+
+    def award_many(
+        self, items: Iterable[AwardRequest | Mapping[str, Any]]
+    ) -> list[AwardResult | ScoringError]:
+        """Award a batch in one round trip. Each item succeeds or fails on its own.
+
+        Returns:
+            One entry per item, in order: its :class:`AwardResult`, or the
+            :class:`ScoringError` that refused it (nothing was written for that item).
+        """
+        results: list[Any] = []
+        pending: list[tuple[int, _Prepared]] = []
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, AwardRequest):
+                    fields = (item.user_id, item.activity_type, item.amount, item.description,
+                              item.idempotency_key, item.occurred_at)  # fmt: skip
+                elif isinstance(item, Mapping):
+                    fields = _fields_of(item)
+                else:
+                    raise ValidationError(
+                        f"item {i} must be an AwardRequest or a mapping", field=f"items[{i}]"
+                    )
+                pending.append((i, self._prepare(*fields)))
+                results.append(None)
+            except ScoringError as exc:
+                results.append(exc)
+        for _ in range(3):
+            if not pending:
+                break
+            replies = run_pipeline(
+                self.redis, lambda pipe, ip: self._queue(pipe, ip[1]), pending
+            )
+            retry = []
+            for (i, p), reply in zip(pending, replies):
+                if isinstance(reply, Exception):
+                    results[i] = ScriptError(f"award failed in Redis: {reply}")
+                    continue
+                try:
+                    result = self._finish(p, reply)
+                except ScoringError as exc:
+                    result = exc
+                if result is None:
+                    retry.append((i, p))
+                else:
+                    results[i] = result
+            pending = retry
+        for i, _ in pending:
+            results[i] = ScriptError("the user's time zone kept changing during the award")
+        return results
+
+    def _queue(self, pipe: Any, p: _Prepared) -> Any:
+        self._award.queue(pipe, p.keys, p.args)
+        return self._award
+
+    def _prepare(
+        self,
+        user_id: Any,
+        activity_type: Any,
+        amount: Any,
+        description: Any,
+        idempotency_key: Any,
+        occurred_at: Any,
+    ) -> _Prepared:
+        rules = self.rules
+        uid = validation.user_id(user_id)
+        spec = validation.activity_type(rules, activity_type)
+        points = validation.amount(spec, amount)
+        desc = validation.description(description)
+        key = validation.idempotency_key(idempotency_key)
+        now = self.clock()
+        at = parse_timestamp(occurred_at, now=now)
+        if key is None:
+            activity_id = str(uuid.uuid4())
+        else:
+            activity_id = str(uuid.uuid5(ACTIVITY_NAMESPACE, f"{uid}\x00{key}"))
+        fingerprint = _fingerprint(activity_type, points, desc, at if occurred_at else None)
+        p = _Prepared(uid, self.keys.shard_of(uid), activity_id, activity_type, points, desc, at,
+                      fingerprint, self._tz.get(uid, "UTC"))  # fmt: skip
+        k = self.keys
+        shard = p.shard
+        windows = self._windows(at.date())
+        now_s = int(now.timestamp())
+        p.keys = [
+            k.user(uid, shard), k.days(uid, shard), k.idempotency(shard, activity_id),
+            k.outbox(shard), k.board(shard, "all"), k.board(shard, f"type:{activity_type}"),
+            *(k.board(shard, w.board_id) for w in windows),
+        ]  # fmt: skip
+        p.args = [
+            activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
+            local_day(at, p.tz), p.tz,
+            rules.idempotency.key_ttl if key is not None else rules.idempotency.auto_ttl,
+            fingerprint,
+            *(w.expire_at if w.expire_at > now_s else 0 for w in windows),
+            *rules.script_args,
+        ]  # fmt: skip
+        return p
+
+    def _finish(self, p: _Prepared, reply: list[Any]) -> AwardResult | None:
+        """Turn a script reply into a result; None when the call must be repeated."""
+        code = check_code(reply[0])
+        if code is ScriptCode.TZ_MISMATCH:
+            self._remember_tz(p.user_id, reply[1])
+            p.tz = reply[1]
+            p.args[6] = local_day(p.at, p.tz)
+            p.args[7] = p.tz
+            return None
+        parts = reply[1].split("\x1f")
+        fingerprint, old_tier, old_level, created_ms = parts[:4]
+        replayed = code is ScriptCode.DUPLICATE
+        if replayed and fingerprint != p.fingerprint:
+            raise IdempotencyConflict(
+                "this idempotency key was already used for a different award",
+                field="idempotency_key",
+            )
+        h = dict(zip(parts[4::2], parts[5::2]))
+        user = self._state(p.user_id, h)
+        old_level_n = int(old_level)
+        tier_up = old_tier != user.tier
+        level_up = old_level_n != user.level
+        activity = Activity(
+            id=p.activity_id,
+            user_id=p.user_id,
+            amount=p.amount,
+            activity_type=p.activity_type,
+            description=p.description,
+            tier_at_time=user.tier,
+            created_at=Activity.time_from_ms(int(created_ms)),
+        )
+        return AwardResult(
+            user=user,
+            activity=activity,
+            tier_upgraded=tier_up,
+            old_tier=old_tier if tier_up else None,
+            new_tier=user.tier if tier_up else None,
+            level_upgraded=level_up,
+            old_level=old_level_n if level_up else None,
+            new_level=user.level if level_up else None,
+            replayed=replayed,
+        )
+
+    # -- users ----------------------------------------------------------------------------
+
+    def status(self, user_id: str) -> UserState:
+        """The user's current state (a user never awarded has zero points, tier one, level 1)."""
+        uid = validation.user_id(user_id)
+        h = self.redis.hgetall(self.keys.user(uid))
+        self._remember_tz(uid, h.get("tz", "UTC"))
+        return self._state(uid, h)
+
+    def set_profile(
+        self,
+        user_id: str,
+        *,
+        username: str | None = _UNSET,
+        display_name: str | None = _UNSET,
+        time_zone: str | None = _UNSET,
+    ) -> UserState:
+        """Set a user's username, display name and IANA time zone (omitted: left as is;
+        None: cleared). The zone decides which calendar day an activity counts for."""
+        uid = validation.user_id(user_id)
+        fields: dict[str, str] = {}
+        clear: list[str] = []
+        for name, value, limit in (
+            ("username", username, validation.MAX_USERNAME),
+            ("display_name", display_name, validation.MAX_DISPLAY_NAME),
+        ):
+            if value is None:
+                clear.append(name)
+            elif value is not _UNSET:
+                fields[name] = validation.profile_text(value, field=name, limit=limit)
+        if time_zone is None:
+            clear.append("tz")
+        elif time_zone is not _UNSET:
+            zone(time_zone)
+            fields["tz"] = time_zone
+        shard = self.keys.shard_of(uid)
+        args: list[Any] = [uid, int(self.clock().timestamp() * 1000), len(fields)]
+        for k, v in fields.items():
+            args += [k, v]
+        args += clear
+        flat = scripts["set_profile"](
+            self.redis, [self.keys.user(uid, shard), self.keys.outbox(shard)], args
+        )
+        h = dict(zip(flat[::2], flat[1::2]))
+        self._remember_tz(uid, h.get("tz", "UTC"))
+        return self._state(uid, h)
+
+    # -- leaderboards ---------------------------------------------------------------------
+
+    def leaderboard(self, board: str = "all_time", *, period: str | None = None) -> Leaderboard:
+        """A board: ``all_time``, ``month``, ``week``, ``day`` (current UTC period unless
+        ``period`` is given: ``2026-11``, ``2026-W48``, ``2026-11-24``) or ``type:<activity_type>``."""
+        bid = board_id(board, period=period, now=self.clock(), rules=self.rules)
+        return Leaderboard(self.redis, self.keys, bid)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _state(self, uid: str, h: dict[str, str]) -> UserState:
+        today = local_day(self.clock(), h.get("tz", "UTC"))
+        return UserState.from_hash(uid, h, self.rules, today)
+
+    def _windows(self, day: date) -> list[WindowBoard]:
+        windows = self._window_cache.get(day)
+        if windows is None:
+            if len(self._window_cache) > 64:
+                self._window_cache.clear()
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            windows = self._window_cache[day] = window_boards(start, self.rules)
+        return windows
+
+    def _remember_tz(self, uid: str, tz: str) -> None:
+        with self._tz_lock:
+            if tz == "UTC":
+                self._tz.pop(uid, None)
+                return
+            if len(self._tz) >= _TZ_CACHE_SIZE:
+                self._tz.clear()
+            self._tz[uid] = tz
+
+
+def _fields_of(item: Mapping[str, Any]) -> tuple[Any, ...]:
+    unknown = set(item) - set(AwardRequest.__dataclass_fields__)
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0]
+        )
+    return (
+        item.get("user_id"),
+        item.get("activity_type"),
+        item.get("amount"),
+        item.get("description", ""),
+        item.get("idempotency_key"),
+        item.get("occurred_at"),
+    )
+
+
+def _fingerprint(activity_type: str, amount: int, description: str, at: datetime | None) -> str:
+    text = f"{activity_type}\x00{amount}\x00{description}\x00{at.isoformat() if at else ''}"
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()

@@ -1,0 +1,105 @@
+"""Input checks shared by every entry point. Each raises a typed ValidationError naming the field."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from .errors import (
+    InvalidAmount,
+    InvalidDescription,
+    InvalidIdempotencyKey,
+    InvalidProfile,
+    InvalidUserId,
+    UnknownActivityType,
+)
+from .rules import ActivityType, Rules
+
+MAX_USER_ID_BYTES = 128
+MAX_DESCRIPTION = 255
+MAX_IDEMPOTENCY_KEY = 255
+MAX_USERNAME = 150
+MAX_DISPLAY_NAME = 255
+
+
+def _has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character or a lone surrogate (fast path: printable)."""
+    return not text.isprintable() and any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+
+
+def user_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidUserId("user id must be a string", field="user_id")
+    if not value:
+        raise InvalidUserId("user id must not be empty", field="user_id")
+    if _has_control(value[: MAX_USER_ID_BYTES + 1]):
+        raise InvalidUserId("user id must not contain control characters", field="user_id")
+    if len(value) > MAX_USER_ID_BYTES or len(value.encode("utf-8")) > MAX_USER_ID_BYTES:
+        raise InvalidUserId(f"user id is longer than {MAX_USER_ID_BYTES} bytes", field="user_id")
+    return value
+
+
+def activity_type(rules: Rules, value: object) -> ActivityType:
+    spec = rules.activity_types.get(value) if isinstance(value, str) else None
+    if spec is None:
+        raise UnknownActivityType(
+            f"unknown activity type {value!r}; known: {', '.join(rules.activity_types)}",
+            field="activity_type",
+        )
+    return spec
+
+
+def amount(spec: ActivityType, value: object) -> int:
+    """The award's points: the type's default when ``value`` is None, else a checked integer."""
+    if value is None:
+        return spec.points
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidAmount(
+            f"amount must be a whole number, not {type(value).__name__}", field="amount"
+        )
+    if value <= 0:
+        raise InvalidAmount("amount must be greater than zero", field="amount")
+    if value > spec.max_points:
+        raise InvalidAmount(
+            f"amount {value} exceeds the cap of {spec.max_points} for this activity type",
+            field="amount",
+        )
+    return value
+
+
+def description(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidDescription("description must be a string", field="description")
+    if len(value) > MAX_DESCRIPTION:
+        raise InvalidDescription(
+            f"description is longer than {MAX_DESCRIPTION} characters", field="description"
+        )
+    if not value.isprintable() and any(unicodedata.category(c) == "Cs" for c in value):
+        raise InvalidDescription("description is not valid Unicode", field="description")
+    return value
+
+
+def idempotency_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidIdempotencyKey(
+            f"idempotency key must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            field="idempotency_key",
+        )
+    if _has_control(value):
+        raise InvalidIdempotencyKey(
+            "idempotency key must not contain control characters", field="idempotency_key"
+        )
+    return value
+
+
+def profile_text(value: object, *, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidProfile(f"{field} must be a string", field=field)
+    if len(value) > limit:
+        raise InvalidProfile(f"{field} is longer than {limit} characters", field=field)
+    if _has_control(value):
+        raise InvalidProfile(f"{field} must not contain control characters", field=field)
+    return value
