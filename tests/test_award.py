@@ -1,0 +1,246 @@
+"""Awards: state, upgrades, idempotency, the outbox, and bad input that writes nothing.
+
+Runs on a real Redis and on fakeredis (the ``engine`` fixture is parametrized over both).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from engine import AwardRequest, ScoringEngine
+from engine.errors import (
+    IdempotencyConflict,
+    InvalidAmount,
+    InvalidDescription,
+    InvalidIdempotencyKey,
+    InvalidTimestamp,
+    InvalidUserId,
+    ScoringError,
+    UnknownActivityType,
+    UnknownTimeZone,
+)
+
+
+def snapshot(engine: ScoringEngine) -> dict[str, object]:
+    """Every key and its content, to show that a refused call wrote nothing."""
+    r = engine.redis
+    out: dict[str, object] = {}
+    for key in sorted(r.scan_iter(match=f"{engine.keys.prefix}:*")):
+        kind = r.type(key)
+        if kind == "hash":
+            out[key] = r.hgetall(key)
+        elif kind == "zset":
+            out[key] = r.zrange(key, 0, -1, withscores=True)
+        elif kind == "stream":
+            out[key] = [e[1] for e in r.xrange(key)]
+        else:
+            out[key] = r.get(key)
+    return out
+
+
+def outbox(engine: ScoringEngine, shard: int = 0) -> list[dict[str, str]]:
+    return [fields for _, fields in engine.redis.xrange(engine.keys.outbox(shard))]
+
+
+def test_first_award(engine: ScoringEngine) -> None:
+    result = engine.award("alice", "project_create", amount=150, description="Test project")
+    user = result.user
+    assert (user.total_points, user.tier, user.tier_display, user.level) == (150, "ember", "Ember", 3)
+    assert user.points_to_next_tier == 100 and user.points_to_next_level == 50
+    assert user.current_streak_days == 1 and user.longest_streak_days == 1
+    assert user.last_activity_date.isoformat() == "2026-11-24"
+    assert user.lifetime_projects_created == 1 and user.activity_counts == {"project_create": 1}
+    assert result.level_upgraded and (result.old_level, result.new_level) == (1, 3)
+    assert not result.tier_upgraded and result.old_tier is None and result.new_tier is None
+    assert result.activity.amount == 150 and result.activity.description == "Test project"
+    assert result.activity.tier_at_time == "ember"
+    assert result.activity.created_at == datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_default_amount_and_seed_sequence(engine: ScoringEngine) -> None:
+    assert engine.award("alice", "quiz_complete").user.total_points == 25
+    result = engine.award("alice", "special_event", amount=500, description="Big reward")
+    assert result.tier_upgraded and (result.old_tier, result.new_tier) == ("ember", "blaze")
+    assert result.user.total_points == 525
+    assert result.user.lifetime_quizzes_completed == 1
+
+
+def test_state_in_redis_matches_rules(engine: ScoringEngine) -> None:
+    """Tier and level written by the script agree with the Python rules at every boundary."""
+    for amount in [249, 1, 249, 1, 499, 1, 1000, 5000, 10000, 10000, 10000, 10000, 10000]:
+        result = engine.award("bob", "special_event", amount=amount)
+        h = engine.redis.hgetall(engine.keys.user("bob"))
+        total = int(h["total"])
+        assert h["tier"] == engine.rules.tier_for(total) == result.user.tier
+        assert int(h["level"]) == engine.rules.level_for(total) == result.user.level
+
+
+def test_each_upgrade_reported_once(engine: ScoringEngine) -> None:
+    seen = []
+    for _ in range(12):
+        r = engine.award("carol", "quiz_complete", amount=250)
+        if r.tier_upgraded:
+            seen.append((r.old_tier, r.new_tier))
+    assert seen == [("ember", "spark"), ("spark", "blaze"), ("blaze", "beacon"), ("beacon", "phoenix")]
+
+
+def test_outbox_entry(engine: ScoringEngine) -> None:
+    result = engine.award("dave", "comment", amount=50, description="Posted helpful comment")
+    [entry] = outbox(engine)
+    assert entry["e"] == "award"
+    assert entry["id"] == result.activity.id
+    assert (entry["user"], entry["amount"], entry["type"]) == ("dave", "50", "comment")
+    assert entry["desc"] == "Posted helpful comment" and entry["tier"] == "ember"
+    assert entry["at"] == str(int(result.activity.created_at.timestamp() * 1000))
+    assert (entry["total"], entry["level"], entry["streak"], entry["version"]) == ("50", "2", "1", "1")
+
+
+def test_leaderboards_updated(engine: ScoringEngine) -> None:
+    engine.award("erin", "quiz_complete", amount=30)
+    engine.award("erin", "comment", amount=5)
+    for board in ["all_time", "month", "week", "day"]:
+        assert engine.leaderboard(board).rank("erin").score == 35
+    assert engine.leaderboard("type:quiz_complete").rank("erin").score == 30
+    assert engine.leaderboard("type:comment").rank("erin").score == 5
+    assert engine.leaderboard("week", period="2026-W48").rank("erin").score == 35
+    assert engine.leaderboard("month", period="2026-11").rank("erin").score == 35
+    assert engine.leaderboard("day", period="2026-11-24").rank("erin").score == 35
+
+
+def test_window_boards_expire(engine: ScoringEngine) -> None:
+    engine.award("erin", "quiz_complete")
+    day_key = engine.keys.board(0, "day:2026-11-24")
+    # the day ends at midnight UTC and its board is kept 8 days after
+    expected = datetime(2026, 12, 3, tzinfo=UTC).timestamp()
+    assert abs(time.time() + engine.redis.ttl(day_key) - expected) < 5
+    assert engine.redis.ttl(engine.keys.board(0, "all")) == -1
+
+
+def test_idempotent_replay(engine: ScoringEngine) -> None:
+    first = engine.award("frank", "quiz_complete", amount=300, idempotency_key="req-1")
+    before = snapshot(engine)
+    again = engine.award("frank", "quiz_complete", amount=300, idempotency_key="req-1")
+    assert snapshot(engine) == before
+    assert again.replayed and not first.replayed
+    assert again.user == first.user and again.activity == first.activity
+    assert again.tier_upgraded and again.old_tier == "ember"
+    assert len(outbox(engine)) == 1
+    # the key is scoped to the user: another user's "req-1" is another award
+    assert not engine.award("gina", "quiz_complete", amount=300, idempotency_key="req-1").replayed
+
+
+def test_idempotency_key_reused_for_another_award(engine: ScoringEngine) -> None:
+    engine.award("frank", "quiz_complete", amount=30, idempotency_key="req-2")
+    before = snapshot(engine)
+    with pytest.raises(IdempotencyConflict):
+        engine.award("frank", "quiz_complete", amount=31, idempotency_key="req-2")
+    assert snapshot(engine) == before
+
+
+def test_replay_in_batch(engine: ScoringEngine) -> None:
+    items = [AwardRequest("hal", "comment", amount=10, idempotency_key=f"k{i % 3}") for i in range(6)]
+    results = engine.award_many(items)
+    assert [r.replayed for r in results] == [False] * 3 + [True] * 3
+    assert engine.status("hal").total_points == 30
+    assert len(outbox(engine)) == 3
+
+
+def test_award_many_each_item_on_its_own(engine: ScoringEngine) -> None:
+    results = engine.award_many(
+        [
+            {"user_id": "ida", "activity_type": "quiz_complete", "amount": 20},
+            {"user_id": "ida", "activity_type": "no_such_type"},
+            {"user_id": "", "activity_type": "comment"},
+            AwardRequest("jon", "comment", amount=5),
+            {"user_id": "ida", "activity_type": "comment", "amount": 0},
+            {"user_id": "ida", "activity_type": "comment", "colour": "red"},
+            "not an award",
+        ]
+    )
+    assert results[0].user.total_points == 20
+    assert isinstance(results[1], UnknownActivityType)
+    assert isinstance(results[2], InvalidUserId)
+    assert results[3].user.total_points == 5
+    assert isinstance(results[4], InvalidAmount)
+    assert isinstance(results[5], ScoringError) and results[5].field == "colour"
+    assert isinstance(results[6], ScoringError)
+    assert engine.status("ida").total_points == 20
+    assert len(outbox(engine)) == 2
+
+
+BAD_AWARDS = [
+    ({"amount": 0}, InvalidAmount),
+    ({"amount": -5}, InvalidAmount),
+    ({"amount": 2.5}, InvalidAmount),
+    ({"amount": 2.0}, InvalidAmount),
+    ({"amount": Decimal("3")}, InvalidAmount),
+    ({"amount": "50"}, InvalidAmount),
+    ({"amount": True}, InvalidAmount),
+    ({"amount": 501}, InvalidAmount),  # quiz_complete's cap is 500
+    ({"activity_type": "quiz_completed"}, UnknownActivityType),
+    ({"activity_type": None}, UnknownActivityType),
+    ({"description": "x" * 256}, InvalidDescription),
+    ({"description": 7}, InvalidDescription),
+    ({"description": "bad \ud800 surrogate"}, InvalidDescription),
+    ({"user_id": ""}, InvalidUserId),
+    ({"user_id": "u" * 129}, InvalidUserId),
+    ({"user_id": "é" * 65}, InvalidUserId),  # 130 bytes
+    ({"user_id": "tab\there"}, InvalidUserId),
+    ({"user_id": "nul\x00"}, InvalidUserId),
+    ({"user_id": 42}, InvalidUserId),
+    ({"occurred_at": "yesterday"}, InvalidTimestamp),
+    ({"occurred_at": "2026-13-01T00:00:00"}, InvalidTimestamp),
+    ({"occurred_at": 1700000000}, InvalidTimestamp),
+    ({"occurred_at": "2027-01-01T00:00:00Z"}, InvalidTimestamp),  # the future
+    ({"occurred_at": "1999-12-31T23:00:00Z"}, InvalidTimestamp),
+    ({"idempotency_key": ""}, InvalidIdempotencyKey),
+    ({"idempotency_key": "k" * 256}, InvalidIdempotencyKey),
+]
+
+
+@pytest.mark.parametrize(("change", "error"), BAD_AWARDS)
+def test_bad_input_writes_nothing(engine: ScoringEngine, change: dict, error: type) -> None:
+    engine.award("kim", "quiz_complete", amount=10)
+    before = snapshot(engine)
+    call = {"user_id": "kim", "activity_type": "quiz_complete", "amount": 20} | change
+    user_id = call.pop("user_id")
+    activity_type = call.pop("activity_type")
+    with pytest.raises(error) as info:
+        engine.award(user_id, activity_type, **call)
+    assert info.value.field
+    assert snapshot(engine) == before
+    [result] = engine.award_many([{"user_id": user_id, "activity_type": activity_type, **call}])
+    assert isinstance(result, error)
+    assert snapshot(engine) == before
+
+
+def test_unknown_time_zone_writes_nothing(engine: ScoringEngine) -> None:
+    engine.award("kim", "quiz_complete", amount=10)
+    before = snapshot(engine)
+    for bad in ["Mars/Olympus_Mons", "", "../../etc/passwd", "UTC\x00", 5]:
+        with pytest.raises(UnknownTimeZone):
+            engine.set_profile("kim", time_zone=bad)
+    assert snapshot(engine) == before
+
+
+def test_profile(engine: ScoringEngine) -> None:
+    state = engine.set_profile("lee", username="lee", display_name="Lee Ø", time_zone="Europe/Oslo")
+    assert (state.username, state.display_name, state.time_zone) == ("lee", "Lee Ø", "Europe/Oslo")
+    assert state.total_points == 0 and state.level == 1 and state.tier == "ember"
+    engine.award("lee", "comment")
+    state = engine.set_profile("lee", display_name=None)
+    assert state.display_name is None and state.username == "lee" and state.total_points == 5
+    assert engine.status("lee").time_zone == "Europe/Oslo"
+    entries = outbox(engine)
+    assert [e["e"] for e in entries] == ["profile", "award", "profile"]
+    assert entries[0]["tz"] == "Europe/Oslo" and "display_name" not in entries[2]
+
+
+def test_status_of_unknown_user(engine: ScoringEngine) -> None:
+    state = engine.status("nobody")
+    assert (state.total_points, state.tier, state.level, state.current_streak_days) == (0, "ember", 1, 0)
+    assert state.last_activity_date is None and state.points_to_next_tier == 250
