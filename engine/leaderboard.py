@@ -20,7 +20,7 @@ from typing import Any
 from .errors import InvalidPaging, NotRanked
 from .keys import Keys
 from .results import LeaderboardEntry, Page, RankInfo
-from .scripts import run_pipeline, scripts
+from .scripts import run_calls, scripts
 from .validation import user_id as check_user_id
 
 MAX_LIMIT = 1000
@@ -120,15 +120,9 @@ class Leaderboard:
         positions = [0] * len(self.shard_keys)
         positions[own] = rank
         if len(self.shard_keys) > 1:
-            script = scripts["board_position"]
-            args = [_fmt(score), uid]
-
-            def queue(pipe: Any, key: str) -> Any:
-                script.queue(pipe, [key], args)
-                return script
-
+            script, args = scripts["board_position"], [_fmt(score), uid]
             others = [s for s in range(len(self.shard_keys)) if s != own]
-            counts = run_pipeline(self.redis, queue, [self.shard_keys[s] for s in others])
+            counts = run_calls(self.redis, [(script, [self.shard_keys[s]], args) for s in others])
             for s, n in zip(others, counts):
                 if isinstance(n, Exception):
                     raise n

@@ -4,8 +4,8 @@ Each script may pull in shared pieces with a line ``--- @include "name"`` (from
 ``lua/includes/name.lua``, each at most once), so one flattened source is what runs. The number
 of keys a script takes is read from its header (the highest ``KEYS[n]`` it documents) and checked
 on every call. Calls go through :class:`redis.commands.core.Script` (EVALSHA with a NOSCRIPT
-fallback); :meth:`LuaScript.queue` puts a bare EVALSHA on a pipeline, and
-:func:`run_pipeline` re-runs the commands a flushed script cache refused.
+fallback); :func:`run_calls` runs a batch on one pipeline and re-runs the calls a flushed
+script cache refused.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 _INCLUDE = re.compile(r'^--- @include "([\w.-]+)"\s*$', re.M)
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.S)
 _KEY_REF = re.compile(r"KEYS\[(\d+)\]")
-_MAX_RELOADS = 5
 
 
 class LuaScript:
@@ -51,10 +50,15 @@ class LuaScript:
         self._check(keys)
         return self._script(keys=keys, args=args, client=client)
 
-    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
-        """Queue a bare EVALSHA on ``pipe`` (no SCRIPT EXISTS round trip); see run_pipeline."""
+    def queue(
+        self, pipe: Any, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False
+    ) -> None:
+        """Queue a bare EVALSHA (or, ``inline``, an EVAL) on ``pipe``; see :func:`run_calls`."""
         self._check(keys)
-        pipe.execute_command("EVALSHA", self.sha, self.numkeys, *keys, *args)
+        if inline:
+            pipe.execute_command("EVAL", self.source, self.numkeys, *keys, *args)
+        else:
+            pipe.execute_command("EVALSHA", self.sha, self.numkeys, *keys, *args)
 
     def load(self, client: Any) -> None:
         client.script_load(self.source)
@@ -102,33 +106,31 @@ class ScriptRegistry:
 scripts = ScriptRegistry()
 
 
-def run_pipeline(client: Any, queue: Any, items: Sequence[Any]) -> list[Any]:
-    """Queue ``items`` on a non-transactional pipeline, run it in one round trip, and return
-    one reply (or exception instance) per item.
+def run_calls(client: Any, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    """Run ``(script, keys, args)`` calls on one non-transactional pipeline, in one round trip,
+    and return one reply (or exception instance) per call, in order.
 
-    ``queue(pipe, item)`` queues exactly one command per item and returns the script it ran.
-    Commands refused with NOSCRIPT (the script cache was flushed) changed nothing; the script is
-    loaded and those commands alone are sent again (a few times at most).
+    Calls refused with NOSCRIPT (the script cache was flushed, possibly in the middle of the
+    batch) changed nothing. They alone are sent again after the script is loaded, and if the
+    cache is flushed yet again, once more as EVAL with the full source, which cannot be refused.
     """
-    replies: list[Any] = [None] * len(items)
-    pending = list(range(len(items)))
-    for _ in range(_MAX_RELOADS):
+    replies: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    for attempt in range(3):
         if not pending:
-            return replies
+            break
+        inline = attempt == 2
         pipe = client.pipeline(transaction=False)
-        used = [queue(pipe, items[i]) for i in pending]
-        out = pipe.execute(raise_on_error=False)
+        for i in pending:
+            script, keys, args = calls[i]
+            script.queue(pipe, keys, args, inline=inline)
         missing: list[int] = []
-        reload: dict[str, LuaScript] = {}
-        for i, script, reply in zip(pending, used, out):
+        for i, reply in zip(pending, pipe.execute(raise_on_error=False)):
             if isinstance(reply, NoScriptError):
                 missing.append(i)
-                reload[script.name] = script
             else:
                 replies[i] = reply
-        for script in reload.values():
+        for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
             script.load(client)
         pending = missing
-    if pending:
-        raise NoScriptError(f"scripts kept vanishing from the server's cache ({len(pending)} left)")
     return replies

@@ -26,7 +26,7 @@ from .leaderboard import Leaderboard
 from .periods import WindowBoard, board_id, local_day, parse_timestamp, window_boards, zone
 from .results import Activity, AwardResult, UserState
 from .rules import Rules, load_rules
-from .scripts import run_pipeline, scripts
+from .scripts import run_calls, scripts
 from .settings import Settings, get_settings
 
 #: Namespace of activity ids derived from (user id, idempotency key).
@@ -188,9 +188,7 @@ class ScoringEngine:
         for _ in range(3):
             if not pending:
                 break
-            replies = run_pipeline(
-                self.redis, lambda pipe, ip: self._queue(pipe, ip[1]), pending
-            )
+            replies = run_calls(self.redis, [(self._award, p.keys, p.args) for _, p in pending])
             retry = []
             for (i, p), reply in zip(pending, replies):
                 if isinstance(reply, Exception):
@@ -208,10 +206,6 @@ class ScoringEngine:
         for i, _ in pending:
             results[i] = ScriptError("the user's time zone kept changing during the award")
         return results
-
-    def _queue(self, pipe: Any, p: _Prepared) -> Any:
-        self._award.queue(pipe, p.keys, p.args)
-        return self._award
 
     def _prepare(
         self,

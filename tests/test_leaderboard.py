@@ -1,0 +1,115 @@
+"""Leaderboards: competition ranks, stable tie order, around-me, paging, and K shards = 1 shard."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from engine import AwardRequest, ScoringEngine
+from engine.errors import InvalidPaging, NotRanked, UnknownBoard
+from engine.testing import fake_redis
+
+
+def fill(engine: ScoringEngine, scores: dict[str, int]) -> None:
+    results = engine.award_many(
+        AwardRequest(user, "special_event", amount=points) for user, points in scores.items()
+    )
+    assert all(not isinstance(r, Exception) for r in results), results
+
+
+def rows(entries) -> list[tuple[int, str, int]]:
+    return [(e.rank, e.user_id, e.score) for e in entries]
+
+
+def test_ties_share_a_rank_and_list_by_user_id(engine: ScoringEngine) -> None:
+    fill(engine, {"cara": 50, "abe": 50, "bo": 30, "dee": 50, "eli": 10})
+    board = engine.leaderboard()
+    assert rows(board.top(10)) == [
+        (1, "abe", 50), (1, "cara", 50), (1, "dee", 50), (4, "bo", 30), (5, "eli", 10),
+    ]  # fmt: skip
+    assert rows(board.top(2, offset=1)) == [(1, "cara", 50), (1, "dee", 50)]
+    assert rows(board.top(2, offset=3)) == [(4, "bo", 30), (5, "eli", 10)]
+    assert board.top(5, offset=5) == []
+    info = board.rank("dee")
+    assert (info.rank, info.score, info.total_users, info.percentile) == (1, 50, 5, 100.0)
+    info = board.rank("eli")
+    assert (info.rank, info.percentile) == (5, 20.0)
+    assert board.rank("bo").rank == 4
+
+
+def test_around_keeps_the_window_full(engine: ScoringEngine) -> None:
+    fill(engine, {f"u{i:02d}": 100 - i for i in range(20)})  # u00 leads, u19 last
+    board = engine.leaderboard()
+    ids = lambda entries: [e.user_id for e in entries]  # noqa: E731
+    assert ids(board.around("u10", 2)) == ["u08", "u09", "u10", "u11", "u12"]
+    assert ids(board.around("u00", 2)) == ["u00", "u01", "u02", "u03", "u04"]
+    assert ids(board.around("u01", 2)) == ["u00", "u01", "u02", "u03", "u04"]
+    assert ids(board.around("u19", 2)) == ["u15", "u16", "u17", "u18", "u19"]
+    assert ids(board.around("u18", 2)) == ["u15", "u16", "u17", "u18", "u19"]
+    assert [e.rank for e in board.around("u18", 2)] == [16, 17, 18, 19, 20]
+    assert len(board.around("u05", 50)) == 20  # smaller board than the window
+    assert ids(board.around("u05", 0)) == ["u05"]
+
+
+def test_paging(engine: ScoringEngine) -> None:
+    fill(engine, {f"u{i:02d}": 100 - i // 2 for i in range(25)})  # pairs tie
+    board = engine.leaderboard()
+    page = board.page_of("u13", page_size=10)
+    assert (page.page, page.page_size, page.total_users) == (2, 10, 25)
+    assert [e.user_id for e in page.entries] == [f"u{i:02d}" for i in range(10, 20)]
+    assert page.entries[0].rank == 11 and page.entries[1].rank == 11
+    last = board.page(3, page_size=10)
+    assert [e.user_id for e in last.entries] == ["u20", "u21", "u22", "u23", "u24"]
+    assert last.entries[-1].rank == 25 and last.entries[0].rank == 21
+    # a page that starts inside a tie carries the tie's rank
+    assert board.page(2, page_size=3).entries[0].rank == 3
+    assert board.page(9, page_size=10).entries == []
+
+
+def test_not_ranked_and_bad_arguments(engine: ScoringEngine) -> None:
+    fill(engine, {"amy": 5})
+    board = engine.leaderboard()
+    for call in (lambda: board.rank("zoe"), lambda: board.around("zoe"), lambda: board.page_of("zoe")):
+        with pytest.raises(NotRanked):
+            call()
+    for bad in [0, -1, 1001, 2.5, "10", True]:
+        with pytest.raises(InvalidPaging):
+            board.top(bad)
+    with pytest.raises(InvalidPaging):
+        board.top(10, offset=-1)
+    with pytest.raises(InvalidPaging):
+        board.around("amy", 101)
+    for name, period in [("monthly", None), ("type:nope", None), ("week", "2026-48"),
+                         ("day", "2026-02-30"), ("all_time", "2026"), (None, None)]:  # fmt: skip
+        with pytest.raises(UnknownBoard):
+            engine.leaderboard(name, period=period)
+
+
+def test_empty_board(engine: ScoringEngine) -> None:
+    board = engine.leaderboard("type:referral")
+    assert board.top(10) == [] and board.size() == 0
+
+
+@pytest.mark.parametrize("shards", [2, 4, 7])
+def test_k_shards_answer_exactly_as_one(real_redis, clock, shards: int) -> None:
+    rng = random.Random(shards)
+    scores = {f"user-{i}": rng.choice([5, 10, 10, 25, 50, 50, 50, 100, rng.randrange(1, 500)])
+              for i in range(300)}  # fmt: skip
+    one = ScoringEngine(fake_redis(), clock=clock)
+    many = ScoringEngine(real_redis, clock=clock, shards=shards)
+    fill(one, scores)
+    fill(many, scores)
+    assert len({many.keys.shard_of(u) for u in scores}) == shards  # users really are spread
+    a, b = one.leaderboard(), many.leaderboard()
+    assert a.size() == b.size() == 300
+    assert a.top(1000) == b.top(1000)
+    for offset, limit in [(0, 10), (7, 13), (99, 50), (290, 20)]:
+        assert a.top(limit, offset) == b.top(limit, offset)
+    for user in rng.sample(sorted(scores), 40) + ["user-0", "user-299"]:
+        assert a.rank(user) == b.rank(user)
+        assert a.around(user, 4) == b.around(user, 4)
+        assert a.page_of(user, 25) == b.page_of(user, 25)
+    for page in range(1, 8):
+        assert a.page(page, 45) == b.page(page, 45)
+    assert one.leaderboard("type:special_event").top(50) == many.leaderboard("type:special_event").top(50)

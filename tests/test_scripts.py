@@ -1,0 +1,116 @@
+"""The script registry, and awards that survive a flushed script cache without double-applying."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from engine import AwardRequest, ScoringEngine
+from engine.scripts import LUA_DIR, ScriptRegistry, run_calls, scripts
+
+
+def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None:
+    names = scripts.names()
+    assert {"award", "set_profile", "board_position"} <= set(names)
+    for name in names:
+        script = scripts[name]
+        assert "@include" not in script.source
+        assert real_redis.script_load(script.source) == script.sha
+    assert scripts["award"].numkeys == 9 and scripts["board_position"].numkeys == 1
+
+
+def test_key_count_is_checked(real_redis: redis.Redis) -> None:
+    with pytest.raises(TypeError, match="takes 1 keys"):
+        scripts["board_position"](real_redis, ["a", "b"], [0, "x"])
+
+
+def test_includes_are_resolved_once(tmp_path: Path) -> None:
+    (tmp_path / "includes").mkdir()
+    (tmp_path / "includes" / "one.lua").write_text("local function one() return 1 end\n")
+    (tmp_path / "s.lua").write_text(
+        '--[[\n  KEYS[1] k  KEYS[2] j\n]]\n--- @include "one"\n--- @include "one"\nreturn one()\n'
+    )
+    script = ScriptRegistry(tmp_path)["s"]
+    assert script.source.count("local function one") == 1 and script.numkeys == 2
+    (tmp_path / "bad.lua").write_text('--[[ x ]]\n--- @include "missing"\n')
+    with pytest.raises(RuntimeError, match="missing"):
+        ScriptRegistry(tmp_path)["bad"]
+    (tmp_path / "noheader.lua").write_text("return 1\n")
+    with pytest.raises(RuntimeError, match="header"):
+        ScriptRegistry(tmp_path)["noheader"]
+    assert LUA_DIR.is_dir()
+
+
+def test_script_flush_between_calls(engine: ScoringEngine) -> None:
+    engine.award("sam", "comment", amount=5)
+    engine.redis.script_flush()
+    assert engine.award("sam", "comment", amount=5).user.total_points == 10
+    engine.redis.script_flush()
+    assert engine.leaderboard().rank("sam").score == 10
+    engine.redis.script_flush()
+    assert engine.set_profile("sam", username="sam").username == "sam"
+
+
+def test_flushed_cache_before_a_batch(real_redis: redis.Redis) -> None:
+    """Every call of the batch is refused, re-sent once, and applied once."""
+    engine = ScoringEngine(real_redis)
+    engine.award("pat", "comment", amount=1)
+    real_redis.script_flush()
+    results = engine.award_many([AwardRequest("pat", "comment", amount=1) for _ in range(20)])
+    assert [r.user.total_points for r in results] == list(range(2, 22))
+
+
+def test_calls_fall_back_to_eval(real_redis: redis.Redis) -> None:
+    """Even when the cache is flushed after every load, a batch completes (as EVAL)."""
+    script = scripts["board_position"]
+    real_redis.zadd("t:board", {"a": -3, "b": -2})
+    original = type(script).load
+    type(script).load = lambda self, client: client.script_flush()
+    try:
+        real_redis.script_flush()
+        replies = run_calls(real_redis, [(script, ["t:board"], ["-2", m]) for m in "abc"])
+    finally:
+        type(script).load = original
+    assert replies == [1, 1, 2]
+
+
+def test_script_flush_during_award_many(real_engine: ScoringEngine) -> None:
+    """A flusher thread empties the script cache while batches run; every item applies once."""
+    engine = real_engine
+    flusher = redis.Redis(connection_pool=engine.redis.connection_pool)
+    loads = []
+    original = type(scripts["award"]).load
+
+    def counting_load(self, client):
+        loads.append(self.name)
+        return original(self, client)
+
+    stop = threading.Event()
+
+    def flush_loop() -> None:
+        while not stop.is_set():
+            flusher.script_flush()
+            stop.wait(0.002)
+
+    type(scripts["award"]).load = counting_load
+    thread = threading.Thread(target=flush_loop)
+    thread.start()
+    try:
+        batches = 0
+        while batches < 40 and (batches < 5 or not loads):
+            results = engine.award_many(
+                AwardRequest(f"u{i % 50}", "comment", amount=1) for i in range(1000)
+            )
+            assert all(r.activity.amount == 1 for r in results)
+            batches += 1
+    finally:
+        stop.set()
+        thread.join()
+        type(scripts["award"]).load = original
+    assert loads, "no flush landed during a batch; the test proved nothing"
+    total = sum(engine.status(f"u{i}").total_points for i in range(50))
+    assert total == batches * 1000
+    assert engine.redis.xlen(engine.keys.outbox(0)) == batches * 1000
