@@ -35,6 +35,8 @@ def zone(name: str) -> ZoneInfo:
 
 def local_day(ts: datetime, tz: str) -> int:
     """Days since 1970-01-01 of the calendar date ``ts`` falls on in zone ``tz`` (DST-correct)."""
+    if tz == "UTC":
+        return int(ts.timestamp() // 86400)
     return ts.astimezone(zone(tz)).date().toordinal() - EPOCH_ORDINAL
 
 

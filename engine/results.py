@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from .periods import day_to_date
-from .rules import LIFETIME_COUNTERS, Rules
+from .rules import Rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,10 @@ class UserState:
     ``current_streak_days`` is the length of the run of consecutive active days (in the user's
     time zone) that ends on ``last_activity_date``; ``streak_active`` says whether that run can
     still grow, i.e. the last active day is today or yesterday in the user's zone.
+
+    ``activity_counts`` and ``points_by_type`` hold every activity type the user has in
+    :meth:`ScoringEngine.status`; in an award's result, only the awarded type (the lifetime_*
+    counters are always complete).
     """
 
     user_id: str
@@ -42,10 +46,6 @@ class UserState:
     @classmethod
     def from_hash(cls, user_id: str, h: dict[str, str], rules: Rules, today: int) -> UserState:
         """Build from the user hash; ``today`` is the current day number in the user's zone."""
-        total = int(h.get("total", 0))
-        tier = rules.tier_for(total)
-        last = h.get("last_day")
-        last_day = int(last) if last else None
         counts: dict[str, int] = {}
         points: dict[str, int] = {}
         for k, v in h.items():
@@ -53,26 +53,58 @@ class UserState:
                 counts[k[2:]] = int(v)
             elif k.startswith("pts:"):
                 points[k[4:]] = int(v)
-        lifetime = {name: counts.get(t, 0) for t, name in LIFETIME_COUNTERS.items()}
+        last = h.get("last_day")
+        return cls.build(
+            user_id, rules, today,
+            username=h.get("username"), display_name=h.get("display_name"),
+            time_zone=h.get("tz", "UTC"), total=int(h.get("total", 0)),
+            streak=int(h.get("streak", 0)), longest=int(h.get("longest", 0)),
+            last_day=int(last) if last else None, counts=counts, points=points,
+            version=int(h.get("version", 0)),
+        )  # fmt: skip
+
+    @classmethod
+    def build(
+        cls,
+        user_id: str,
+        rules: Rules,
+        today: int,
+        *,
+        username: str | None,
+        display_name: str | None,
+        time_zone: str,
+        total: int,
+        streak: int,
+        longest: int,
+        last_day: int | None,
+        counts: dict[str, int],
+        points: dict[str, int],
+        version: int,
+    ) -> UserState:
+        """Derive tier, level and the rest from the stored values (tier and level are pure
+        functions of ``total`` under ``rules``)."""
+        tier = rules.tier_for(total)
         return cls(
             user_id=user_id,
-            username=h.get("username"),
-            display_name=h.get("display_name"),
-            time_zone=h.get("tz", "UTC"),
+            username=username,
+            display_name=display_name,
+            time_zone=time_zone,
             total_points=total,
             tier=tier,
             tier_display=rules.display_for(tier),
             level=rules.level_for(total),
             points_to_next_tier=rules.points_to_next_tier(total),
             points_to_next_level=rules.points_to_next_level(total),
-            current_streak_days=int(h.get("streak", 0)),
-            longest_streak_days=int(h.get("longest", 0)),
+            current_streak_days=streak,
+            longest_streak_days=longest,
             last_activity_date=day_to_date(last_day) if last_day is not None else None,
             streak_active=last_day is not None and last_day >= today - 1,
+            lifetime_quizzes_completed=counts.get("quiz_complete", 0),
+            lifetime_projects_created=counts.get("project_create", 0),
+            lifetime_comments_posted=counts.get("comment", 0),
             activity_counts=counts,
             points_by_type=points,
-            version=int(h.get("version", 0)),
-            **lifetime,
+            version=version,
         )
 
 

@@ -61,13 +61,6 @@ DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, int, int]] = {
     "referral": ("Referral Bonus", 100, 1000),
 }
 
-#: Activity types whose counts are also reported under the seed's lifetime_* names.
-LIFETIME_COUNTERS = {
-    "quiz_complete": "lifetime_quizzes_completed",
-    "project_create": "lifetime_projects_created",
-    "comment": "lifetime_comments_posted",
-}
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -161,13 +154,14 @@ class Rules(_Strict):
         return list(self.tiers.values())
 
     @cached_property
-    def script_args(self) -> list[int | str]:
-        """The rule parameters the award script needs, in its ARGV layout (see award.lua)."""
-        lv = self.levels.thresholds
-        return [
-            len(self.tiers), *self.tier_names, *self.tier_thresholds,
-            len(lv), *lv, self.levels.step_after,
-        ]  # fmt: skip
+    def script_tables(self) -> dict[str, object]:
+        """The rule tables the award script needs, defined as ``RULES`` ahead of its source."""
+        return {
+            "tier_names": self.tier_names,
+            "tier_at": self.tier_thresholds,
+            "level_at": self.levels.thresholds,
+            "level_step": self.levels.step_after,
+        }
 
     # -- pure functions of total points ---------------------------------------------------
 

@@ -1,26 +1,38 @@
 """The one script registry: loads ``lua/*.lua`` once per process.
 
 Each script may pull in shared pieces with a line ``--- @include "name"`` (from
-``lua/includes/name.lua``, each at most once), so one flattened source is what runs. The number
+``lua/includes/name.lua``, each at most once), so one flattened source is what runs. A line
+``--- @define NAME`` becomes ``local NAME = <value>`` with a value the engine supplies (the rule
+tables), so rules reach the script without costing arguments on every call; each set of values
+is a script of its own, with its own SHA1. The number
 of keys a script takes is read from its header (the highest ``KEYS[n]`` it documents) and checked
 on every call. Calls go through :class:`redis.commands.core.Script` (EVALSHA with a NOSCRIPT
-fallback); :func:`run_calls` runs a batch on one pipeline and re-runs the calls a flushed
-script cache refused.
+fallback); :func:`stream_calls` and :func:`run_calls` run batches pipelined and re-run the
+calls a flushed script cache refused.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; the fallback is redis-py's
+    _hiredis_pack = None
+
+T = TypeVar("T")
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 _INCLUDE = re.compile(r'^--- @include "([\w.-]+)"\s*$', re.M)
+_DEFINE = re.compile(r"^--- @define (\w+)\s*$", re.M)
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.S)
 _KEY_REF = re.compile(r"KEYS\[(\d+)\]")
 
@@ -50,38 +62,56 @@ class LuaScript:
         self._check(keys)
         return self._script(keys=keys, args=args, client=client)
 
-    def queue(
-        self, pipe: Any, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False
-    ) -> None:
-        """Queue a bare EVALSHA (or, ``inline``, an EVAL) on ``pipe``; see :func:`run_calls`."""
+    def command(
+        self, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False
+    ) -> tuple[Any, ...]:
+        """The EVALSHA (or, ``inline``, EVAL) command for a pipeline; see :func:`run_calls`."""
         self._check(keys)
         if inline:
-            pipe.execute_command("EVAL", self.source, self.numkeys, *keys, *args)
-        else:
-            pipe.execute_command("EVALSHA", self.sha, self.numkeys, *keys, *args)
+            return ("EVAL", self.source, self.numkeys, *keys, *args)
+        return ("EVALSHA", self.sha, self.numkeys, *keys, *args)
 
     def load(self, client: Any) -> None:
         client.script_load(self.source)
 
 
 class ScriptRegistry:
-    """Loads each ``lua/<name>.lua`` on first use; thread-safe; ``registry["award"]``."""
+    """Loads each ``lua/<name>.lua`` on first use; thread-safe.
+
+    ``registry["board_position"]`` for a plain script; ``registry.get("award", RULES={...})``
+    for one with ``--- @define`` lines.
+    """
 
     def __init__(self, directory: Path = LUA_DIR) -> None:
         self.directory = directory
-        self._scripts: dict[str, LuaScript] = {}
+        self._scripts: dict[tuple[str, str], LuaScript] = {}
         self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> LuaScript:
-        script = self._scripts.get(name)
+        return self.get(name)
+
+    def get(self, name: str, **defines: Any) -> LuaScript:
+        """The script ``name`` with its ``--- @define`` lines set from ``defines``."""
+        values = {k: lua_literal(v) for k, v in defines.items()}
+        cache_key = (name, repr(sorted(values.items())))
+        script = self._scripts.get(cache_key)
         if script is None:
             with self._lock:
-                script = self._scripts.get(name) or LuaScript(name, self._flatten(name))
-                self._scripts[name] = script
+                script = self._scripts.get(cache_key)
+                if script is None:
+                    source = self._define(name, self._flatten(name), values)
+                    script = self._scripts[cache_key] = LuaScript(name, source)
         return script
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.lua"))
+
+    @staticmethod
+    def _define(name: str, source: str, values: dict[str, str]) -> str:
+        wanted = set(_DEFINE.findall(source))
+        if wanted != set(values):
+            raise TypeError(f"{name}.lua defines {sorted(wanted)}, got values for {sorted(values)}")
+        return _DEFINE.sub(lambda m: f"local {m.group(1)} = {values[m.group(1)]}", source)
 
     def _flatten(self, name: str) -> str:
         path = self.directory / f"{name}.lua"
@@ -102,13 +132,101 @@ class ScriptRegistry:
         return _INCLUDE.sub(include, path.read_text(encoding="utf-8"))
 
 
+def lua_literal(value: Any) -> str:
+    """``value`` (str, int, float, bool, list, or dict with identifier keys) as Lua source."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # ASCII letters and digits as they are, every other byte of the UTF-8 as a \ddd escape
+        text = value.encode("utf-8")
+        return '"' + "".join(chr(b) if b < 128 and chr(b).isalnum() else f"\\{b:03d}" for b in text) + '"'
+    if isinstance(value, list | tuple):
+        return "{" + ", ".join(lua_literal(v) for v in value) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {lua_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no Lua literal for {type(value).__name__}")
+
+
 #: The process-wide registry. Nothing is read from disk until a script is first used.
 scripts = ScriptRegistry()
 
 
-def run_calls(client: Any, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[Any]]]) -> list[Any]:
-    """Run ``(script, keys, args)`` calls on one non-transactional pipeline, in one round trip,
-    and return one reply (or exception instance) per call, in order.
+Call = tuple[LuaScript, Sequence[str], Sequence[Any]]
+
+#: Calls sent per write while streaming; two chunks are kept in flight.
+STREAM_CHUNK = 64
+_RETRYABLE = (ConnectionError, TimeoutError)
+
+
+def stream_calls(
+    client: Any, items: Iterable[T], to_call: Callable[[T], Call], *, inline: bool = False
+) -> Iterator[tuple[T, Any]]:
+    """Run one script call per item over one connection, pipelined, and yield
+    ``(item, reply)`` in order (a reply is an exception instance when Redis refused the call).
+
+    Items are turned into calls lazily and replies are yielded as they arrive, with a chunk
+    being processed by Redis while the caller prepares the next one and handles the last one's
+    replies, so the Python and Redis sides of a batch overlap. If the connection drops, the
+    calls not yet answered are sent again on a new connection (twice at most): callers only
+    stream calls that are safe to repeat (awards carry their activity id; reads are reads).
+    """
+    source = iter(items)
+    unsent: deque[T] = deque()  # taken from source, not yet sent (after a dropped connection)
+    in_flight: deque[deque[T]] = deque()
+    failures = 0
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        while True:
+            try:
+                chunk = [unsent.popleft() for _ in range(min(len(unsent), STREAM_CHUNK))]
+                chunk += itertools.islice(source, STREAM_CHUNK - len(chunk))
+                if chunk:
+                    commands = []
+                    for item in chunk:
+                        script, keys, args = to_call(item)
+                        commands.append(script.command(keys, args, inline=inline))
+                    in_flight.append(deque(chunk))
+                    conn.send_packed_command(_pack(conn, commands), check_health=False)
+                if not in_flight:
+                    return
+                if chunk and len(in_flight) < 2:
+                    continue
+                done = in_flight[0]
+                while done:
+                    try:
+                        reply = conn.read_response()
+                    except ResponseError as exc:
+                        reply = exc
+                    yield done.popleft(), reply
+                in_flight.popleft()
+            except _RETRYABLE:
+                failures += 1
+                conn.disconnect()
+                if failures > 2:
+                    raise
+                for sent in reversed(in_flight):
+                    unsent.extendleft(reversed(sent))
+                in_flight.clear()
+    finally:
+        if in_flight:
+            conn.disconnect()  # unread replies would desynchronise the next user
+        pool.release(conn)
+
+
+def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+    """The wire form of ``commands``: hiredis's C packer when present (our arguments are
+    str, int and float, which it takes as they are), else redis-py's."""
+    if _hiredis_pack is not None:
+        return [b"".join([_hiredis_pack(c) for c in commands])]
+    return conn.pack_commands(commands)
+
+
+def run_calls(client: Any, calls: Sequence[Call]) -> list[Any]:
+    """Run ``(script, keys, args)`` calls pipelined and return one reply (or exception
+    instance) per call, in order.
 
     Calls refused with NOSCRIPT (the script cache was flushed, possibly in the middle of the
     batch) changed nothing. They alone are sent again after the script is loaded, and if the
@@ -119,13 +237,8 @@ def run_calls(client: Any, calls: Sequence[tuple[LuaScript, Sequence[str], Seque
     for attempt in range(3):
         if not pending:
             break
-        inline = attempt == 2
-        pipe = client.pipeline(transaction=False)
-        for i in pending:
-            script, keys, args = calls[i]
-            script.queue(pipe, keys, args, inline=inline)
         missing: list[int] = []
-        for i, reply in zip(pending, pipe.execute(raise_on_error=False)):
+        for i, reply in stream_calls(client, pending, calls.__getitem__, inline=attempt == 2):
             if isinstance(reply, NoScriptError):
                 missing.append(i)
             else:

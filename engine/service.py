@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from . import validation
 from .errors import (
@@ -26,7 +27,7 @@ from .leaderboard import Leaderboard
 from .periods import WindowBoard, board_id, local_day, parse_timestamp, window_boards, zone
 from .results import Activity, AwardResult, UserState
 from .rules import Rules, load_rules
-from .scripts import run_calls, scripts
+from .scripts import stream_calls, scripts
 from .settings import Settings, get_settings
 
 #: Namespace of activity ids derived from (user id, idempotency key).
@@ -90,7 +91,7 @@ class ScoringEngine:
         self.rules = rules or load_rules()
         self.keys = Keys(prefix=key_prefix, shards=shards)
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._award = scripts["award"]
+        self._award = scripts.get("award", RULES=self.rules.script_tables)
         self._tz: dict[str, str] = {}  # users whose zone is not UTC, as last seen
         self._tz_lock = threading.Lock()
         self._window_cache: dict[date, list[WindowBoard]] = {}
@@ -168,29 +169,27 @@ class ScoringEngine:
             One entry per item, in order: its :class:`AwardResult`, or the
             :class:`ScoringError` that refused it (nothing was written for that item).
         """
-        results: list[Any] = []
-        pending: list[tuple[int, _Prepared]] = []
-        for i, item in enumerate(items):
-            try:
-                if isinstance(item, AwardRequest):
-                    fields = (item.user_id, item.activity_type, item.amount, item.description,
-                              item.idempotency_key, item.occurred_at)  # fmt: skip
-                elif isinstance(item, Mapping):
-                    fields = _fields_of(item)
-                else:
-                    raise ValidationError(
-                        f"item {i} must be an AwardRequest or a mapping", field=f"items[{i}]"
-                    )
-                pending.append((i, self._prepare(*fields)))
-                results.append(None)
-            except ScoringError as exc:
-                results.append(exc)
-        for _ in range(3):
-            if not pending:
-                break
-            replies = run_calls(self.redis, [(self._award, p.keys, p.args) for _, p in pending])
-            retry = []
-            for (i, p), reply in zip(pending, replies):
+        items = list(items)
+        results: list[Any] = [None] * len(items)
+        reload = False
+
+        def prepared() -> Iterator[tuple[int, _Prepared]]:
+            # lazily, so that preparing overlaps with Redis running the previous chunk
+            for i, item in enumerate(items):
+                try:
+                    yield i, self._prepare(*_fields_of(i, item))
+                except ScoringError as exc:
+                    results[i] = exc
+
+        pending: Iterable[tuple[int, _Prepared]] = prepared()
+        for attempt in range(3):
+            retry: list[tuple[int, _Prepared]] = []
+            calls = stream_calls(self.redis, pending, self._call, inline=attempt == 2)
+            for (i, p), reply in calls:
+                if isinstance(reply, NoScriptError):
+                    retry.append((i, p))
+                    reload = True
+                    continue
                 if isinstance(reply, Exception):
                     results[i] = ScriptError(f"award failed in Redis: {reply}")
                     continue
@@ -199,13 +198,21 @@ class ScoringEngine:
                 except ScoringError as exc:
                     result = exc
                 if result is None:
-                    retry.append((i, p))
+                    retry.append((i, p))  # the user's time zone was not the one assumed
                 else:
                     results[i] = result
+            if reload:
+                self._award.load(self.redis)
+                reload = False
             pending = retry
+            if not pending:
+                break
         for i, _ in pending:
-            results[i] = ScriptError("the user's time zone kept changing during the award")
+            results[i] = ScriptError("the award could not be applied after three attempts")
         return results
+
+    def _call(self, ip: tuple[int, _Prepared]) -> tuple[Any, list[str], list[Any]]:
+        return self._award, ip[1].keys, ip[1].args
 
     def _prepare(
         self,
@@ -228,25 +235,20 @@ class ScoringEngine:
             activity_id = str(uuid.uuid4())
         else:
             activity_id = str(uuid.uuid5(ACTIVITY_NAMESPACE, f"{uid}\x00{key}"))
-        fingerprint = _fingerprint(activity_type, points, desc, at if occurred_at else None)
-        p = _Prepared(uid, self.keys.shard_of(uid), activity_id, activity_type, points, desc, at,
-                      fingerprint, self._tz.get(uid, "UTC"))  # fmt: skip
-        k = self.keys
-        shard = p.shard
+        # a caller's key may come back with another request; an engine id only with this one
+        fingerprint = "" if key is None else _fingerprint(activity_type, points, desc, at, occurred_at)
+        shard = self.keys.shard_of(uid)
+        tz = self._tz.get(uid, "UTC")
         windows = self._windows(at.date())
-        now_s = int(now.timestamp())
-        p.keys = [
-            k.user(uid, shard), k.days(uid, shard), k.idempotency(shard, activity_id),
-            k.outbox(shard), k.board(shard, "all"), k.board(shard, f"type:{activity_type}"),
-            *(k.board(shard, w.board_id) for w in windows),
-        ]  # fmt: skip
+        now_s = now.timestamp()
+        p = _Prepared(uid, shard, activity_id, activity_type, points, desc, at, fingerprint, tz)
+        p.keys = self.keys.award(uid, shard, activity_id, activity_type, [w.board_id for w in windows])
         p.args = [
             activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
-            local_day(at, p.tz), p.tz,
+            local_day(at, tz), tz,
             rules.idempotency.key_ttl if key is not None else rules.idempotency.auto_ttl,
             fingerprint,
             *(w.expire_at if w.expire_at > now_s else 0 for w in windows),
-            *rules.script_args,
         ]  # fmt: skip
         return p
 
@@ -259,24 +261,33 @@ class ScoringEngine:
             p.args[6] = local_day(p.at, p.tz)
             p.args[7] = p.tz
             return None
-        parts = reply[1].split("\x1f")
-        fingerprint, old_tier, old_level, created_ms = parts[:4]
+        (fingerprint, created_ms, total, streak, longest, last_day, version, count, points,
+         quizzes, projects, comments, username, display_name) = reply[1].split("\x1f")  # fmt: skip
         replayed = code is ScriptCode.DUPLICATE
         if replayed and fingerprint != p.fingerprint:
             raise IdempotencyConflict(
                 "this idempotency key was already used for a different award",
                 field="idempotency_key",
             )
-        h = dict(zip(parts[4::2], parts[5::2]))
-        user = self._state(p.user_id, h)
-        old_level_n = int(old_level)
+        rules, kind = self.rules, p.activity_type
+        counts = {"quiz_complete": int(quizzes), "project_create": int(projects),
+                  "comment": int(comments), kind: int(count)}  # fmt: skip
+        counts = {k: v for k, v in counts.items() if v or k == kind}
+        user = UserState.build(
+            p.user_id, rules, local_day(self.clock(), p.tz),
+            username=username or None, display_name=display_name or None, time_zone=p.tz,
+            total=int(total), streak=int(streak), longest=int(longest), last_day=int(last_day),
+            counts=counts, points={kind: int(points)}, version=int(version),
+        )  # fmt: skip
+        old_total = user.total_points - p.amount
+        old_tier, old_level = rules.tier_for(old_total), rules.level_for(old_total)
         tier_up = old_tier != user.tier
-        level_up = old_level_n != user.level
+        level_up = old_level != user.level
         activity = Activity(
             id=p.activity_id,
             user_id=p.user_id,
             amount=p.amount,
-            activity_type=p.activity_type,
+            activity_type=kind,
             description=p.description,
             tier_at_time=user.tier,
             created_at=Activity.time_from_ms(int(created_ms)),
@@ -288,7 +299,7 @@ class ScoringEngine:
             old_tier=old_tier if tier_up else None,
             new_tier=user.tier if tier_up else None,
             level_upgraded=level_up,
-            old_level=old_level_n if level_up else None,
+            old_level=old_level if level_up else None,
             new_level=user.level if level_up else None,
             replayed=replayed,
         )
@@ -373,12 +384,18 @@ class ScoringEngine:
             self._tz[uid] = tz
 
 
-def _fields_of(item: Mapping[str, Any]) -> tuple[Any, ...]:
+def _fields_of(index: int, item: object) -> tuple[Any, ...]:
+    """The award() arguments of one award_many item."""
+    if isinstance(item, AwardRequest):
+        return (item.user_id, item.activity_type, item.amount, item.description,
+                item.idempotency_key, item.occurred_at)  # fmt: skip
+    if not isinstance(item, Mapping):
+        raise ValidationError(
+            f"item {index} must be an AwardRequest or a mapping", field=f"items[{index}]"
+        )
     unknown = set(item) - set(AwardRequest.__dataclass_fields__)
     if unknown:
-        raise ValidationError(
-            f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0]
-        )
+        raise ValidationError(f"unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0])
     return (
         item.get("user_id"),
         item.get("activity_type"),
@@ -389,6 +406,10 @@ def _fields_of(item: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _fingerprint(activity_type: str, amount: int, description: str, at: datetime | None) -> str:
-    text = f"{activity_type}\x00{amount}\x00{description}\x00{at.isoformat() if at else ''}"
+def _fingerprint(
+    activity_type: str, amount: int, description: str, at: datetime, occurred_at: object
+) -> str:
+    """What must match when an idempotency key comes back (``at`` only if the caller gave it)."""
+    when = at.isoformat() if occurred_at is not None else ""
+    text = f"{activity_type}\x00{amount}\x00{description}\x00{when}"
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()

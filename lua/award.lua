@@ -14,21 +14,26 @@
                                               in the zone of ARGV[8])
   ARGV[8]  time zone the caller assumed for the user ("UTC" when the user has none)
   ARGV[9]  idempotency record TTL (seconds)
-  ARGV[10] request fingerprint (stored with the record; compared by the caller on replay)
+  ARGV[10] request fingerprint (stored in the record; compared by the caller on replay)
   ARGV[11] day board expiry (unix s)  ARGV[12] week board expiry  ARGV[13] month board expiry
            (0 = the window's retention has passed: leave that board alone)
-  ARGV[14..] rule tables, as tier_and_level.lua describes
+  RULES (defined by the engine ahead of this source, so each rule set is its own script):
+  tier_names, tier_at, level_at, level_step; see includes/tier_and_level.lua
 
   Returns:
-    {0, record}   applied; record = fields joined by "\31":
-                  fingerprint, old tier, old level, created_at ms, then the user hash after the
-                  award as alternating field names and values
+    {0, record}   applied; record = these fields joined by "\31": fingerprint, created_at ms,
+                  total, current streak, longest streak, last active day, version, count and
+                  points of this activity type, quizzes, projects created, comments, username,
+                  display name (the last two "" when unset)
     {-1, record}  duplicate activity id: nothing changed; record is the first call's
     {-2, tz}      the user's time zone is tz, not ARGV[8]: nothing changed; call again
+
+  Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
+  state = "total level streak longest last_day version" after the award.
 ]]
 local rcall = redis.call
 
---- @include "toint"
+--- @define RULES
 --- @include "threshold_index"
 --- @include "tier_and_level"
 --- @include "day_bit"
@@ -39,29 +44,25 @@ if not amount or amount <= 0 or amount ~= math.floor(amount) then
   return redis.error_reply("ERR award: amount must be a positive integer")
 end
 
-local flat = rcall("HGETALL", KEYS[1])
-local h = {}
-for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+local activity_type = ARGV[4]
+local nkey, pkey = "n:" .. activity_type, "pts:" .. activity_type
+local h = rcall("HMGET", KEYS[1], "tz", "total", "tier", "level", "streak", "longest",
+  "last_day", "day0", "version", nkey, pkey, "n:quiz_complete", "n:project_create",
+  "n:comment", "username", "display_name")
 
-local tz = h["tz"] or "UTC"
+local tz = h[1] or "UTC"
 if tz ~= ARGV[8] then return {-2, tz} end
 
-local activity_type = ARGV[4]
-local day = tonumber(ARGV[7])
-local old_total = tonumber(h["total"] or "0")
-local total = old_total + amount
-local old_tier, old_level = h["tier"], h["level"]
-if not old_tier then
-  local t, l = tier_and_level(14, old_total)
-  old_tier, old_level = t, toint(l)
-end
-local tier, level = tier_and_level(14, total)
+local total = tonumber(h[2] or "0") + amount
+local tier, level = tier_and_level(total)
+level = tostring(level)
 
 -- Streak: a pure function of the set of active days; the bitmap keeps that set.
-local last = tonumber(h["last_day"] or "")
-local cur = tonumber(h["streak"] or "0")
-local longest = tonumber(h["longest"] or "0")
-local day0 = tonumber(h["day0"] or "")
+local day = tonumber(ARGV[7])
+local last = tonumber(h[7] or "")
+local cur = tonumber(h[5] or "0")
+local longest = tonumber(h[6] or "0")
+local day0 = tonumber(h[8] or "")
 local new_day0 = day0
 local mark = false
 if not last then
@@ -82,42 +83,39 @@ elseif day < last and day_bit(KEYS[2], day0, day) == 0 then
 end
 if cur > longest then longest = cur end
 
-local nkey, pkey = "n:" .. activity_type, "pts:" .. activity_type
-local version = tonumber(h["version"] or "0") + 1
-h["total"], h["tier"], h["level"] = toint(total), tier, toint(level)
-h["streak"], h["longest"], h["last_day"] = toint(cur), toint(longest), toint(last)
-h["day0"], h["version"] = toint(new_day0), toint(version)
-h[nkey] = toint(tonumber(h[nkey] or "0") + 1)
-h[pkey] = toint(tonumber(h[pkey] or "0") + amount)
-if not h["created_at"] then h["created_at"] = ARGV[6] end
+local count = tonumber(h[10] or "0") + 1
+local points = tonumber(h[11] or "0") + amount
+local version = tonumber(h[9] or "0") + 1
+local quizzes, projects, comments = h[12] or "0", h[13] or "0", h[14] or "0"
+if activity_type == "quiz_complete" then quizzes = count
+elseif activity_type == "project_create" then projects = count
+elseif activity_type == "comment" then comments = count end
 
-local record = {ARGV[10], old_tier, old_level, ARGV[6]}
-local hset = {}
-for k, v in pairs(h) do
-  record[#record + 1] = k
-  record[#record + 1] = v
-  if k ~= "tz" and k ~= "username" and k ~= "display_name" then
-    hset[#hset + 1] = k
-    hset[#hset + 1] = v
-  end
-end
-record = table.concat(record, "\31")
+local record = table.concat({ARGV[10], ARGV[6], total, cur, longest, last, version, count,
+  points, quizzes, projects, comments, h[15] or "", h[16] or ""}, "\31")
 
 -- First write: claim the activity id. A duplicate (e.g. a client's retry) changes nothing.
 if not rcall("SET", KEYS[3], record, "NX", "EX", ARGV[9]) then
   return {-1, rcall("GET", KEYS[3])}
 end
 
-rcall("HSET", KEYS[1], unpack(hset))
-
+local fields = {"total", total, "version", version, nkey, count, pkey, points}
+if tier ~= h[3] then fields[#fields + 1] = "tier"; fields[#fields + 1] = tier end
+if level ~= h[4] then fields[#fields + 1] = "level"; fields[#fields + 1] = level end
 if mark then
-  if day0 and new_day0 < day0 then
+  for _, v in ipairs({"streak", cur, "longest", longest, "last_day", last, "day0", new_day0}) do
+    fields[#fields + 1] = v
+  end
+  if not day0 then
+    fields[#fields + 1] = "created_at"; fields[#fields + 1] = ARGV[6]
+  elseif new_day0 < day0 then
     -- grow the bitmap towards the past, a whole byte (8 days) at a time
     local old = rcall("GET", KEYS[2]) or ""
     rcall("SET", KEYS[2], string.rep("\0", (day0 - new_day0) / 8) .. old)
   end
   rcall("SETBIT", KEYS[2], day - new_day0, 1)
 end
+rcall("HSET", KEYS[1], unpack(fields))
 
 local user, negative = ARGV[2], "-" .. ARGV[3]
 rcall("ZINCRBY", KEYS[5], negative, user)
@@ -132,10 +130,8 @@ for i = 7, 9 do
   end
 end
 
-rcall("XADD", KEYS[4], "*",
-  "e", "award", "id", ARGV[1], "user", user, "amount", ARGV[3], "type", activity_type,
-  "desc", ARGV[5], "at", ARGV[6], "total", h["total"], "tier", tier, "level", h["level"],
-  "streak", h["streak"], "longest", h["longest"], "last_day", h["last_day"],
-  "version", h["version"])
+rcall("XADD", KEYS[4], "*", "id", ARGV[1], "user", user, "amount", ARGV[3],
+  "type", activity_type, "desc", ARGV[5], "at", ARGV[6], "tier", tier,
+  "state", table.concat({total, level, cur, longest, last, version}, " "))
 
 return {0, record}

@@ -91,12 +91,13 @@ def test_each_upgrade_reported_once(engine: ScoringEngine) -> None:
 def test_outbox_entry(engine: ScoringEngine) -> None:
     result = engine.award("dave", "comment", amount=50, description="Posted helpful comment")
     [entry] = outbox(engine)
-    assert entry["e"] == "award"
+    assert "e" not in entry  # awards carry no event kind; profile changes carry e=profile
     assert entry["id"] == result.activity.id
     assert (entry["user"], entry["amount"], entry["type"]) == ("dave", "50", "comment")
     assert entry["desc"] == "Posted helpful comment" and entry["tier"] == "ember"
     assert entry["at"] == str(int(result.activity.created_at.timestamp() * 1000))
-    assert (entry["total"], entry["level"], entry["streak"], entry["version"]) == ("50", "2", "1", "1")
+    # state after: total, level, streak, longest, last active day (days since 1970), version
+    assert entry["state"] == "50 2 1 1 20781 1"
 
 
 def test_leaderboards_updated(engine: ScoringEngine) -> None:
@@ -236,7 +237,7 @@ def test_profile(engine: ScoringEngine) -> None:
     assert state.display_name is None and state.username == "lee" and state.total_points == 5
     assert engine.status("lee").time_zone == "Europe/Oslo"
     entries = outbox(engine)
-    assert [e["e"] for e in entries] == ["profile", "award", "profile"]
+    assert [e.get("e", "award") for e in entries] == ["profile", "award", "profile"]
     assert entries[0]["tz"] == "Europe/Oslo" and "display_name" not in entries[2]
 
 

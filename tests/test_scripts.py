@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -9,17 +10,29 @@ import pytest
 import redis
 
 from engine import AwardRequest, ScoringEngine
-from engine.scripts import LUA_DIR, ScriptRegistry, run_calls, scripts
+from engine.rules import build_rules, load_rules
+from engine.scripts import LUA_DIR, ScriptRegistry, lua_literal, run_calls, scripts
 
 
 def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None:
     names = scripts.names()
     assert {"award", "set_profile", "board_position"} <= set(names)
+    rules = load_rules().script_tables
     for name in names:
-        script = scripts[name]
-        assert "@include" not in script.source
+        script = scripts.get(name, RULES=rules) if name == "award" else scripts[name]
+        assert not re.search(r"^--- @(include|define)", script.source, re.M)
         assert real_redis.script_load(script.source) == script.sha
-    assert scripts["award"].numkeys == 9 and scripts["board_position"].numkeys == 1
+    assert scripts.get("award", RULES=rules).numkeys == 9 and scripts["board_position"].numkeys == 1
+
+
+def test_defines_are_required_and_make_distinct_scripts() -> None:
+    with pytest.raises(TypeError, match="RULES"):
+        scripts["award"]
+    a = scripts.get("award", RULES=load_rules().script_tables)
+    b = scripts.get("award", RULES=build_rules({"tiers": {"low": 0, "high": 10}}).script_tables)
+    assert a.sha != b.sha and 'tier_names = {"low", "high"}' in b.source
+    assert scripts.get("award", RULES=load_rules().script_tables) is a
+    assert lua_literal(["é", 'a"b', 1.5, True]) == '{"\\195\\169", "a\\034b", 1.5, true}'
 
 
 def test_key_count_is_checked(real_redis: redis.Redis) -> None:
@@ -82,7 +95,7 @@ def test_script_flush_during_award_many(real_engine: ScoringEngine) -> None:
     engine = real_engine
     flusher = redis.Redis(connection_pool=engine.redis.connection_pool)
     loads = []
-    original = type(scripts["award"]).load
+    original = type(scripts["board_position"]).load
 
     def counting_load(self, client):
         loads.append(self.name)
@@ -95,7 +108,7 @@ def test_script_flush_during_award_many(real_engine: ScoringEngine) -> None:
             flusher.script_flush()
             stop.wait(0.002)
 
-    type(scripts["award"]).load = counting_load
+    type(scripts["board_position"]).load = counting_load
     thread = threading.Thread(target=flush_loop)
     thread.start()
     try:
@@ -109,7 +122,7 @@ def test_script_flush_during_award_many(real_engine: ScoringEngine) -> None:
     finally:
         stop.set()
         thread.join()
-        type(scripts["award"]).load = original
+        type(scripts["board_position"]).load = original
     assert loads, "no flush landed during a batch; the test proved nothing"
     total = sum(engine.status(f"u{i}").total_points for i in range(50))
     assert total == batches * 1000

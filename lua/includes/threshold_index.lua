@@ -1,10 +1,10 @@
--- Index (1-based) of the last threshold <= value among ARGV[first .. first+count-1],
--- which are strictly increasing and start at 0. Binary search; converts only what it reads.
-local function threshold_index(first, count, value)
-  local lo, hi = 1, count
+-- Index (1-based) of the last element <= value in `list`, a strictly increasing array of
+-- numbers starting at 0. Binary search.
+local function threshold_index(list, value)
+  local lo, hi = 1, #list
   while lo < hi do
     local mid = math.floor((lo + hi + 1) / 2)
-    if tonumber(ARGV[first + mid - 1]) <= value then lo = mid else hi = mid - 1 end
+    if list[mid] <= value then lo = mid else hi = mid - 1 end
   end
   return lo
 end

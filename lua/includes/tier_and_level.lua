@@ -1,18 +1,13 @@
--- Tier name and level of `points`, from the rule tables in ARGV starting at ARGV[base]:
---   ARGV[base] = T (number of tiers), then T tier names, then T tier thresholds,
---   then L (number of level thresholds), L thresholds, then the points per level after the last.
+-- Tier name and level of `points` under RULES, the table the engine defines ahead of the
+-- script (see `--- @define RULES`): tier_names, tier_at (thresholds), level_at (thresholds of
+-- levels 1..L) and level_step (points per level after the last threshold).
 -- Needs threshold_index.
-local function tier_and_level(base, points)
-  local t = tonumber(ARGV[base])
-  local tier = ARGV[base + threshold_index(base + 1 + t, t, points)]
-  local lbase = base + 1 + 2 * t
-  local l = tonumber(ARGV[lbase])
-  local top = tonumber(ARGV[lbase + l])
-  local level
+local function tier_and_level(points)
+  local tier = RULES.tier_names[threshold_index(RULES.tier_at, points)]
+  local levels = RULES.level_at
+  local top = levels[#levels]
   if points >= top then
-    level = l + math.floor((points - top) / tonumber(ARGV[lbase + l + 1]))
-  else
-    level = threshold_index(lbase + 1, l, points)
+    return tier, #levels + math.floor((points - top) / RULES.level_step)
   end
-  return tier, level
+  return tier, threshold_index(levels, points)
 end
