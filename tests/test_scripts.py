@@ -127,3 +127,26 @@ def test_script_flush_during_award_many(real_engine: ScoringEngine) -> None:
     total = sum(engine.status(f"u{i}").total_points for i in range(50))
     assert total == batches * 1000
     assert engine.redis.xlen(engine.keys.outbox(0)) == batches * 1000
+
+
+def test_connection_dropped_in_the_middle_of_a_batch(real_redis: redis.Redis, redis_url: str) -> None:
+    """The server closes the batch's connection mid-stream: the unanswered calls are sent again
+    on a new connection and, thanks to their activity ids, every award applies exactly once."""
+    engine = ScoringEngine(real_redis)
+    killer = redis.Redis.from_url(redis_url)
+    original = engine._call
+    killed = []
+
+    def call_then_kill(item):
+        if item[0] == 700 and not killed:
+            killed.append(killer.client_kill_filter(_type="normal", skipme=True))
+        return original(item)
+
+    engine._call = call_then_kill
+    results = engine.award_many(AwardRequest(f"k{i % 7}", "comment", amount=1) for i in range(1500))
+    assert killed and killed[0] >= 1
+    assert all(r.activity.amount == 1 for r in results)
+    assert sum(engine.status(f"k{i}").total_points for i in range(7)) == 1500
+    assert real_redis.xlen(engine.keys.outbox(0)) == 1500
+    # a call whose reply was lost reports the first application, not a second one
+    assert sorted(r.user.version for r in results if r.user.user_id == "k0") == list(range(1, 216))
