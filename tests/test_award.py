@@ -71,12 +71,19 @@ def test_default_amount_and_seed_sequence(engine: ScoringEngine) -> None:
 
 def test_state_in_redis_matches_rules(engine: ScoringEngine) -> None:
     """Tier and level written by the script agree with the Python rules at every boundary."""
-    for amount in [249, 1, 249, 1, 499, 1, 1000, 5000, 10000, 10000, 10000, 10000, 10000]:
+    totals = []
+    # crosses 250, 500, 1,000, 2,500, then level 23 at 80,000 and level 24 at 90,000
+    for amount in [249, 1, 249, 1, 499, 1, 1499, 1, 6499, *[10000] * 7, 1000, 1, 9999, 1]:
         result = engine.award("bob", "special_event", amount=amount)
         h = engine.redis.hgetall(engine.keys.user("bob"))
         total = int(h["total"])
         assert h["tier"] == engine.rules.tier_for(total) == result.user.tier
         assert int(h["level"]) == engine.rules.level_for(total) == result.user.level
+        totals.append((total, h["tier"], int(h["level"])))
+    assert totals[:4] == [(249, "ember", 4), (250, "spark", 4), (499, "spark", 5), (500, "blaze", 6)]
+    assert totals[6:9] == [(2499, "beacon", 10), (2500, "phoenix", 11), (8999, "phoenix", 14)]
+    assert totals[-4:] == [(79999, "phoenix", 22), (80000, "phoenix", 23), (89999, "phoenix", 23),
+                           (90000, "phoenix", 24)]  # fmt: skip
 
 
 def test_each_upgrade_reported_once(engine: ScoringEngine) -> None:
