@@ -60,10 +60,15 @@ class Keys:
         """The key of ``board_id`` on every shard, in shard order."""
         return [self.board(s, board_id) for s in range(self.shards)]
 
-    def award_user(self, user_id: str, shard: int, activity_id: str) -> list[str]:
-        """An award's own keys for ``lua/award.lua``: user hash, day bitmap, idempotency record."""
+    def award(
+        self, user_id: str, shard: int, activity_id: str, activity_type: str, windows: list[str]
+    ) -> list[str]:
+        """The KEYS of ``lua/award.lua``, in its order; ``windows``: day, week, month board ids."""
         t = self.tag(shard)
-        return [f"{t}:u:{user_id}", f"{t}:days:{user_id}", f"{t}:idem:{activity_id}"]
+        return [
+            f"{t}:u:{user_id}", f"{t}:days:{user_id}", f"{t}:idem:{activity_id}", f"{t}:outbox",
+            f"{t}:lb:all", f"{t}:lb:type:{activity_type}", *(f"{t}:lb:{w}" for w in windows),
+        ]  # fmt: skip
 
     def _shard(self, user_id: str, shard: int | None) -> int:
         return self.shard_of(user_id) if shard is None else shard

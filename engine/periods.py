@@ -110,7 +110,6 @@ def period_end(window: str, period: str) -> datetime:
 @dataclass(frozen=True, slots=True)
 class WindowBoard:
     board_id: str  # as passed to Keys.board, e.g. "day:2026-11-24"
-    period: str  # e.g. "2026-11-24"; periods of one window sort as strings in time order
     expire_at: int  # unix seconds
 
 
@@ -125,7 +124,7 @@ def window_boards(ts: datetime, rules: Rules) -> list[WindowBoard]:
     for window in WINDOWS:
         period = period_of(window, ts)
         end = period_end(window, period) + timedelta(days=keep[window])
-        out.append(WindowBoard(f"{window}:{period}", period, int(end.timestamp())))
+        out.append(WindowBoard(f"{window}:{period}", int(end.timestamp())))
     return out
 
 

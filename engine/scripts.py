@@ -32,7 +32,6 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; the fallback 
 T = TypeVar("T")
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 _INCLUDE = re.compile(r'^--- @include "([\w.-]+)"\s*$', re.M)
-_KEY_RANGE = re.compile(r"KEYS\[[^\]]*\.\.")
 _DEFINE = re.compile(r"^--- @define (\w+)\s*$", re.M)
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.S)
 _KEY_REF = re.compile(r"KEYS\[(\d+)\]")
@@ -47,10 +46,7 @@ class LuaScript:
             raise RuntimeError(f"lua/{name}.lua must open with a --[[ ... ]] header")
         self.name = name
         self.source = source
-        # a header documenting a range such as KEYS[3 .. 2+B] takes a variable number of keys,
-        # at least the highest fixed KEYS[n] it documents
         self.numkeys = max((int(n) for n in _KEY_REF.findall(header.group(1))), default=0)
-        self.variable_keys = _KEY_RANGE.search(header.group(1)) is not None
         self._script = Script(None, source.encode("utf-8"))
 
     @property
@@ -58,7 +54,7 @@ class LuaScript:
         return self._script.sha
 
     def _check(self, keys: Sequence[str]) -> None:
-        if len(keys) < self.numkeys or (len(keys) > self.numkeys and not self.variable_keys):
+        if len(keys) != self.numkeys:
             raise TypeError(f"{self.name}.lua takes {self.numkeys} keys, got {len(keys)}")
 
     def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -72,8 +68,8 @@ class LuaScript:
         """The EVALSHA (or, ``inline``, EVAL) command for a pipeline; see :func:`run_calls`."""
         self._check(keys)
         if inline:
-            return ("EVAL", self.source, len(keys), *keys, *args)
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+            return ("EVAL", self.source, self.numkeys, *keys, *args)
+        return ("EVALSHA", self.sha, self.numkeys, *keys, *args)
 
     def load(self, client: Any) -> None:
         client.script_load(self.source)
@@ -165,12 +161,7 @@ _RETRYABLE = (ConnectionError, TimeoutError)
 
 
 def stream_calls(
-    client: Any,
-    items: Iterable[T],
-    to_call: Callable[[T], Call],
-    *,
-    inline: bool = False,
-    chunk_size: int = STREAM_CHUNK,
+    client: Any, items: Iterable[T], to_call: Callable[[T], Call], *, inline: bool = False
 ) -> Iterator[tuple[T, Any]]:
     """Run one script call per item over one connection, pipelined, and yield
     ``(item, reply)`` in order (a reply is an exception instance when Redis refused the call).
@@ -190,8 +181,8 @@ def stream_calls(
     try:
         while True:
             try:
-                chunk = [unsent.popleft() for _ in range(min(len(unsent), chunk_size))]
-                chunk += itertools.islice(source, chunk_size - len(chunk))
+                chunk = [unsent.popleft() for _ in range(min(len(unsent), STREAM_CHUNK))]
+                chunk += itertools.islice(source, STREAM_CHUNK - len(chunk))
                 if chunk:
                     commands = []
                     for item in chunk:

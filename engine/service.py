@@ -34,8 +34,6 @@ from .settings import Settings, get_settings
 ACTIVITY_NAMESPACE = uuid.UUID("6f1c3b0e-8a57-4d0b-9a1e-5c2f7d9e4b21")
 _UNSET: Any = object()
 _TZ_CACHE_SIZE = 100_000
-#: Awards per call of the award script in award_many (two calls are in flight at a time).
-GROUP_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +50,8 @@ class AwardRequest:
 
 @dataclass(slots=True)
 class _Prepared:
-    """A validated award, ready to join a call of ``lua/award.lua``."""
+    """A validated award, ready to become one script call."""
 
-    index: int  # position in the caller's batch
     user_id: str
     shard: int
     activity_id: str
@@ -63,11 +60,9 @@ class _Prepared:
     description: str
     at: datetime
     fingerprint: str
-    tz: str
-    user_keys: list[str]  # user hash, day bitmap, idempotency record
-    type_board: str
-    windows: list[tuple[str | None, str, int]]  # day, week, month: (key or None, period, expiry)
-    args: list[Any]  # the award's first ten script values (see award.lua)
+    tz: str = "UTC"
+    keys: list[str] | None = None
+    args: list[Any] | None = None
 
 
 class ScoringEngine:
@@ -157,12 +152,10 @@ class ScoringEngine:
             ValidationError: bad input (a subclass names the field); nothing was written.
             IdempotencyConflict: the key was used before for a different award.
         """
-        p = self._prepare(0, user_id, activity_type, amount, description, idempotency_key,
-                          occurred_at)  # fmt: skip
+        p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
         for _ in range(3):
-            script, keys, args = self._call([p])
-            code, payload = script(self.redis, keys, args)
-            result = self._finish(p, code, payload)
+            reply = self._award(self.redis, p.keys, p.args)
+            result = self._finish(p, reply)
             if result is not None:
                 return result
         raise ScriptError("the user's time zone kept changing during the award")
@@ -178,69 +171,51 @@ class ScoringEngine:
         """
         items = list(items)
         results: list[Any] = [None] * len(items)
+        reload = False
 
-        def prepared() -> Iterator[_Prepared]:
-            # lazily, so that preparing overlaps with Redis running the previous call
+        def prepared() -> Iterator[tuple[int, _Prepared]]:
+            # lazily, so that preparing overlaps with Redis running the previous chunk
             for i, item in enumerate(items):
                 try:
-                    yield self._prepare(i, *_fields_of(i, item))
+                    yield i, self._prepare(*_fields_of(i, item))
                 except ScoringError as exc:
                     results[i] = exc
 
-        pending: Iterable[_Prepared] = prepared()
+        pending: Iterable[tuple[int, _Prepared]] = prepared()
         for attempt in range(3):
-            retry: list[_Prepared] = []
-            reload = False
-            groups = _by_shard(pending, GROUP_SIZE)
-            calls = stream_calls(self.redis, groups, self._call, inline=attempt == 2, chunk_size=1)
-            for group, reply in calls:
+            retry: list[tuple[int, _Prepared]] = []
+            calls = stream_calls(self.redis, pending, self._call, inline=attempt == 2)
+            for (i, p), reply in calls:
                 if isinstance(reply, NoScriptError):
-                    retry += group  # refused before it ran: nothing was written
+                    retry.append((i, p))
                     reload = True
                     continue
                 if isinstance(reply, Exception):
-                    for p in group:
-                        results[p.index] = ScriptError(f"award failed in Redis: {reply}")
+                    results[i] = ScriptError(f"award failed in Redis: {reply}")
                     continue
-                for p, code, payload in zip(group, reply[0::2], reply[1::2]):
-                    try:
-                        result = self._finish(p, code, payload)
-                    except ScoringError as exc:
-                        result = exc
-                    if result is None:
-                        retry.append(p)  # the user's time zone was not the one assumed
-                    else:
-                        results[p.index] = result
+                try:
+                    result = self._finish(p, reply)
+                except ScoringError as exc:
+                    result = exc
+                if result is None:
+                    retry.append((i, p))  # the user's time zone was not the one assumed
+                else:
+                    results[i] = result
             if reload:
                 self._award.load(self.redis)
+                reload = False
             pending = retry
-            if not retry:
+            if not pending:
                 break
-        for p in pending:
-            results[p.index] = ScriptError("the award could not be applied after three attempts")
+        for i, _ in pending:
+            results[i] = ScriptError("the award could not be applied after three attempts")
         return results
 
-    def _call(self, group: list[_Prepared]) -> tuple[Any, list[str], list[Any]]:
-        """The award script call for ``group``, awards to users of one shard (see award.lua)."""
-        shard = group[0].shard
-        boards: dict[str, int] = {}
-        user_keys: list[str] = []
-        args: list[Any] = []
-        for p in group:
-            user_keys += p.user_keys
-            args += p.args
-            args.append(boards.setdefault(p.type_board, len(boards) + 1))
-            for key, period, expire_at in p.windows:
-                if key is None:
-                    args += (0, "", 0)
-                else:
-                    args += (boards.setdefault(key, len(boards) + 1), period, expire_at)
-        keys = [self.keys.outbox(shard), self.keys.board(shard, "all"), *boards, *user_keys]
-        return self._award, keys, [len(group), len(boards), *args]
+    def _call(self, ip: tuple[int, _Prepared]) -> tuple[Any, list[str], list[Any]]:
+        return self._award, ip[1].keys, ip[1].args
 
     def _prepare(
         self,
-        index: int,
         user_id: Any,
         activity_type: Any,
         amount: Any,
@@ -262,35 +237,32 @@ class ScoringEngine:
             activity_id = str(uuid.uuid5(ACTIVITY_NAMESPACE, f"{uid}\x00{key}"))
         # a caller's key may come back with another request; an engine id only with this one
         fingerprint = "" if key is None else _fingerprint(activity_type, points, desc, at, occurred_at)
-        k = self.keys
-        shard = k.shard_of(uid)
+        shard = self.keys.shard_of(uid)
         tz = self._tz.get(uid, "UTC")
+        windows = self._windows(at.date())
         now_s = now.timestamp()
-        windows = [
-            (k.board(shard, w.board_id), w.period, w.expire_at) if w.expire_at > now_s
-            else (None, w.period, 0)
-            for w in self._windows(at.date())
+        p = _Prepared(uid, shard, activity_id, activity_type, points, desc, at, fingerprint, tz)
+        p.keys = self.keys.award(uid, shard, activity_id, activity_type, [w.board_id for w in windows])
+        p.args = [
+            activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
+            local_day(at, tz), tz,
+            rules.idempotency.key_ttl if key is not None else rules.idempotency.auto_ttl,
+            fingerprint,
+            *(w.expire_at if w.expire_at > now_s else 0 for w in windows),
         ]  # fmt: skip
-        ttl = rules.idempotency.key_ttl if key is not None else rules.idempotency.auto_ttl
-        args = [activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
-                local_day(at, tz), tz, ttl, fingerprint]  # fmt: skip
-        return _Prepared(
-            index, uid, shard, activity_id, activity_type, points, desc, at, fingerprint, tz,
-            k.award_user(uid, shard, activity_id), k.board(shard, f"type:{activity_type}"),
-            windows, args,
-        )  # fmt: skip
+        return p
 
-    def _finish(self, p: _Prepared, code: int, payload: str) -> AwardResult | None:
-        """Turn one award's reply into its result; None when it must be sent again."""
-        code = check_code(code)
+    def _finish(self, p: _Prepared, reply: list[Any]) -> AwardResult | None:
+        """Turn a script reply into a result; None when the call must be repeated."""
+        code = check_code(reply[0])
         if code is ScriptCode.TZ_MISMATCH:
-            self._remember_tz(p.user_id, payload)
-            p.tz = payload
+            self._remember_tz(p.user_id, reply[1])
+            p.tz = reply[1]
             p.args[6] = local_day(p.at, p.tz)
             p.args[7] = p.tz
             return None
         (fingerprint, created_ms, total, streak, longest, last_day, version, count, points,
-         quizzes, projects, comments, username, display_name) = payload.split("\x1f")  # fmt: skip
+         quizzes, projects, comments, username, display_name) = reply[1].split("\x1f")  # fmt: skip
         replayed = code is ScriptCode.DUPLICATE
         if replayed and fingerprint != p.fingerprint:
             raise IdempotencyConflict(
@@ -432,17 +404,6 @@ def _fields_of(index: int, item: object) -> tuple[Any, ...]:
         item.get("idempotency_key"),
         item.get("occurred_at"),
     )
-
-
-def _by_shard(prepared: Iterable[_Prepared], size: int) -> Iterator[list[_Prepared]]:
-    """Groups of up to ``size`` awards to users of one shard, keeping each shard's order."""
-    open_groups: dict[int, list[_Prepared]] = {}
-    for p in prepared:
-        group = open_groups.setdefault(p.shard, [])
-        group.append(p)
-        if len(group) >= size:
-            yield open_groups.pop(p.shard)
-    yield from open_groups.values()
 
 
 def _fingerprint(
