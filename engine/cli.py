@@ -1,7 +1,7 @@
 """The ``scoring`` command.
 
-    scoring demo      award points to a few users and print the live leaderboard
-    scoring rules     print the rules in force (defaults, or SCORING_RULES laid over them)
+scoring demo      award points to a few users and print the live leaderboard
+scoring rules     print the rules in force (defaults, or SCORING_RULES laid over them)
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         if isinstance(r, ScoringError):
             print(f"refused: {r}")
         elif r.tier_upgraded:
-            print(f"  {r.user.user_id} reached {r.user.tier_display} ({r.user.total_points} points)")
+            print(
+                f"  {r.user.user_id} reached {r.user.tier_display} ({r.user.total_points} points)"
+            )
     print(f"\n{len(items)} awards in {elapsed * 1000:.1f} ms\n")
     print(f"{'rank':>4}  {'user':<8} {'points':>7}  {'tier':<8} {'level':>5} {'streak':>6}")
     for entry in engine.leaderboard("all_time").top(args.top):

@@ -53,7 +53,7 @@ class Keys:
         return f"{self.tag(shard)}:outbox"
 
     def board(self, shard: int, board_id: str) -> str:
-        """A leaderboard key; ``board_id`` comes from :mod:`engine.periods` (``all``, ``day:...``)."""
+        """A leaderboard key; ``board_id`` from :mod:`engine.periods` (``all``, ``day:...``)."""
         return f"{self.tag(shard)}:lb:{board_id}"
 
     def boards(self, board_id: str) -> list[str]:

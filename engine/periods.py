@@ -77,7 +77,7 @@ def parse_timestamp(value: object, *, now: datetime) -> datetime:
 
 
 def period_of(window: str, ts: datetime) -> str:
-    """The period name of ``window`` containing UTC time ``ts``: ``2026-11-24``, ``2026-W48``, ``2026-11``."""
+    """The period of ``window`` at UTC time ``ts``: ``2026-11-24``, ``2026-W48`` or ``2026-11``."""
     d = ts.astimezone(UTC).date()
     if window == "day":
         return d.isoformat()
@@ -88,7 +88,7 @@ def period_of(window: str, ts: datetime) -> str:
 
 
 def period_end(window: str, period: str) -> datetime:
-    """The UTC instant at which ``period`` of ``window`` ends; :class:`UnknownBoard` if malformed."""
+    """The UTC instant ``period`` of ``window`` ends at; :class:`UnknownBoard` if malformed."""
     try:
         if window == "day" and (m := _DAY.match(period)):
             start = date(int(m[1]), int(m[2]), int(m[3]))

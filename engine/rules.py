@@ -67,7 +67,7 @@ class _Strict(BaseModel):
 
 
 class ActivityType(_Strict):
-    """One activity type: its display name, default points and the largest amount one award may carry."""
+    """An activity type: display name, default points, and the most one award may carry."""
 
     display: str = Field(min_length=1, max_length=64)
     points: int = Field(gt=0)
@@ -81,7 +81,7 @@ class ActivityType(_Strict):
 
 
 class Levels(_Strict):
-    """Level n starts at ``thresholds[n-1]``; past the last, one more level per ``step_after`` points."""
+    """Level n starts at ``thresholds[n-1]``; past the last, one level per ``step_after`` points."""
 
     thresholds: list[int] = Field(default_factory=lambda: list(DEFAULT_LEVELS), min_length=1)
     step_after: int = Field(default=10000, gt=0)

@@ -141,7 +141,11 @@ def lua_literal(value: Any) -> str:
     if isinstance(value, str):
         # ASCII letters and digits as they are, every other byte of the UTF-8 as a \ddd escape
         text = value.encode("utf-8")
-        return '"' + "".join(chr(b) if b < 128 and chr(b).isalnum() else f"\\{b:03d}" for b in text) + '"'
+        return (
+            '"'
+            + "".join(chr(b) if b < 128 and chr(b).isalnum() else f"\\{b:03d}" for b in text)
+            + '"'
+        )
     if isinstance(value, list | tuple):
         return "{" + ", ".join(lua_literal(v) for v in value) + "}"
     if isinstance(value, dict):

@@ -24,10 +24,17 @@ from .errors import (
 )
 from .keys import Keys
 from .leaderboard import Leaderboard
-from .periods import WindowBoard, board_id, local_day, parse_timestamp, window_boards, zone
+from .periods import (
+    WindowBoard,
+    board_id,
+    local_day,
+    parse_timestamp,
+    window_boards,
+    zone,
+)
 from .results import Activity, AwardResult, UserState
 from .rules import Rules, load_rules
-from .scripts import stream_calls, scripts
+from .scripts import scripts, stream_calls
 from .settings import Settings, get_settings
 
 #: Namespace of activity ids derived from (user id, idempotency key).
@@ -236,13 +243,17 @@ class ScoringEngine:
         else:
             activity_id = str(uuid.uuid5(ACTIVITY_NAMESPACE, f"{uid}\x00{key}"))
         # a caller's key may come back with another request; an engine id only with this one
-        fingerprint = "" if key is None else _fingerprint(activity_type, points, desc, at, occurred_at)
+        fingerprint = (
+            "" if key is None else _fingerprint(activity_type, points, desc, at, occurred_at)
+        )
         shard = self.keys.shard_of(uid)
         tz = self._tz.get(uid, "UTC")
         windows = self._windows(at.date())
         now_s = now.timestamp()
         p = _Prepared(uid, shard, activity_id, activity_type, points, desc, at, fingerprint, tz)
-        p.keys = self.keys.award(uid, shard, activity_id, activity_type, [w.board_id for w in windows])
+        p.keys = self.keys.award(
+            uid, shard, activity_id, activity_type, [w.board_id for w in windows]
+        )
         p.args = [
             activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
             local_day(at, tz), tz,
@@ -355,7 +366,8 @@ class ScoringEngine:
 
     def leaderboard(self, board: str = "all_time", *, period: str | None = None) -> Leaderboard:
         """A board: ``all_time``, ``month``, ``week``, ``day`` (current UTC period unless
-        ``period`` is given: ``2026-11``, ``2026-W48``, ``2026-11-24``) or ``type:<activity_type>``."""
+        ``period`` is given: ``2026-11``, ``2026-W48``, ``2026-11-24``), or
+        ``type:<activity_type>``."""
         bid = board_id(board, period=period, now=self.clock(), rules=self.rules)
         return Leaderboard(self.redis, self.keys, bid)
 

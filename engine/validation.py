@@ -1,4 +1,4 @@
-"""Input checks shared by every entry point. Each raises a typed ValidationError naming the field."""
+"""Input checks shared by every entry point; each raises a ValidationError naming the field."""
 
 from __future__ import annotations
 

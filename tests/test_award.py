@@ -49,7 +49,12 @@ def outbox(engine: ScoringEngine, shard: int = 0) -> list[dict[str, str]]:
 def test_first_award(engine: ScoringEngine) -> None:
     result = engine.award("alice", "project_create", amount=150, description="Test project")
     user = result.user
-    assert (user.total_points, user.tier, user.tier_display, user.level) == (150, "ember", "Ember", 3)
+    assert (user.total_points, user.tier, user.tier_display, user.level) == (
+        150,
+        "ember",
+        "Ember",
+        3,
+    )
     assert user.points_to_next_tier == 100 and user.points_to_next_level == 50
     assert user.current_streak_days == 1 and user.longest_streak_days == 1
     assert user.last_activity_date.isoformat() == "2026-11-24"
@@ -80,7 +85,12 @@ def test_state_in_redis_matches_rules(engine: ScoringEngine) -> None:
         assert h["tier"] == engine.rules.tier_for(total) == result.user.tier
         assert int(h["level"]) == engine.rules.level_for(total) == result.user.level
         totals.append((total, h["tier"], int(h["level"])))
-    assert totals[:4] == [(249, "ember", 4), (250, "spark", 4), (499, "spark", 5), (500, "blaze", 6)]
+    assert totals[:4] == [
+        (249, "ember", 4),
+        (250, "spark", 4),
+        (499, "spark", 5),
+        (500, "blaze", 6),
+    ]
     assert totals[6:9] == [(2499, "beacon", 10), (2500, "phoenix", 11), (8999, "phoenix", 14)]
     assert totals[-4:] == [(79999, "phoenix", 22), (80000, "phoenix", 23), (89999, "phoenix", 23),
                            (90000, "phoenix", 24)]  # fmt: skip
@@ -92,7 +102,12 @@ def test_each_upgrade_reported_once(engine: ScoringEngine) -> None:
         r = engine.award("carol", "quiz_complete", amount=250)
         if r.tier_upgraded:
             seen.append((r.old_tier, r.new_tier))
-    assert seen == [("ember", "spark"), ("spark", "blaze"), ("blaze", "beacon"), ("beacon", "phoenix")]
+    assert seen == [
+        ("ember", "spark"),
+        ("spark", "blaze"),
+        ("blaze", "beacon"),
+        ("beacon", "phoenix"),
+    ]
 
 
 def test_outbox_entry(engine: ScoringEngine) -> None:
@@ -150,7 +165,9 @@ def test_idempotency_key_reused_for_another_award(engine: ScoringEngine) -> None
 
 
 def test_replay_in_batch(engine: ScoringEngine) -> None:
-    items = [AwardRequest("hal", "comment", amount=10, idempotency_key=f"k{i % 3}") for i in range(6)]
+    items = [
+        AwardRequest("hal", "comment", amount=10, idempotency_key=f"k{i % 3}") for i in range(6)
+    ]
     results = engine.award_many(items)
     assert [r.replayed for r in results] == [False] * 3 + [True] * 3
     assert engine.status("hal").total_points == 30
@@ -250,5 +267,10 @@ def test_profile(engine: ScoringEngine) -> None:
 
 def test_status_of_unknown_user(engine: ScoringEngine) -> None:
     state = engine.status("nobody")
-    assert (state.total_points, state.tier, state.level, state.current_streak_days) == (0, "ember", 1, 0)
+    assert (state.total_points, state.tier, state.level, state.current_streak_days) == (
+        0,
+        "ember",
+        1,
+        0,
+    )
     assert state.last_activity_date is None and state.points_to_next_tier == 250

