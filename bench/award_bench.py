@@ -6,7 +6,7 @@ Measures, in one run, and prints one table (a missed target is marked MISS; it n
 
 1. ``ScoringEngine.award()`` one call at a time (awards/s, client p50 latency).
 2. ``ScoringEngine.award_many()`` in batches of 500, from 1 process and from N processes
-   (one Python process is the bottleneck), and with K=4 shards.
+   (to show whether the client or Redis is the limit), and with K=4 shards.
 3. The award script's Redis-side cost (``INFO commandstats``, ``cmdstat_evalsha``), broken down
    into the commands it issues and the rest (Lua, argument handling).
 4. A bare HINCRBY + ZINCRBY script, pipelined, as the physical ceiling; target: the award script
