@@ -176,6 +176,16 @@ def stream_calls(
     calls not yet answered are sent again on a new connection (twice at most): callers only
     stream calls that are safe to repeat (awards carry their activity id; reads are reads).
     """
+    if not hasattr(client, "connection_pool"):
+        # a client without one connection to stream on (RedisCluster): one call at a time
+        for item in items:
+            script, keys, args = to_call(item)
+            try:
+                reply = script(client, keys, args)
+            except ResponseError as exc:
+                reply = exc
+            yield item, reply
+        return
     source = iter(items)
     unsent: deque[T] = deque()  # taken from source, not yet sent (after a dropped connection)
     in_flight: deque[deque[T]] = deque()
