@@ -152,3 +152,22 @@ def test_connection_dropped_in_the_middle_of_a_batch(
     assert real_redis.xlen(engine.keys.outbox(0)) == 1500
     # a call whose reply was lost reports the first application, not a second one
     assert sorted(r.user.version for r in results if r.user.user_id == "k0") == list(range(1, 216))
+
+
+class _WithoutPool:
+    """A client exposing no single connection pool, as RedisCluster does."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        if name == "connection_pool":
+            raise AttributeError(name)
+        return getattr(self._client, name)
+
+
+def test_award_many_on_a_client_without_a_connection_pool(real_redis: redis.Redis) -> None:
+    engine = ScoringEngine(_WithoutPool(real_redis))
+    real_redis.script_flush()
+    results = engine.award_many([AwardRequest("cl", "comment", amount=2) for _ in range(5)])
+    assert [r.user.total_points for r in results] == [2, 4, 6, 8, 10]
