@@ -64,10 +64,10 @@ class Keys:
         self, user_id: str, shard: int, activity_id: str, activity_type: str, windows: list[str]
     ) -> list[str]:
         """The KEYS of ``lua/award.lua``, in its order; ``windows``: day, week, month board ids."""
-        t = self.tag(shard)
         return [
-            f"{t}:u:{user_id}", f"{t}:days:{user_id}", f"{t}:idem:{activity_id}", f"{t}:outbox",
-            f"{t}:lb:all", f"{t}:lb:type:{activity_type}", *(f"{t}:lb:{w}" for w in windows),
+            self.user(user_id, shard), self.days(user_id, shard),
+            self.idempotency(shard, activity_id), self.outbox(shard), self.board(shard, "all"),
+            self.board(shard, f"type:{activity_type}"), *(self.board(shard, w) for w in windows),
         ]  # fmt: skip
 
     def _shard(self, user_id: str, shard: int | None) -> int:
