@@ -83,27 +83,33 @@ elseif day < last and day_bit(KEYS[2], day0, day) == 0 then
 end
 if cur > longest then longest = cur end
 
-local count = tonumber(h[10] or "0") + 1
-local points = tonumber(h[11] or "0") + amount
-local version = tonumber(h[9] or "0") + 1
+-- Each new number becomes a string once, reused by the record, the hash and the outbox (number
+-- formatting is a large share of a script's own time); unchanged values stay as read.
+local total_s = tostring(total)
+local version_s = tostring(tonumber(h[9] or "0") + 1)
+local count_s = tostring(tonumber(h[10] or "0") + 1)
+local points_s = tostring(tonumber(h[11] or "0") + amount)
+local cur_s, longest_s, last_s = h[5], h[6], h[7]
+if mark then cur_s, longest_s, last_s = tostring(cur), tostring(longest), tostring(last) end
 local quizzes, projects, comments = h[12] or "0", h[13] or "0", h[14] or "0"
-if activity_type == "quiz_complete" then quizzes = count
-elseif activity_type == "project_create" then projects = count
-elseif activity_type == "comment" then comments = count end
+if activity_type == "quiz_complete" then quizzes = count_s
+elseif activity_type == "project_create" then projects = count_s
+elseif activity_type == "comment" then comments = count_s end
 
-local record = table.concat({ARGV[10], ARGV[6], total, cur, longest, last, version, count,
-  points, quizzes, projects, comments, h[15] or "", h[16] or ""}, "\31")
+local record = table.concat({ARGV[10], ARGV[6], total_s, cur_s, longest_s, last_s, version_s,
+  count_s, points_s, quizzes, projects, comments, h[15] or "", h[16] or ""}, "\31")
 
 -- First write: claim the activity id. A duplicate (e.g. a client's retry) changes nothing.
 if not rcall("SET", KEYS[3], record, "NX", "EX", ARGV[9]) then
   return {-1, rcall("GET", KEYS[3])}
 end
 
-local fields = {"total", total, "version", version, nkey, count, pkey, points}
+local fields = {"total", total_s, "version", version_s, nkey, count_s, pkey, points_s}
 if tier ~= h[3] then fields[#fields + 1] = "tier"; fields[#fields + 1] = tier end
 if level ~= h[4] then fields[#fields + 1] = "level"; fields[#fields + 1] = level end
 if mark then
-  for _, v in ipairs({"streak", cur, "longest", longest, "last_day", last, "day0", new_day0}) do
+  for _, v in ipairs({"streak", cur_s, "longest", longest_s, "last_day", last_s,
+                      "day0", tostring(new_day0)}) do
     fields[#fields + 1] = v
   end
   if not day0 then
@@ -132,6 +138,6 @@ end
 
 rcall("XADD", KEYS[4], "*", "id", ARGV[1], "user", user, "amount", ARGV[3],
   "type", activity_type, "desc", ARGV[5], "at", ARGV[6], "tier", tier,
-  "state", table.concat({total, level, cur, longest, last, version}, " "))
+  "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " "))
 
 return {0, record}
