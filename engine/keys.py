@@ -11,6 +11,9 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:days:<user>``        bitmap: days (in the user's zone) with activity
 ``<p>:<t>:idem:<activity>``    string: an award's result, for de-duplication
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
+``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
+``<p>:<t>:outbox:failures``    hash: outbox entry id -> times writing it to SQL failed
+``<p>:<t>:outbox:dead``        stream: entries that failed too often (dead letters)
 ``<p>:<t>:lb:all``             zset: all-time leaderboard (scores are negated points)
 ``<p>:<t>:lb:month:2026-11``   zset: monthly board (UTC), expires after retention
 ``<p>:<t>:lb:week:2026-W48``   zset: ISO-week board (UTC), expires after retention
@@ -41,7 +44,7 @@ class Keys:
         return f"{self.prefix}:{{s{shard}}}"
 
     def user(self, user_id: str, shard: int | None = None) -> str:
-        return f"{self.tag(self._shard(user_id, shard))}:u:{user_id}"
+        return f"{self.user_prefix(self._shard(user_id, shard))}{user_id}"
 
     def days(self, user_id: str, shard: int | None = None) -> str:
         return f"{self.tag(self._shard(user_id, shard))}:days:{user_id}"
@@ -51,6 +54,25 @@ class Keys:
 
     def outbox(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox"
+
+    def user_prefix(self, shard: int) -> str:
+        """What every user hash key of ``shard`` starts with (the user id follows)."""
+        return f"{self.tag(shard)}:u:"
+
+    def rebuildable(self, shard: int) -> list[str]:
+        """SCAN patterns of the state ``scoring rebuild`` replaces: user hashes, day bitmaps and
+        boards (not the outbox, its dead letters, or idempotency records)."""
+        t = self.tag(shard)
+        return [f"{t}:u:*", f"{t}:days:*", f"{t}:lb:*"]
+
+    def drain_flag(self, shard: int) -> str:
+        return f"{self.tag(shard)}:outbox:flag"
+
+    def drain_failures(self, shard: int) -> str:
+        return f"{self.tag(shard)}:outbox:failures"
+
+    def dead_letters(self, shard: int) -> str:
+        return f"{self.tag(shard)}:outbox:dead"
 
     def board(self, shard: int, board_id: str) -> str:
         """A leaderboard key; ``board_id`` from :mod:`engine.periods` (``all``, ``day:...``)."""
@@ -68,6 +90,7 @@ class Keys:
             self.user(user_id, shard), self.days(user_id, shard),
             self.idempotency(shard, activity_id), self.outbox(shard), self.board(shard, "all"),
             self.board(shard, f"type:{activity_type}"), *(self.board(shard, w) for w in windows),
+            self.drain_flag(shard),
         ]  # fmt: skip
 
     def _shard(self, user_id: str, shard: int | None) -> int:

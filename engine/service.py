@@ -7,15 +7,18 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
 
 from . import validation
+from .embedded import state_redis_url
 from .errors import (
+    ConfigError,
     IdempotencyConflict,
+    InvalidPaging,
     ScoringError,
     ScriptCode,
     ScriptError,
@@ -24,6 +27,7 @@ from .errors import (
 )
 from .keys import Keys
 from .leaderboard import Leaderboard
+from .outbox import FLAG_TTL, DrainQueue
 from .periods import (
     WindowBoard,
     board_id,
@@ -36,6 +40,7 @@ from .results import Activity, AwardResult, UserState
 from .rules import Rules, load_rules
 from .scripts import scripts, stream_calls
 from .settings import Settings, get_settings
+from .store import SqlStore
 
 #: Namespace of activity ids derived from (user id, idempotency key).
 ACTIVITY_NAMESPACE = uuid.UUID("6f1c3b0e-8a57-4d0b-9a1e-5c2f7d9e4b21")
@@ -81,6 +86,10 @@ class ScoringEngine:
         shards: number of user shards K; every read merges them.
         key_prefix: prefix of every key.
         clock: returns the current aware UTC time (tests pass their own).
+        drain_queue: where to request a drain of a shard's outbox when an award raises its
+            drain flag (see :mod:`engine.outbox`); None leaves draining to the periodic sweep
+            and ``scoring worker --burst``.
+        store: the SQL audit trail, for the queries over it (recent activities, stats).
     """
 
     def __init__(
@@ -91,6 +100,8 @@ class ScoringEngine:
         shards: int = 1,
         key_prefix: str = "scoring",
         clock: Callable[[], datetime] | None = None,
+        drain_queue: DrainQueue | None = None,
+        store: SqlStore | None = None,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be >= 1")
@@ -98,6 +109,8 @@ class ScoringEngine:
         self.rules = rules or load_rules()
         self.keys = Keys(prefix=key_prefix, shards=shards)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.drain_queue = drain_queue
+        self.store = store
         self._award = scripts.get("award", RULES=self.rules.script_tables)
         self._tz: dict[str, str] = {}  # users whose zone is not UTC, as last seen
         self._tz_lock = threading.Lock()
@@ -117,14 +130,16 @@ class ScoringEngine:
         With no ``REDIS_URL``, starts (or joins) the embedded Redis under the data directory.
         """
         settings = settings or get_settings()
-        url = settings.redis_url
-        if not url:
-            from .embedded import embedded_redis_url
-
-            url = embedded_redis_url(settings.data_dir)
+        url = state_redis_url(settings)
         kwargs.setdefault("rules", load_rules(settings.rules_path))
         kwargs.setdefault("shards", settings.shards)
         kwargs.setdefault("key_prefix", settings.key_prefix)
+        if "drain_queue" not in kwargs:
+            kwargs["drain_queue"] = DrainQueue.from_url(
+                settings.rq_redis_url or url, name=settings.queue_name
+            )
+        if "store" not in kwargs:
+            kwargs["store"] = SqlStore.from_settings(settings)
         return cls.from_url(url, **kwargs)
 
     # -- awards ---------------------------------------------------------------------------
@@ -260,6 +275,7 @@ class ScoringEngine:
             rules.idempotency.key_ttl if key is not None else rules.idempotency.auto_ttl,
             fingerprint,
             *(w.expire_at if w.expire_at > now_s else 0 for w in windows),
+            FLAG_TTL,
         ]  # fmt: skip
         return p
 
@@ -275,6 +291,8 @@ class ScoringEngine:
         (fingerprint, created_ms, total, streak, longest, last_day, version, count, points,
          quizzes, projects, comments, username, display_name) = reply[1].split("\x1f")  # fmt: skip
         replayed = code is ScriptCode.DUPLICATE
+        if not replayed and reply[2] == 1 and self.drain_queue is not None:
+            self.drain_queue.request(p.shard)
         if replayed and fingerprint != p.fingerprint:
             raise IdempotencyConflict(
                 "this idempotency key was already used for a different award",
@@ -351,13 +369,14 @@ class ScoringEngine:
             zone(time_zone)
             fields["tz"] = time_zone
         shard = self.keys.shard_of(uid)
-        args: list[Any] = [uid, int(self.clock().timestamp() * 1000), len(fields)]
+        args: list[Any] = [uid, int(self.clock().timestamp() * 1000), FLAG_TTL, len(fields)]
         for k, v in fields.items():
             args += [k, v]
         args += clear
-        flat = scripts["set_profile"](
-            self.redis, [self.keys.user(uid, shard), self.keys.outbox(shard)], args
-        )
+        keys = [self.keys.user(uid, shard), self.keys.outbox(shard), self.keys.drain_flag(shard)]
+        flag, flat = scripts["set_profile"](self.redis, keys, args)
+        if flag == 1 and self.drain_queue is not None:
+            self.drain_queue.request(shard)
         h = dict(zip(flat[::2], flat[1::2]))
         self._remember_tz(uid, h.get("tz", "UTC"))
         return self._state(uid, h)
@@ -370,6 +389,52 @@ class ScoringEngine:
         ``type:<activity_type>``."""
         bid = board_id(board, period=period, now=self.clock(), rules=self.rules)
         return Leaderboard(self.redis, self.keys, bid)
+
+    # -- the audit trail (SQL) ------------------------------------------------------------
+
+    def recent_activities(
+        self,
+        user_id: str,
+        *,
+        limit: int = 20,
+        activity_type: str | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Activity]:
+        """A user's activities from SQL, newest first, optionally of one type. ``before`` is
+        the (created_at, id) of the last activity already seen (cursor paging). Activities
+        reach SQL when a worker drains the outbox, normally within a second."""
+        uid = validation.user_id(user_id)
+        if activity_type is not None:
+            validation.activity_type(self.rules, activity_type)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidPaging("limit must be a whole number from 1 to 1000", field="limit")
+        return self._sql().recent_activities(
+            uid, limit=limit, activity_type=activity_type, before=before
+        )
+
+    def points_by_type(self, user_id: str) -> dict[str, int]:
+        """The user's points per activity type, summed in SQL."""
+        return self._sql().points_by_type(validation.user_id(user_id))
+
+    def points_awarded_today(self) -> int:
+        """Points awarded since midnight UTC (SQL)."""
+        now = self.clock()
+        start = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        return self._sql().points_between(start, start + timedelta(days=1))
+
+    def tier_distribution(self) -> dict[str, int]:
+        """Users per tier (SQL snapshots), every tier of the rules listed, lowest first."""
+        counts = self._sql().tier_distribution()
+        return {tier: counts.get(tier, 0) for tier in self.rules.tier_names}
+
+    def most_active_users(self, *, days: int = 7, limit: int = 10) -> list[tuple[str, int]]:
+        """(user id, points) of the users with the most points over the last ``days`` days."""
+        return self._sql().most_active(self.clock() - timedelta(days=days), limit=limit)
+
+    def _sql(self) -> SqlStore:
+        if self.store is None:
+            raise ConfigError("this engine has no SQL store (pass store= or use from_settings)")
+        return self.store
 
     # -- helpers --------------------------------------------------------------------------
 

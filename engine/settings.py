@@ -41,8 +41,47 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("var"),
         alias="SCORING_DATA_DIR",
-        description="Where the embedded Redis (and later SQLite) keep their files.",
+        description="Where the embedded Redis and the default SQLite database keep their files.",
     )
+    database_url: str | None = Field(
+        default=None,
+        alias="DATABASE_URL",
+        description="The audit trail's SQL database. Unset: SQLite at data_dir/scoring.db.",
+    )
+    rq_redis_url: str | None = Field(
+        default=None,
+        alias="RQ_REDIS_URL",
+        description="Redis for RQ's queues. Unset: the scoring Redis.",
+    )
+    queue_name: str = Field(
+        default="scoring", alias="SCORING_QUEUE", min_length=1, description="RQ queue name."
+    )
+    drain_batch: int = Field(
+        default=1000,
+        alias="SCORING_DRAIN_BATCH",
+        ge=1,
+        le=100_000,
+        description="Outbox entries a worker writes to SQL per transaction.",
+    )
+    drain_max_failures: int = Field(
+        default=5,
+        alias="SCORING_DRAIN_MAX_FAILURES",
+        ge=1,
+        le=1000,
+        description="Failures after which an outbox entry moves to the dead-letter stream.",
+    )
+    drain_claim_idle_ms: int = Field(
+        default=30_000,
+        alias="SCORING_DRAIN_CLAIM_IDLE_MS",
+        ge=0,
+        description="How long a read entry stays unacknowledged before another worker claims it.",
+    )
+
+    def sql_url(self) -> str:
+        """The SQLAlchemy URL of the audit trail (a ``postgresql://`` URL uses psycopg 3)."""
+        if not self.database_url:
+            return f"sqlite:///{(self.data_dir / 'scoring.db').resolve()}"
+        return normalize_sql_url(self.database_url)
 
     @field_validator("key_prefix")
     @classmethod
@@ -50,6 +89,14 @@ class Settings(BaseSettings):
         if any(c in v for c in "{}") or any(c.isspace() for c in v):
             raise ValueError("must not contain braces or whitespace")
         return v
+
+
+def normalize_sql_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` URLs use the psycopg 3 driver."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@
   KEYS[5] all-time board             KEYS[6] activity-type board
   KEYS[7] day board                  KEYS[8] ISO-week board
   KEYS[9] month board                (boards are zsets of negated points; see engine/keys.py)
+  KEYS[10] shard's drain flag (set while a drain job for the shard is queued)
 
   ARGV[1]  activity id (uuid)        ARGV[2]  user id
   ARGV[3]  amount (integer > 0, points)
@@ -17,11 +18,14 @@
   ARGV[10] request fingerprint (stored in the record; compared by the caller on replay)
   ARGV[11] day board expiry (unix s)  ARGV[12] week board expiry  ARGV[13] month board expiry
            (0 = the window's retention has passed: leave that board alone)
+  ARGV[14] how long the drain flag lives if no drain job clears it (seconds)
   RULES (defined by the engine ahead of this source, so each rule set is its own script):
   tier_names, tier_at, level_at, level_step; see includes/tier_and_level.lua
 
   Returns:
-    {0, record}   applied; record = these fields joined by "\31": fingerprint, created_at ms,
+    {0, record, flag}  applied; flag = 1 when this award raised the drain flag (the caller then
+                  enqueues a drain job), else 0; record = these fields joined by "\31":
+                  fingerprint, created_at ms,
                   total, current streak, longest streak, last active day, version, count and
                   points of this activity type, quizzes, projects created, comments, username,
                   display name (the last two "" when unset)
@@ -140,4 +144,6 @@ rcall("XADD", KEYS[4], "*", "id", ARGV[1], "user", user, "amount", ARGV[3],
   "type", activity_type, "desc", ARGV[5], "at", ARGV[6], "tier", tier,
   "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " "))
 
-return {0, record}
+-- raise the drain flag; whoever raises it enqueues the shard's one drain job
+local flag = rcall("SET", KEYS[10], "1", "NX", "EX", ARGV[14]) and 1 or 0
+return {0, record, flag}

@@ -1,0 +1,143 @@
+"""SQL tables (SQLAlchemy 2.x): the durable audit trail and snapshots behind the Redis state.
+
+``point_activity`` holds every activity exactly once (its id is the engine's activity id), with
+the user's state after it. ``user_score`` is a snapshot of each user's state; each half (the
+points state and the profile) carries the per-user version it was written at, and an older
+write never overwrites a newer one. ``weekly_goal``, ``side_quest`` and ``user_side_quest`` are
+the seed's engagement tables.
+
+The schema is created and changed by the Alembic migrations in ``engine/migrations`` (run
+``scoring db upgrade``); these classes are the models those migrations must match.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PointActivity(Base):
+    """One point activity (the seed's PointActivity), with the user's state after it."""
+
+    __tablename__ = "point_activity"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    amount: Mapped[int] = mapped_column(Integer)
+    activity_type: Mapped[str] = mapped_column(String(30))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    tier_at_time: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # the user's state after this activity
+    total_points: Mapped[int] = mapped_column(BigInteger)
+    level: Mapped[int] = mapped_column(Integer)
+    current_streak_days: Mapped[int] = mapped_column(Integer)
+    longest_streak_days: Mapped[int] = mapped_column(Integer)
+    last_activity_date: Mapped[date] = mapped_column(Date)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_point_activity_user_created", "user_id", created_at.desc()),
+        Index("ix_point_activity_type_created", "activity_type", created_at.desc()),
+        Index("ix_point_activity_user_type", "user_id", "activity_type"),
+        # for "points awarded today" and "most active users over the last 7 days"
+        Index("ix_point_activity_created", "created_at"),
+    )
+
+
+class UserScore(Base):
+    """The latest known state of a user: points state and profile, each with its version."""
+
+    __tablename__ = "user_score"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    total_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    tier: Mapped[str] = mapped_column(String(20), default="")
+    level: Mapped[int] = mapped_column(Integer, default=1)
+    current_streak_days: Mapped[int] = mapped_column(Integer, default=0)
+    longest_streak_days: Mapped[int] = mapped_column(Integer, default=0)
+    last_activity_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    state_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    username: Mapped[str | None] = mapped_column(String(150), nullable=True)
+    display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    profile_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_user_score_tier", "tier"),)
+
+
+class WeeklyGoal(Base):
+    """A user's goal for one week (the seed's WeeklyGoal)."""
+
+    __tablename__ = "weekly_goal"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    goal_type: Mapped[str] = mapped_column(String(30))
+    week_start: Mapped[date] = mapped_column(Date)
+    week_end: Mapped[date] = mapped_column(Date)
+    current_progress: Mapped[int] = mapped_column(Integer, default=0)
+    target_progress: Mapped[int] = mapped_column(Integer)
+    is_completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    points_reward: Mapped[int] = mapped_column(Integer, default=30)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "goal_type", "week_start", name="uq_weekly_goal_user_week"),
+    )
+
+
+class SideQuest(Base):
+    """A quest in the catalog (the seed's SideQuest)."""
+
+    __tablename__ = "side_quest"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    quest_type: Mapped[str] = mapped_column(String(30))
+    difficulty: Mapped[str] = mapped_column(String(20))
+    points_reward: Mapped[int] = mapped_column(Integer)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    activity_type: Mapped[str] = mapped_column(String(30))
+    target_count: Mapped[int] = mapped_column(Integer, default=1)
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class UserSideQuest(Base):
+    """A user's progress on a quest (the seed's UserSideQuest)."""
+
+    __tablename__ = "user_side_quest"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    side_quest_id: Mapped[int] = mapped_column(ForeignKey("side_quest.id"))
+    status: Mapped[str] = mapped_column(String(20), default="in_progress")
+    current_progress: Mapped[int] = mapped_column(Integer, default=0)
+    target_progress: Mapped[int] = mapped_column(Integer)
+    is_completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    points_awarded: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (UniqueConstraint("user_id", "side_quest_id", name="uq_user_side_quest"),)

@@ -1,0 +1,41 @@
+"""Requests to drain a shard's outbox: at most one queued RQ drain job per shard.
+
+The award and profile scripts raise a per-shard flag (``SET NX`` with a lifetime) in the same
+atomic call that appends to the outbox; the caller that raised it enqueues the shard's drain
+job, and the job lowers the flag when it starts. So a burst of awards queues one job, not one
+per award. If a queued job is lost, the flag lapses after :data:`FLAG_TTL` seconds and the next
+award queues another; the periodic sweep (``workers.jobs.sweep``) catches anything left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Seconds the drain flag lives if no drain job lowers it.
+FLAG_TTL = 60
+#: Import path of the job RQ runs; a string, so the engine does not import the workers.
+DRAIN_JOB = "workers.jobs.drain_shard"
+
+
+class DrainQueue:
+    """Enqueues drain jobs on an RQ queue (which may live on another Redis than the state)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    @classmethod
+    def from_url(cls, url: str, *, name: str = "scoring") -> DrainQueue:
+        import redis
+        from rq import Queue
+
+        return cls(Queue(name, connection=redis.Redis.from_url(url)))
+
+    def request(self, shard: int) -> None:
+        """Queue a drain of ``shard``'s outbox."""
+        self.queue.enqueue(
+            DRAIN_JOB,
+            shard,
+            description=f"drain outbox of shard {shard}",
+            result_ttl=300,
+            failure_ttl=86400,
+        )

@@ -1,0 +1,267 @@
+"""Rebuild the Redis state from SQL, and reconcile the two.
+
+``rebuild`` recomputes every user's hash (totals, counters, tier, level, streaks), day bitmap and
+every leaderboard (all-time, per type, and the day, week and month boards still within their
+retention) from ``point_activity`` and the ``user_score`` profiles, the same pure functions of the
+activities that the award script maintains incrementally. Drain the outbox first: entries not
+yet in SQL are not in the rebuild (the CLI drains before it rebuilds). Idempotency records are
+not rebuilt.
+
+``reconcile`` compares, per user, the Redis total with the sum of the user's amounts in SQL and
+with the user's all-time board score, and reports every difference.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .periods import WINDOWS, local_day, period_end, period_of
+from .store import SqlStore
+
+_CHUNK_USERS = 2000
+
+
+def streaks(days: Iterable[int]) -> tuple[int, int]:
+    """(current, longest) streak of a set of day numbers: current is the run ending on the
+    last day. The same function the award script keeps up to date award by award."""
+    current = longest = 0
+    previous = None
+    for day in sorted(set(days)):
+        current = current + 1 if previous is not None and day == previous + 1 else 1
+        longest = max(longest, current)
+        previous = day
+    return current, longest
+
+
+def day_bitmap(days: set[int]) -> tuple[int, bytes]:
+    """(day0, bitmap) as the award script keeps them: bit i (most significant bit first) is
+    day0 + i, and day0 is the first day rounded down to a multiple of 8."""
+    day0 = min(days) - min(days) % 8
+    bits = bytearray((max(days) - day0) // 8 + 1)
+    for day in days:
+        offset = day - day0
+        bits[offset // 8] |= 0x80 >> (offset % 8)
+    return day0, bytes(bits)
+
+
+@dataclass
+class RebuildReport:
+    users: int = 0
+    activities: int = 0
+    boards: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A user whose Redis state disagrees with SQL."""
+
+    user_id: str
+    redis_total: int | None  # None: no state in Redis
+    sql_total: int | None  # None: no activities in SQL
+    board_score: int | None  # the all-time board's score, None when absent
+
+    def __str__(self) -> str:
+        return (
+            f"{self.user_id}: redis total {self.redis_total}, sql sum {self.sql_total}, "
+            f"all-time board {self.board_score}"
+        )
+
+
+class _User:
+    __slots__ = ("user_id", "total", "counts", "points", "days", "windows", "n")
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.total = 0
+        self.n = 0
+        self.counts: dict[str, int] = defaultdict(int)
+        self.points: dict[str, int] = defaultdict(int)
+        self.days: set[int] = set()
+        self.windows: dict[str, int] = defaultdict(int)  # window board id -> points
+
+
+def rebuild(
+    engine: Any,
+    store: SqlStore,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> RebuildReport:
+    """Replace the engine's user state and leaderboards in Redis with what SQL implies."""
+    started = datetime.now(UTC)
+    now = engine.clock()
+    rules, keys, r = engine.rules, engine.keys, engine.redis
+    retention = {
+        "day": rules.retention.day_days,
+        "week": rules.retention.week_days,
+        "month": rules.retention.month_days,
+    }
+    expiry_of: dict[str, int] = {}  # window period board id -> expire_at, or 0 when passed
+
+    def window_ids(at: datetime) -> list[str]:
+        out = []
+        for window in WINDOWS:
+            board_id = f"{window}:{period_of(window, at)}"
+            expire_at = expiry_of.get(board_id)
+            if expire_at is None:
+                end = period_end(window, board_id.split(":", 1)[1]).timestamp()
+                expire_at = int(end + retention[window] * 86400)
+                expiry_of[board_id] = expire_at if expire_at > now.timestamp() else 0
+            if expiry_of[board_id]:
+                out.append(board_id)
+        return out
+
+    profiles = store.snapshots()
+    total = store.count_activities()
+    report = RebuildReport()
+    _wipe(r, keys)
+
+    pipe = r.pipeline(transaction=False)
+    pending = 0
+    current: _User | None = None
+    tz = "UTC"
+    for user_id, activity_type, amount, created_at in store.activities_by_user():
+        if current is None or user_id != current.user_id:
+            if current is not None:
+                _write_user(pipe, engine, current, profiles.get(current.user_id))
+                pending += 1
+                report.users += 1
+                if pending >= _CHUNK_USERS:
+                    pipe.execute()
+                    pending = 0
+            current = _User(user_id)
+            snapshot = profiles.get(user_id)
+            tz = (snapshot.time_zone if snapshot is not None else None) or "UTC"
+        current.total += amount
+        current.n += 1
+        current.counts[activity_type] += 1
+        current.points[activity_type] += amount
+        current.days.add(local_day(created_at, tz))
+        for board_id in window_ids(created_at):
+            current.windows[board_id] += amount
+        report.activities += 1
+        if progress is not None and report.activities % 10_000 == 0:
+            progress(report.activities, total)
+    if current is not None:
+        _write_user(pipe, engine, current, profiles.get(current.user_id))
+        report.users += 1
+    for snapshot in profiles.values():  # users with a profile and no activity
+        if snapshot.state_version == 0 and snapshot.profile_version > 0:
+            _write_profile_only(pipe, engine, snapshot)
+    for board_id, expire_at in expiry_of.items():
+        if expire_at:
+            for shard in range(keys.shards):
+                pipe.expireat(keys.board(shard, board_id), expire_at)
+    pipe.execute()
+    if progress is not None:
+        progress(report.activities, total)
+    report.boards = 2 + len(rules.activity_types) + sum(1 for e in expiry_of.values() if e)
+    report.seconds = (datetime.now(UTC) - started).total_seconds()
+    return report
+
+
+def _wipe(r: Any, keys: Any) -> None:
+    """Delete every user hash, day bitmap and board (not the outbox or idempotency records)."""
+    for shard in range(keys.shards):
+        for pattern in keys.rebuildable(shard):
+            batch = []
+            for key in r.scan_iter(match=pattern, count=5000):
+                batch.append(key)
+                if len(batch) >= 5000:
+                    r.unlink(*batch)
+                    batch = []
+            if batch:
+                r.unlink(*batch)
+
+
+def _profile_fields(snapshot: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if snapshot is None:
+        return fields
+    for name, column in (("username", "username"), ("display_name", "display_name"),
+                         ("tz", "time_zone")):  # fmt: skip
+        value = getattr(snapshot, column)
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
+    rules, keys = engine.rules, engine.keys
+    shard = keys.shard_of(u.user_id)
+    current, longest = streaks(u.days)
+    day0, bitmap = day_bitmap(u.days)
+    version = u.n
+    if snapshot is not None:
+        version = max(version, snapshot.state_version, snapshot.profile_version)
+    fields: dict[str, Any] = {
+        "total": u.total,
+        "tier": rules.tier_for(u.total),
+        "level": rules.level_for(u.total),
+        "streak": current,
+        "longest": longest,
+        "last_day": max(u.days),
+        "day0": day0,
+        "version": version,
+        **{f"n:{t}": n for t, n in u.counts.items()},
+        **{f"pts:{t}": p for t, p in u.points.items()},
+        **_profile_fields(snapshot),
+    }
+    pipe.hset(keys.user(u.user_id, shard), mapping=fields)
+    pipe.set(keys.days(u.user_id, shard), bitmap)
+    pipe.zadd(keys.board(shard, "all"), {u.user_id: -u.total})
+    for activity_type, points in u.points.items():
+        pipe.zadd(keys.board(shard, f"type:{activity_type}"), {u.user_id: -points})
+    for board_id, points in u.windows.items():
+        pipe.zadd(keys.board(shard, board_id), {u.user_id: -points})
+
+
+def _write_profile_only(pipe: Any, engine: Any, snapshot: Any) -> None:
+    keys = engine.keys
+    fields = {**_profile_fields(snapshot), "version": snapshot.profile_version}
+    pipe.hset(keys.user(snapshot.user_id), mapping=fields)
+
+
+def reconcile(engine: Any, store: SqlStore) -> list[Drift]:
+    """Every user whose Redis total differs from SQL's sum or from its all-time board score."""
+    sql = {user_id: total for user_id, total, _ in store.user_totals()}
+    keys, r = engine.keys, engine.redis
+    redis_totals: dict[str, tuple[int | None, int | None]] = {}
+    for shard in range(keys.shards):
+        prefix = keys.user_prefix(shard)
+        user_keys = list(r.scan_iter(match=prefix + "*", count=5000))
+        for i in range(0, len(user_keys), 1000):
+            chunk = user_keys[i : i + 1000]
+            pipe = r.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hget(key, "total")
+                pipe.zscore(keys.board(shard, "all"), key[len(prefix) :])
+            replies = pipe.execute()
+            for key, total, score in zip(chunk, replies[0::2], replies[1::2]):
+                redis_totals[key[len(prefix) :]] = (
+                    int(total) if total is not None else None,
+                    int(-score) if score is not None else None,
+                )
+    drifts = []
+    for user_id in sorted(set(sql) | set(redis_totals)):
+        total, score = redis_totals.get(user_id, (None, None))
+        expected = sql.get(user_id)
+        if (total or 0) != (expected or 0) or (score or 0) != (total or 0):
+            drifts.append(Drift(user_id, total, expected, score))
+    return drifts
+
+
+def print_progress(done: int, total: int) -> None:
+    """A one-line progress bar on stderr."""
+    width = 30
+    share = done / total if total else 1.0
+    bar = "#" * int(width * share)
+    sys.stderr.write(f"\rrebuild [{bar:<{width}}] {done:,}/{total:,} activities ({share:.0%})")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()

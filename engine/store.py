@@ -1,0 +1,233 @@
+"""The SQL side: the audit trail's writes (idempotent) and the queries the seed shows.
+
+PostgreSQL in production, SQLite by default. Writes come from the outbox drain: activities are
+inserted with ``ON CONFLICT (id) DO NOTHING`` (a batch written twice leaves one row per
+activity) and the ``user_score`` snapshot is upserted only where the incoming version is newer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .models import PointActivity, UserScore
+from .results import Activity
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_STATE_COLUMNS = ("total_points", "tier", "level", "current_streak_days", "longest_streak_days",
+                  "last_activity_date", "state_version", "updated_at")  # fmt: skip
+_PROFILE_COLUMNS = ("username", "display_name", "time_zone", "profile_version", "updated_at")
+
+
+class SqlStore:
+    """Access to the audit trail's database. Thread-safe (a pooled SQLAlchemy engine)."""
+
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine_options.setdefault("connect_args", {"timeout": 30})
+        else:
+            engine_options.setdefault("pool_pre_ping", True)
+        self.engine: Engine = create_engine(url, **engine_options)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._insert = (
+            postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> SqlStore:
+        from .settings import get_settings
+
+        return cls((settings or get_settings()).sql_url())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` with the Alembic migrations."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # -- the drain's writes ---------------------------------------------------------------
+
+    def write(
+        self,
+        activities: Sequence[dict[str, Any]],
+        states: Sequence[dict[str, Any]],
+        profiles: Sequence[dict[str, Any]],
+    ) -> None:
+        """Write one drained batch in one transaction.
+
+        ``activities``: point_activity rows (ids already present are skipped). ``states`` and
+        ``profiles``: at most one row per user each, applied only over an older version.
+        """
+        with self.engine.begin() as connection:
+            if activities:
+                stmt = self._insert(PointActivity).on_conflict_do_nothing(index_elements=["id"])
+                connection.execute(stmt, list(activities))
+            if states:
+                connection.execute(self._upsert(_STATE_COLUMNS, "state_version"), list(states))
+            if profiles:
+                connection.execute(
+                    self._upsert(_PROFILE_COLUMNS, "profile_version"), list(profiles)
+                )
+
+    def _upsert(self, columns: Sequence[str], version: str) -> Any:
+        stmt = self._insert(UserScore)
+        table = UserScore.__table__
+        return stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={c: stmt.excluded[c] for c in columns},
+            where=table.c[version] < stmt.excluded[version],
+        )
+
+    # -- queries --------------------------------------------------------------------------
+
+    def recent_activities(
+        self, user_id: str, *, limit: int = 20, activity_type: str | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Activity]:  # fmt: skip
+        """A user's activities, newest first (ties by id). ``before``: the (created_at, id) of
+        the last activity of the previous page, for cursor paging."""
+        t = PointActivity.__table__
+        q = select(t.c.id, t.c.user_id, t.c.amount, t.c.activity_type, t.c.description,
+                   t.c.tier_at_time, t.c.created_at).where(t.c.user_id == user_id)  # fmt: skip
+        if activity_type is not None:
+            q = q.where(t.c.activity_type == activity_type)
+        if before is not None:
+            at, last_id = before[0].astimezone(UTC), uuid.UUID(str(before[1]))
+            q = q.where((t.c.created_at < at) | ((t.c.created_at == at) & (t.c.id < last_id)))
+        q = q.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [
+                Activity(
+                    str(r.id),
+                    r.user_id,
+                    r.amount,
+                    r.activity_type,
+                    r.description,
+                    r.tier_at_time,
+                    _utc(r.created_at),
+                )  # fmt: skip
+                for r in connection.execute(q)
+            ]
+
+    def points_by_type(self, user_id: str) -> dict[str, int]:
+        """Sum of a user's points per activity type."""
+        q = (
+            select(PointActivity.activity_type, func.sum(PointActivity.amount))
+            .where(PointActivity.user_id == user_id)
+            .group_by(PointActivity.activity_type)
+        )
+        with self.engine.connect() as connection:
+            return {t: int(total) for t, total in connection.execute(q)}
+
+    def points_between(self, start: datetime, end: datetime) -> int:
+        """Points awarded with created_at in [start, end)."""
+        q = select(func.coalesce(func.sum(PointActivity.amount), 0)).where(
+            PointActivity.created_at >= start, PointActivity.created_at < end
+        )
+        with self.engine.connect() as connection:
+            return int(connection.execute(q).scalar_one())
+
+    def tier_distribution(self) -> dict[str, int]:
+        """Users per tier, from the snapshots."""
+        q = (
+            select(UserScore.tier, func.count())
+            .where(UserScore.tier != "")
+            .group_by(UserScore.tier)
+        )
+        with self.engine.connect() as connection:
+            return {tier: int(n) for tier, n in connection.execute(q)}
+
+    def most_active(self, since: datetime, *, limit: int = 10) -> list[tuple[str, int]]:
+        """(user id, points) of the users with the most points since ``since``."""
+        points = func.sum(PointActivity.amount).label("points")
+        q = (
+            select(PointActivity.user_id, points)
+            .where(PointActivity.created_at >= since)
+            .group_by(PointActivity.user_id)
+            .order_by(points.desc(), PointActivity.user_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [(u, int(p)) for u, p in connection.execute(q)]
+
+    # -- rebuild and reconcile ------------------------------------------------------------
+
+    def user_totals(self) -> Iterator[tuple[str, int, int]]:
+        """(user id, sum of amounts, number of activities) for every user with activities."""
+        q = (
+            select(PointActivity.user_id, func.sum(PointActivity.amount), func.count())
+            .group_by(PointActivity.user_id)
+            .order_by(PointActivity.user_id)
+        )
+        with self.engine.connect() as connection:
+            for user_id, total, n in connection.execution_options(yield_per=10_000).execute(q):
+                yield user_id, int(total), int(n)
+
+    def activities_by_user(self) -> Iterator[tuple[str, str, int, datetime]]:
+        """(user id, activity type, amount, created_at) of every activity, ordered by user."""
+        t = PointActivity.__table__
+        q = select(t.c.user_id, t.c.activity_type, t.c.amount, t.c.created_at).order_by(t.c.user_id)
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=20_000).execute(q)
+            for row in result:
+                yield row[0], row[1], row[2], _utc(row[3])
+
+    def count_activities(self) -> int:
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(PointActivity)).scalar_one()
+            )
+
+    def snapshots(self) -> dict[str, UserScore]:
+        """Every user's snapshot row, by user id."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(UserScore.__table__))
+            return {r.user_id: r for r in rows}
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while a worker writes; busy_timeout waits out the other writer
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

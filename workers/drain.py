@@ -1,0 +1,284 @@
+"""Drain a shard's outbox into SQL, exactly once, whatever crashes.
+
+Per batch: read entries through the consumer group ``sql`` (first those a dead consumer left
+pending longer than the claim idle time, then new ones), write them to SQL in one transaction
+(activities inserted with ``ON CONFLICT DO NOTHING``, snapshots upserted newest-version-wins),
+commit, and only then acknowledge. A crash before the acknowledgement leaves the entries pending;
+whoever claims them writes them again, which changes nothing. An entry that fails on its own
+(SQL is reachable but refuses it, or it cannot be parsed) counts a failure; after
+``max_failures`` it moves to the dead-letter stream and the rest keep flowing. If SQL cannot be
+reached at all, nothing is acknowledged and the error propagates (the job fails; the entries
+wait). The stream is trimmed only below its oldest unacknowledged entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import ResponseError
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.keys import Keys
+from engine.periods import day_to_date
+from engine.rules import Rules
+from engine.store import SqlStore
+
+log = logging.getLogger(__name__)
+
+GROUP = "sql"
+
+
+@dataclass
+class DrainReport:
+    """What one drain run did."""
+
+    shard: int
+    written: int = 0  # entries written to SQL and acknowledged
+    dead: int = 0  # entries moved to the dead-letter stream
+    failed: int = 0  # entries that failed this time and stay pending
+    batches: int = 0
+    trimmed: int = 0
+    complete: bool = True  # False when a limit stopped the run before the outbox was empty
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    ids: list[str] = field(default_factory=list)
+    activities: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # entry id -> why it cannot be parsed
+
+
+class Drainer:
+    """Drains outbox streams into a :class:`~engine.store.SqlStore`.
+
+    Args:
+        redis: client of the scoring Redis (``decode_responses=True``).
+        store: the SQL audit trail.
+        keys: the engine's key builder (prefix and shard count).
+        rules: the scoring rules (a new user's tier before any award).
+        batch: entries per SQL transaction.
+        max_failures: failures after which an entry moves to the dead-letter stream.
+        claim_idle_ms: how long an entry stays pending before another consumer claims it.
+        consumer: this consumer's name in the group (default: host and process id).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        store: SqlStore,
+        keys: Keys,
+        rules: Rules,
+        *,
+        batch: int = 1000,
+        max_failures: int = 5,
+        claim_idle_ms: int = 30_000,
+        consumer: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.keys = keys
+        self.rules = rules
+        self.batch = batch
+        self.max_failures = max_failures
+        self.claim_idle_ms = claim_idle_ms
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+    def drain(
+        self, shard: int, *, max_batches: int | None = None, max_seconds: float | None = None
+    ) -> DrainReport:
+        """Write what the shard's outbox holds to SQL until it is empty (or a limit is reached:
+        ``report.complete`` is then False); return what was done."""
+        report = DrainReport(shard)
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        outbox = self.keys.outbox(shard)
+        # lowered first: an award arriving from now on raises it again and queues the next job
+        self.redis.delete(self.keys.drain_flag(shard))
+        self._ensure_group(outbox)
+        while True:
+            if (max_batches is not None and report.batches >= max_batches) or (
+                deadline is not None and time.monotonic() > deadline
+            ):
+                report.complete = False
+                break
+            entries = self._claim(outbox) or self._read(outbox)
+            if not entries:
+                break
+            report.batches += 1
+            self._write(shard, entries, report)
+        report.trimmed = self._trim(outbox)
+        return report
+
+    def backlog(self, shard: int) -> int:
+        """Entries of the shard's outbox not yet acknowledged (pending or never read)."""
+        outbox = self.keys.outbox(shard)
+        self._ensure_group(outbox)
+        info = next(g for g in self.redis.xinfo_groups(outbox) if g["name"] == GROUP)
+        lag = info.get("lag")
+        if lag is None:  # Redis < 7 has no lag: count what follows the last delivered entry
+            lag = len(self.redis.xrange(outbox, _next_id(info["last-delivered-id"]), "+"))
+        return int(info["pending"]) + int(lag)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _ensure_group(self, outbox: str) -> None:
+        try:
+            self.redis.xgroup_create(outbox, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _claim(self, outbox: str) -> list[tuple[str, dict[str, str]]]:
+        """Entries other consumers (or this one, earlier) read but never acknowledged."""
+        reply = self.redis.xautoclaim(
+            outbox, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=self.batch
+        )
+        return [e for e in reply[1] if e and e[1] is not None]
+
+    def _read(self, outbox: str) -> list[tuple[str, dict[str, str]]]:
+        reply = self.redis.xreadgroup(GROUP, self.consumer, {outbox: ">"}, count=self.batch)
+        return reply[0][1] if reply else []
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _write(
+        self, shard: int, entries: list[tuple[str, dict[str, str]]], report: DrainReport
+    ) -> None:
+        batch = self._parse(entries)
+        try:
+            self.store.write(
+                batch.activities, list(batch.states.values()), list(batch.profiles.values())
+            )
+        except SQLAlchemyError as exc:
+            self.store.ping()  # SQL unreachable: raise, acknowledge nothing, count nothing
+            log.warning(
+                "shard %s: a batch of %d failed (%s); writing one by one", shard, len(entries), exc
+            )
+            self._write_one_by_one(shard, entries, batch, report)
+            return
+        done = [i for i in batch.ids if i not in batch.broken]
+        self._ack(shard, done)
+        report.written += len(done)
+        if batch.broken:
+            by_id = dict(entries)
+            for entry_id, why in batch.broken.items():
+                self._failed(shard, entry_id, by_id[entry_id], why, report)
+
+    def _write_one_by_one(
+        self,
+        shard: int,
+        entries: list[tuple[str, dict[str, str]]],
+        batch: _Batch,
+        report: DrainReport,
+    ) -> None:
+        for entry_id, fields in entries:
+            if entry_id in batch.broken:
+                self._failed(shard, entry_id, fields, batch.broken[entry_id], report)
+                continue
+            single = self._parse([(entry_id, fields)])
+            try:
+                self.store.write(
+                    single.activities, list(single.states.values()), list(single.profiles.values())
+                )
+            except SQLAlchemyError as exc:
+                self.store.ping()
+                self._failed(shard, entry_id, fields, f"{type(exc).__name__}: {exc}", report)
+                continue
+            self._ack(shard, [entry_id])
+            report.written += 1
+
+    def _failed(
+        self, shard: int, entry_id: str, fields: dict[str, str], why: str, report: DrainReport
+    ) -> None:
+        """Count a failure of one entry; past the limit, move it to the dead-letter stream."""
+        failures = self.redis.hincrby(self.keys.drain_failures(shard), entry_id, 1)
+        report.errors.append(f"{entry_id}: {why}")
+        if failures < self.max_failures:
+            report.failed += 1
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(
+            self.keys.dead_letters(shard), {**fields, "source_id": entry_id, "error": why[:1000]}
+        )
+        pipe.xack(self.keys.outbox(shard), GROUP, entry_id)
+        pipe.hdel(self.keys.drain_failures(shard), entry_id)
+        pipe.execute()
+        report.dead += 1
+        log.error("shard %s: outbox entry %s moved to the dead letters after %d failures: %s",
+                  shard, entry_id, failures, why)  # fmt: skip
+
+    def _ack(self, shard: int, ids: list[str]) -> None:
+        if ids:
+            self.redis.xack(self.keys.outbox(shard), GROUP, *ids)
+
+    def _parse(self, entries: list[tuple[str, dict[str, str]]]) -> _Batch:
+        batch = _Batch()
+        now = datetime.now(UTC)
+        for entry_id, f in entries:
+            batch.ids.append(entry_id)
+            try:
+                if f.get("e") == "profile":
+                    self._parse_profile(f, now, batch)
+                else:
+                    self._parse_award(f, now, batch)
+            except (KeyError, ValueError, TypeError) as exc:
+                batch.broken[entry_id] = f"unreadable entry: {type(exc).__name__}: {exc}"
+        return batch
+
+    def _parse_award(self, f: dict[str, str], now: datetime, batch: _Batch) -> None:
+        total, level, streak, longest, last_day, version = (int(x) for x in f["state"].split())
+        user = f["user"]
+        created = datetime.fromtimestamp(int(f["at"]) / 1000, tz=UTC)
+        last = day_to_date(last_day)
+        batch.activities.append({
+            "id": _uuid(f["id"]), "user_id": user, "amount": int(f["amount"]),
+            "activity_type": f["type"], "description": f["desc"], "tier_at_time": f["tier"],
+            "created_at": created, "total_points": total, "level": level,
+            "current_streak_days": streak, "longest_streak_days": longest,
+            "last_activity_date": last, "version": version,
+        })  # fmt: skip
+        held = batch.states.get(user)
+        if held is None or held["state_version"] < version:
+            batch.states[user] = {
+                "user_id": user, "total_points": total, "tier": f["tier"], "level": level,
+                "current_streak_days": streak, "longest_streak_days": longest,
+                "last_activity_date": last, "state_version": version, "updated_at": now,
+            }  # fmt: skip
+
+    def _parse_profile(self, f: dict[str, str], now: datetime, batch: _Batch) -> None:
+        user, version = f["user"], int(f["version"])
+        held = batch.profiles.get(user)
+        if held is None or held["profile_version"] < version:
+            batch.profiles[user] = {
+                "user_id": user, "username": f.get("username"),
+                "display_name": f.get("display_name"), "time_zone": f.get("tz"),
+                "profile_version": version, "updated_at": now,
+                "tier": self.rules.tier_names[0],
+            }  # fmt: skip
+
+    # -- trimming -------------------------------------------------------------------------
+
+    def _trim(self, outbox: str) -> int:
+        """Drop entries below the oldest one not yet acknowledged (never an unread one)."""
+        info = next(g for g in self.redis.xinfo_groups(outbox) if g["name"] == GROUP)
+        pending = self.redis.xpending(outbox, GROUP)
+        floor = pending["min"] if pending["pending"] else _next_id(info["last-delivered-id"])
+        return int(self.redis.xtrim(outbox, minid=floor))
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = entry_id.split("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+def _uuid(value: str) -> uuid.UUID:
+    return uuid.UUID(value)

@@ -1,0 +1,69 @@
+"""RQ job functions. Module-level, importable, and idempotent: running one twice changes nothing
+more than running it once.
+
+A worker process builds its engine, SQL store and drainer once, from the settings, and reuses
+them for every job (``scoring worker`` runs jobs in the worker process itself).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+from engine.service import ScoringEngine
+from engine.settings import get_settings
+
+from .drain import Drainer
+
+log = logging.getLogger(__name__)
+
+#: A drain job stops after this long and queues its successor, so no job runs for hours.
+DRAIN_SLICE_SECONDS = 60.0
+
+
+@lru_cache(maxsize=1)
+def context() -> tuple[ScoringEngine, Drainer]:
+    """This process's engine and drainer, built from the settings."""
+    settings = get_settings()
+    engine = ScoringEngine.from_settings(settings)
+    drainer = Drainer(
+        engine.redis,
+        engine.store,
+        engine.keys,
+        engine.rules,
+        batch=settings.drain_batch,
+        max_failures=settings.drain_max_failures,
+        claim_idle_ms=settings.drain_claim_idle_ms,
+    )
+    return engine, drainer
+
+
+def drain_shard(shard: int) -> dict[str, Any]:
+    """Write shard ``shard``'s outbox to SQL. Queued by the award path (one per shard at a time)."""
+    engine, drainer = context()
+    report = drainer.drain(shard, max_seconds=DRAIN_SLICE_SECONDS)
+    if not report.complete:
+        request_drain(engine, drainer, shard)
+    if report.dead or report.failed:
+        log.warning("drain of shard %s: %s", shard, report)
+    return asdict(report)
+
+
+def sweep() -> list[int]:
+    """Queue a drain of every shard whose outbox has entries not yet in SQL (periodic)."""
+    engine, drainer = context()
+    return [s for s in range(engine.keys.shards) if request_drain(engine, drainer, s)]
+
+
+def request_drain(engine: ScoringEngine, drainer: Drainer, shard: int) -> bool:
+    """Queue a drain of ``shard`` if it has a backlog and none is queued; True if queued."""
+    if drainer.backlog(shard) == 0:
+        return False
+    from engine.outbox import FLAG_TTL
+
+    if not engine.redis.set(engine.keys.drain_flag(shard), "1", nx=True, ex=FLAG_TTL):
+        return False  # a drain job is already queued
+    engine.drain_queue.request(shard)
+    return True
