@@ -7,6 +7,7 @@ activity) and the ``user_score`` snapshot is upserted only where the incoming ve
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -40,7 +41,9 @@ class SqlStore:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # best effort: if the folder cannot be made, connecting will say so
+                with contextlib.suppress(OSError):
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine_options.setdefault("connect_args", {"timeout": 30})
         else:
             engine_options.setdefault("pool_pre_ping", True)

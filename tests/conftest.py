@@ -88,3 +88,85 @@ def engine(client: redis.Redis, clock: Clock) -> ScoringEngine:
 @pytest.fixture
 def real_engine(real_redis: redis.Redis, clock: Clock) -> ScoringEngine:
     return ScoringEngine(real_redis, clock=clock)
+
+
+# -- SQL ------------------------------------------------------------------------------------
+
+PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_TEST_DB = "scoring_tests"
+
+
+def _pg_server_url() -> str | None:
+    """A URL of a reachable PostgreSQL server (DATABASE_URL when set, else the local one)."""
+    from sqlalchemy import create_engine, text
+
+    from engine.settings import normalize_sql_url
+
+    url = os.environ.get("DATABASE_URL")
+    url = normalize_sql_url(url) if url and url.startswith("postgres") else PG_SERVER_URL
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 2})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+        return url
+    except Exception:  # noqa: BLE001 - any failure means: no PostgreSQL here
+        return None
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A database of this suite's own (``scoring_tests``) on the PostgreSQL server, migrated."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from engine.store import SqlStore
+
+    server = _pg_server_url()
+    if server is None:
+        pytest.skip("PostgreSQL is not reachable")
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {PG_TEST_DB}"))
+    admin.dispose()
+    url = make_url(server).set(database=PG_TEST_DB).render_as_string(hide_password=False)
+    store = SqlStore(url)
+    store.upgrade()
+    store.close()
+    return url
+
+
+def _empty(store) -> None:  # noqa: ANN001
+    from sqlalchemy import text
+
+    with store.engine.begin() as connection:
+        for table in (
+            "user_side_quest",
+            "side_quest",
+            "weekly_goal",
+            "user_score",
+            "point_activity",
+        ):
+            connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001
+    """The audit trail on SQLite and on PostgreSQL, empty."""
+    from engine.store import SqlStore
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'scoring.db'}"
+        s = SqlStore(url)
+        s.upgrade()
+    else:
+        s = SqlStore(request.getfixturevalue("pg_url"))
+        _empty(s)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sql_engine(real_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:  # noqa: ANN001
+    return ScoringEngine(real_redis, clock=clock, store=store)

@@ -22,7 +22,9 @@ def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None
         script = scripts.get(name, RULES=rules) if name == "award" else scripts[name]
         assert not re.search(r"^--- @(include|define)", script.source, re.M)
         assert real_redis.script_load(script.source) == script.sha
-    assert scripts.get("award", RULES=rules).numkeys == 10 and scripts["board_position"].numkeys == 1
+    assert (
+        scripts.get("award", RULES=rules).numkeys == 10 and scripts["board_position"].numkeys == 1
+    )
 
 
 def test_defines_are_required_and_make_distinct_scripts() -> None:

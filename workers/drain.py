@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import ResponseError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from engine.keys import Keys
 from engine.periods import day_to_date
@@ -159,7 +159,9 @@ class Drainer:
                 batch.activities, list(batch.states.values()), list(batch.profiles.values())
             )
         except SQLAlchemyError as exc:
-            self.store.ping()  # SQL unreachable: raise, acknowledge nothing, count nothing
+            if not _entry_error(exc):
+                raise  # SQL is unreachable or broken: acknowledge nothing, count nothing
+            self.store.ping()
             log.warning(
                 "shard %s: a batch of %d failed (%s); writing one by one", shard, len(entries), exc
             )
@@ -190,7 +192,8 @@ class Drainer:
                     single.activities, list(single.states.values()), list(single.profiles.values())
                 )
             except SQLAlchemyError as exc:
-                self.store.ping()
+                if not _entry_error(exc):
+                    raise
                 self._failed(shard, entry_id, fields, f"{type(exc).__name__}: {exc}", report)
                 continue
             self._ack(shard, [entry_id])
@@ -273,6 +276,16 @@ class Drainer:
         pending = self.redis.xpending(outbox, GROUP)
         floor = pending["min"] if pending["pending"] else _next_id(info["last-delivered-id"])
         return int(self.redis.xtrim(outbox, minid=floor))
+
+
+def _entry_error(exc: SQLAlchemyError) -> bool:
+    """Whether SQL refused the data itself (a constraint, a value out of range, a value the
+    driver cannot convert), as opposed to being unreachable or misconfigured (a missing table,
+    a lost connection), which is no entry's fault and must not push entries to the dead letters.
+    """
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
 
 
 def _next_id(entry_id: str) -> str:

@@ -1,0 +1,319 @@
+"""The audit trail: every outbox entry reaches SQL exactly once, whatever crashes.
+
+Runs on SQLite and PostgreSQL (the ``store`` fixture), with a real Redis, real worker processes
+killed with SIGKILL, and a real RQ worker in burst mode.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from engine import AwardRequest, ScoringEngine
+from engine.models import PointActivity, UserScore
+from engine.outbox import DrainQueue
+from engine.store import SqlStore
+from workers.drain import GROUP, Drainer
+
+USERS = [f"user-{i}" for i in range(9)]
+
+
+def drainer(engine: ScoringEngine, store: SqlStore, **options) -> Drainer:
+    options.setdefault("batch", 50)
+    return Drainer(engine.redis, store, engine.keys, engine.rules, **options)
+
+
+def award_some(engine: ScoringEngine, n: int, *, start: int = 0) -> None:
+    items = [
+        AwardRequest(
+            USERS[i % len(USERS)],
+            ["comment", "quiz_complete", "reaction"][i % 3],
+            description=f"award {i}",
+        )  # fmt: skip
+        for i in range(start, start + n)
+    ]
+    assert not any(isinstance(r, Exception) for r in engine.award_many(items))
+
+
+def sql_rows(store: SqlStore) -> tuple[int, int]:
+    """(rows, distinct ids) in point_activity."""
+    with store.engine.connect() as c:
+        rows = c.execute(select(func.count()).select_from(PointActivity)).scalar_one()
+        ids = c.execute(select(func.count(func.distinct(PointActivity.id)))).scalar_one()
+    return rows, ids
+
+
+def assert_sql_matches_redis(engine: ScoringEngine, store: SqlStore, activities: int) -> None:
+    rows, ids = sql_rows(store)
+    assert rows == ids == activities, "exactly one row per activity"
+    totals = {user: total for user, total, _ in store.user_totals()}
+    for user in USERS:
+        assert totals.get(user, 0) == engine.status(user).total_points, user
+    snapshots = store.snapshots()
+    for user in USERS:
+        state = engine.status(user)
+        if state.total_points:
+            snap = snapshots[user]
+            assert (snap.total_points, snap.tier, snap.level, snap.state_version) == (
+                state.total_points, state.tier, state.level, state.version,
+            )  # fmt: skip
+
+
+def test_drain_writes_every_entry_once(sql_engine: ScoringEngine, store: SqlStore) -> None:
+    engine = sql_engine
+    engine.set_profile("user-1", username="one", display_name="User One", time_zone="Asia/Tokyo")
+    award_some(engine, 500)
+    d = drainer(engine, store)
+    assert d.backlog(0) == 501
+    report = d.drain(0)
+    assert (report.written, report.dead, report.failed, report.batches) == (501, 0, 0, 11)
+    assert d.backlog(0) == 0
+    assert engine.redis.xlen(engine.keys.outbox(0)) == 0  # acknowledged entries are trimmed
+    assert_sql_matches_redis(engine, store, 500)
+    snap = store.snapshots()["user-1"]
+    assert (snap.username, snap.display_name, snap.time_zone) == ("one", "User One", "Asia/Tokyo")
+    mine = engine.recent_activities("user-8", limit=100)
+    assert {a.description for a in mine} == {f"award {i}" for i in range(8, 500, 9)}
+    # the same entries written again (a worker that died before acknowledging) change nothing
+    entries = engine.redis.xrange(engine.keys.dead_letters(0))
+    assert entries == []
+    d.drain(0)
+    assert_sql_matches_redis(engine, store, 500)
+
+
+def test_an_older_snapshot_never_overwrites_a_newer(
+    sql_engine: ScoringEngine, store: SqlStore
+) -> None:
+    engine = sql_engine
+    award_some(engine, 30)
+    drainer(engine, store).drain(0)
+    snap = store.snapshots()["user-0"]
+    older = {"user_id": "user-0", "total_points": 1, "tier": "ember", "level": 1,
+             "current_streak_days": 1, "longest_streak_days": 1, "last_activity_date": None,
+             "state_version": snap.state_version - 1, "updated_at": snap.updated_at}  # fmt: skip
+    store.write([], [older], [])
+    assert store.snapshots()["user-0"].total_points == snap.total_points
+    store.write([], [{**older, "total_points": 99999, "state_version": snap.state_version + 1}], [])
+    assert store.snapshots()["user-0"].total_points == 99999
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import redis
+    from engine import ScoringEngine
+    from engine.store import SqlStore
+    from workers.drain import Drainer
+
+    redis_url, sql_url, mode = sys.argv[1:4]
+    engine = ScoringEngine(redis.Redis.from_url(redis_url, decode_responses=True))
+    store = SqlStore(sql_url)
+    calls = {"write": 0, "ack": 0}
+    real_write, real_ack = SqlStore.write, Drainer._ack
+
+    def write(self, activities, states, profiles):
+        calls["write"] += 1
+        if mode == "mid-batch" and calls["write"] == 3:
+            # half a batch inside an open transaction, then the process dies
+            from engine.models import PointActivity
+            with self.engine.begin() as c:
+                c.execute(self._insert(PointActivity), list(activities)[: len(activities) // 2])
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(self, activities, states, profiles)
+
+    def ack(self, shard, ids):
+        calls["ack"] += 1
+        if mode == "after-commit" and calls["ack"] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # committed in SQL, never acknowledged
+        return real_ack(self, shard, ids)
+
+    SqlStore.write, Drainer._ack = write, ack
+    Drainer(engine.redis, store, engine.keys, engine.rules, batch=50).drain(0)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["mid-batch", "after-commit"])
+def test_worker_killed_then_another_finishes(
+    sql_engine: ScoringEngine, store: SqlStore, redis_url: str, mode: str
+) -> None:
+    engine = sql_engine
+    award_some(engine, 400)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, redis_url, store.url, mode],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    rows, _ = sql_rows(store)
+    assert 0 < rows < 400  # it died part way
+    pending = engine.redis.xpending(engine.keys.outbox(0), GROUP)["pending"]
+    assert pending > 0  # what it read and never acknowledged waits for the next worker
+    report = drainer(engine, store, claim_idle_ms=0).drain(0)
+    assert report.dead == report.failed == 0
+    assert_sql_matches_redis(engine, store, 400)
+    assert drainer(engine, store).backlog(0) == 0
+
+
+def test_sql_outage_loses_nothing(sql_engine: ScoringEngine, store: SqlStore) -> None:
+    engine = sql_engine
+    if store.engine.dialect.name == "sqlite":
+        down = SqlStore("sqlite:////etc/hostname/cannot-open.db")  # a file, not a folder
+    else:
+        down = SqlStore("postgresql+psycopg://postgres@127.0.0.1:1/test",
+                        connect_args={"connect_timeout": 1})  # fmt: skip
+    award_some(engine, 120)
+    with pytest.raises(OperationalError):
+        drainer(engine, down).drain(0)
+    award_some(engine, 80, start=120)  # awards go on while SQL is away
+    with pytest.raises(OperationalError):
+        drainer(engine, down).drain(0)
+    assert engine.redis.hlen(engine.keys.drain_failures(0)) == 0  # an outage is no entry's fault
+    assert sql_rows(store) == (0, 0)
+    report = drainer(engine, store, claim_idle_ms=0).drain(0)  # SQL is back
+    assert report.written == 200 and report.dead == 0
+    assert_sql_matches_redis(engine, store, 200)
+
+
+def test_poison_entries_go_to_the_dead_letters(sql_engine: ScoringEngine, store: SqlStore) -> None:
+    engine = sql_engine
+    award_some(engine, 40)
+    outbox = engine.keys.outbox(0)
+    poison = [
+        engine.redis.xadd(outbox, {"id": "not-a-uuid", "user": "x", "amount": "oops"}),
+        engine.redis.xadd(outbox, {"e": "profile", "user": "x"}),  # no version
+    ]
+    if store.engine.dialect.name == "postgresql":  # parses, but SQL refuses it (type > 30 chars)
+        poison.append(engine.redis.xadd(outbox, {
+            "id": "0b0c8f55-5a43-4c53-a3f7-a5d0d1a9a001", "user": "user-0", "amount": "5",
+            "type": "t" * 300, "desc": "", "at": "1764000000000", "tier": "ember",
+            "state": "5 1 1 1 20400 1",
+        }))  # fmt: skip
+    award_some(engine, 40, start=40)
+    d = drainer(engine, store, claim_idle_ms=0, max_failures=3)
+    report = d.drain(0)
+    assert report.dead == len(poison) and report.written == 80
+    dead = engine.redis.xrange(engine.keys.dead_letters(0))
+    assert [fields["source_id"] for _, fields in dead] == poison
+    assert "unreadable" in dead[0][1]["error"] and dead[0][1]["amount"] == "oops"
+    assert d.backlog(0) == 0 and engine.redis.xlen(outbox) == 0
+    assert engine.redis.hlen(engine.keys.drain_failures(0)) == 0
+    assert_sql_matches_redis(engine, store, 80)
+
+
+def test_a_broken_schema_is_no_entrys_fault(sql_engine: ScoringEngine, store: SqlStore) -> None:
+    """A missing table fails every write: the drain stops, and no entry is counted or dropped."""
+    engine = sql_engine
+    award_some(engine, 20)
+    with store.engine.begin() as c:
+        c.execute(text("ALTER TABLE point_activity RENAME TO point_activity_away"))
+    try:
+        with pytest.raises(SQLAlchemyError):
+            drainer(engine, store, max_failures=1).drain(0)
+        assert engine.redis.hlen(engine.keys.drain_failures(0)) == 0
+        assert engine.redis.xlen(engine.keys.dead_letters(0)) == 0
+    finally:
+        with store.engine.begin() as c:
+            c.execute(text("ALTER TABLE point_activity_away RENAME TO point_activity"))
+    assert drainer(engine, store, claim_idle_ms=0).drain(0).written == 20
+    assert_sql_matches_redis(engine, store, 20)
+
+
+def test_trimming_keeps_what_is_not_acknowledged(
+    sql_engine: ScoringEngine, store: SqlStore
+) -> None:
+    engine = sql_engine
+    award_some(engine, 30)
+    outbox = engine.keys.outbox(0)
+    d = drainer(engine, store)
+    d._ensure_group(outbox)
+    # another consumer reads 10 entries and stalls
+    engine.redis.xreadgroup(GROUP, "stalled", {outbox: ">"}, count=10)
+    report = d.drain(0)  # claim idle 30 s: the stalled consumer's entries are left alone
+    assert report.written == 20
+    assert engine.redis.xlen(outbox) == 30  # the oldest pending entry holds the trim back
+    report = drainer(engine, store, claim_idle_ms=0).drain(0)
+    assert report.written == 10 and engine.redis.xlen(outbox) == 0
+    assert_sql_matches_redis(engine, store, 30)
+
+
+def test_award_path_queues_one_drain_job_per_shard(
+    real_redis: redis.Redis, redis_url: str, clock, store: SqlStore, monkeypatch
+) -> None:
+    """A burst of awards queues one RQ job per shard; a burst-mode RQ worker drains them."""
+    from rq import Queue, SimpleWorker
+
+    import workers.jobs
+
+    rq_conn = redis.Redis.from_url(redis_url)
+    queue = Queue("scoring-test", connection=rq_conn)
+    queue.empty()
+    engine = ScoringEngine(real_redis, clock=clock, store=store, shards=3,
+                           drain_queue=DrainQueue(queue))  # fmt: skip
+    award_some(engine, 300)
+    for user in USERS[:3]:
+        engine.award(user, "comment")
+    assert queue.count == 3  # one per shard, not one per award
+    d = Drainer(real_redis, store, engine.keys, engine.rules)
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, d))
+    SimpleWorker([queue], connection=rq_conn).work(burst=True)
+    assert queue.count == 0 and queue.failed_job_registry.count == 0
+    assert sum(d.backlog(s) for s in range(3)) == 0
+    assert sql_rows(store) == (303, 303)
+    engine.award("user-0", "comment")  # the drain lowered the flag: the next award queues again
+    assert queue.count == 1
+    assert workers.jobs.sweep() == []  # the one queued job covers that shard
+    queue.empty()
+
+
+def test_queries(sql_engine: ScoringEngine, store: SqlStore, clock) -> None:
+    engine = sql_engine
+    engine.award("ann", "quiz_complete", amount=40, occurred_at=clock.now - timedelta(days=9))
+    engine.award("ann", "quiz_complete", amount=30, occurred_at=clock.now - timedelta(hours=13))
+    for i in range(5):
+        clock.advance(seconds=1)
+        engine.award("ann", "comment", amount=2, description=f"c{i}")
+    engine.award("bob", "special_event", amount=600)
+    engine.award("cy", "referral", amount=100, occurred_at=clock.now - timedelta(days=3))
+    drainer(engine, store).drain(0)
+    page1 = engine.recent_activities("ann", limit=3)
+    assert [a.description for a in page1] == ["c4", "c3", "c2"]
+    page2 = engine.recent_activities("ann", limit=3, before=(page1[-1].created_at, page1[-1].id))
+    assert [a.description for a in page2] == ["c1", "c0", ""]
+    assert [a.amount for a in engine.recent_activities("ann", activity_type="quiz_complete")] == [
+        30,
+        40,
+    ]
+    assert engine.points_by_type("ann") == {"quiz_complete": 70, "comment": 10}
+    assert engine.points_awarded_today() == 10 + 600  # the 30 was yesterday (UTC)
+    assert engine.tier_distribution() == {"ember": 2, "spark": 0, "blaze": 1, "beacon": 0,
+                                          "phoenix": 0}  # fmt: skip
+    assert engine.most_active_users(days=7) == [("bob", 600), ("cy", 100), ("ann", 40)]
+
+
+def test_queries_need_a_store(engine: ScoringEngine) -> None:
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        engine.points_awarded_today()
+
+
+def test_sqlite_and_postgres_schema_from_migrations(store: SqlStore) -> None:
+    with store.engine.connect() as c:
+        if store.engine.dialect.name == "sqlite":
+            names = {
+                r[0] for r in c.execute(text("SELECT name FROM sqlite_master WHERE type='index'"))
+            }
+        else:
+            names = {r[0] for r in c.execute(text("SELECT indexname FROM pg_indexes"))}
+    assert {"ix_point_activity_user_created", "ix_point_activity_type_created",
+            "ix_point_activity_user_type"} <= names  # fmt: skip
+    store.upgrade()  # idempotent
+    assert UserScore.__tablename__ == "user_score"
