@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .embedded import state_redis_url
 from .errors import ScoringError
 from .rules import load_rules
-from .service import AwardRequest, ScoringEngine
+from .service import AwardRequest
 from .settings import Settings
 from .store import SqlStore
 
@@ -28,9 +28,14 @@ DEMO_MIX = [("quiz_complete", 30), ("comment", 30), ("reaction", 15), ("project_
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    engine = ScoringEngine.from_settings(settings)
+    from workers.jobs import context
+
+    engine, drainer = context()
+    engine.store.upgrade()
     where = settings.redis_url or f"embedded Redis under {settings.data_dir.resolve()}"
-    print(f"scoring engine on {where}, {settings.shards} shard(s)\n")
+    print(
+        f"scoring engine on {where}, {settings.shards} shard(s); SQL: {_safe(engine.store.url)}\n"
+    )
     rng = random.Random()
     types = [t for t, _ in DEMO_MIX]
     weights = [w for _, w in DEMO_MIX]
@@ -48,7 +53,10 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
             print(
                 f"  {r.user.user_id} reached {r.user.tier_display} ({r.user.total_points} points)"
             )
-    print(f"\n{len(items)} awards in {elapsed * 1000:.1f} ms\n")
+    print(f"\n{len(items)} awards in {elapsed * 1000:.1f} ms")
+    written = sum(drainer.drain(shard).written for shard in range(engine.keys.shards))
+    print(f"audit trail: {written} outbox entries written to SQL, "
+          f"{engine.store.count_activities()} activities there in all\n")  # fmt: skip
     print(f"{'rank':>4}  {'user':<8} {'points':>7}  {'tier':<8} {'level':>5} {'streak':>6}")
     for entry in engine.leaderboard("all_time").top(args.top):
         u = engine.status(entry.user_id)

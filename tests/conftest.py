@@ -170,3 +170,17 @@ def store(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001
 @pytest.fixture
 def sql_engine(real_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:  # noqa: ANN001
     return ScoringEngine(real_redis, clock=clock, store=store)
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    """Settings read anew from the environment (and the workers' cached context rebuilt), for
+    tests that set environment variables and run commands."""
+    import workers.jobs
+    from engine.settings import get_settings
+
+    get_settings.cache_clear()
+    workers.jobs.context.cache_clear()
+    yield
+    get_settings.cache_clear()
+    workers.jobs.context.cache_clear()

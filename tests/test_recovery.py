@@ -10,7 +10,6 @@ import pytest
 from engine import AwardRequest, ScoringEngine
 from engine.cli import main as cli_main
 from engine.recovery import day_bitmap, rebuild, reconcile, streaks
-from engine.settings import get_settings
 from engine.store import SqlStore
 from workers.drain import Drainer
 
@@ -83,19 +82,11 @@ def test_reconcile_reports_planted_drift(
     # the command says so in its exit status
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("DATABASE_URL", store.url)
-    import workers.jobs
-
-    get_settings.cache_clear()
-    workers.jobs.context.cache_clear()
-    try:
-        assert cli_main(["reconcile", "--no-drain"]) == 1
-        real_redis.hincrby(engine.keys.user("r3"), "total", -7)
-        real_redis.zincrby(engine.keys.board(0, "all"), 1, "r4")
-        real_redis.delete(engine.keys.user("ghost"))
-        assert cli_main(["reconcile"]) == 0
-    finally:
-        get_settings.cache_clear()
-        workers.jobs.context.cache_clear()
+    assert cli_main(["reconcile", "--no-drain"]) == 1
+    real_redis.hincrby(engine.keys.user("r3"), "total", -7)
+    real_redis.zincrby(engine.keys.board(0, "all"), 1, "r4")
+    real_redis.delete(engine.keys.user("ghost"))
+    assert cli_main(["reconcile"]) == 0
 
 
 @pytest.mark.parametrize(

@@ -79,11 +79,16 @@ def test_testing_mode_engines_are_independent() -> None:
     assert a.leaderboard().top(1)[0].score == 7
 
 
-def test_cli_demo_and_rules(capsys, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("REDIS_URL", raising=False)
+def test_cli_demo_and_rules(capsys, tmp_path: Path, monkeypatch, fresh_settings) -> None:
+    """The quickstart's run command on the embedded default: Redis, then SQLite, both under
+    the data directory."""
+    for name in ("REDIS_URL", "DATABASE_URL", "RQ_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SCORING_DATA_DIR", str(tmp_path))
     assert cli_main(["demo", "--awards", "50", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "50 awards" in out and "rank" in out
+    assert "50 outbox entries written to SQL, 50 activities there in all" in out
+    assert (tmp_path / "scoring.db").exists()
     assert cli_main(["rules"]) == 0
     assert '"phoenix": 2500' in capsys.readouterr().out
