@@ -8,7 +8,7 @@ from typing import Any
 
 #: id -> (job function, interval in seconds)
 PERIODIC: dict[str, tuple[str, int]] = {
-    "scoring:sweep": ("workers.jobs.sweep", 60),
+    "scoring-sweep": ("workers.jobs.sweep", 60),
 }
 
 

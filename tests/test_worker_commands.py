@@ -1,0 +1,47 @@
+"""The worker and scheduler commands, as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import redis
+from rq_scheduler import Scheduler
+
+from engine import AwardRequest, ScoringEngine
+from engine.store import SqlStore
+from workers.schedule import PERIODIC, register
+
+
+def test_worker_burst_drains_into_sql(real_redis: redis.Redis, redis_url: str, tmp_path) -> None:
+    """`scoring worker --burst` in its own process drains every shard, then exits."""
+    engine = ScoringEngine(real_redis, shards=2)
+    engine.award_many([AwardRequest(f"w{i % 11}", "comment") for i in range(700)])
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SCORING_SHARDS": "2",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+        "SCORING_QUEUE": "burst-test",
+    }
+    subprocess.run([sys.executable, "-m", "engine.cli", "db", "upgrade"], env=env, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "worker", "--burst", "--log-level", "WARNING"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    store = SqlStore(env["DATABASE_URL"])
+    assert store.count_activities() == 700
+    totals = dict((u, t) for u, t, _ in store.user_totals())
+    assert totals == {f"w{i}": engine.status(f"w{i}").total_points for i in range(11)}
+
+
+def test_scheduler_registers_each_job_once(real_redis: redis.Redis, redis_url: str) -> None:
+    scheduler = Scheduler(queue_name="sched-test", connection=redis.Redis.from_url(redis_url))
+    for _ in range(3):  # the scheduler restarted, or two of them started
+        assert register(scheduler, queue_name="sched-test") == list(PERIODIC)
+    jobs = list(scheduler.get_jobs())
+    assert sorted(job.id for job in jobs) == sorted(PERIODIC)
+    assert {job.func_name for job in jobs} == {func for func, _ in PERIODIC.values()}
