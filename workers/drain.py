@@ -33,6 +33,7 @@ from engine.store import SqlStore
 log = logging.getLogger(__name__)
 
 GROUP = "sql"
+_LAG_COUNT_LIMIT = 10_000
 
 
 @dataclass
@@ -119,13 +120,15 @@ class Drainer:
         return report
 
     def backlog(self, shard: int) -> int:
-        """Entries of the shard's outbox not yet acknowledged (pending or never read)."""
+        """Entries of the shard's outbox not yet acknowledged (pending or never read). On
+        Redis < 7 (the embedded server is 6.2) entries never read count up to 10,000 at most."""
         outbox = self.keys.outbox(shard)
         self._ensure_group(outbox)
         info = next(g for g in self.redis.xinfo_groups(outbox) if g["name"] == GROUP)
         lag = info.get("lag")
-        if lag is None:  # Redis < 7 has no lag: count what follows the last delivered entry
-            lag = len(self.redis.xrange(outbox, _next_id(info["last-delivered-id"]), "+"))
+        if lag is None:  # Redis < 7 reports no lag: count what follows the last delivered entry
+            start = _next_id(info["last-delivered-id"])
+            lag = len(self.redis.xrange(outbox, start, "+", count=_LAG_COUNT_LIMIT))
         return int(info["pending"]) + int(lag)
 
     # -- reading --------------------------------------------------------------------------
