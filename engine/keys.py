@@ -12,6 +12,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:idem:<activity>``    string: an award's result, for de-duplication
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
+``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
 ``<p>:<t>:outbox:failures``    hash: outbox entry id -> times writing it to SQL failed
 ``<p>:<t>:outbox:dead``        stream: entries that failed too often (dead letters)
 ``<p>:<t>:lb:all``             zset: all-time leaderboard (scores are negated points)
@@ -67,6 +68,9 @@ class Keys:
 
     def drain_flag(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:flag"
+
+    def drain_lock(self, shard: int) -> str:
+        return f"{self.tag(shard)}:outbox:lock"
 
     def drain_failures(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:failures"

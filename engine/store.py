@@ -11,6 +11,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,51 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _STATE_COLUMNS = ("total_points", "tier", "level", "current_streak_days", "longest_streak_days",
                   "last_activity_date", "state_version", "updated_at")  # fmt: skip
 _PROFILE_COLUMNS = ("username", "display_name", "time_zone", "profile_version", "updated_at")
+
+
+# PostgreSQL: whole batches as arrays, unnested into one INSERT per table.
+_ACTIVITY = {
+    "id": "uuid", "user_id": "varchar", "amount": "integer", "activity_type": "varchar",
+    "description": "varchar", "tier_at_time": "varchar", "created_at": "timestamptz",
+    "total_points": "bigint", "level": "integer", "current_streak_days": "integer",
+    "longest_streak_days": "integer", "last_activity_date": "date", "version": "bigint",
+}  # fmt: skip
+_STATE = {
+    "user_id": "varchar", "total_points": "bigint", "tier": "varchar", "level": "integer",
+    "current_streak_days": "integer", "longest_streak_days": "integer",
+    "last_activity_date": "date", "state_version": "bigint", "updated_at": "timestamptz",
+}  # fmt: skip
+_PROFILE = {
+    "user_id": "varchar", "username": "varchar", "display_name": "varchar",
+    "time_zone": "varchar", "profile_version": "bigint", "updated_at": "timestamptz",
+    "tier": "varchar",
+}  # fmt: skip
+
+
+def _unnest(columns: dict[str, str]) -> str:
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns.items())
+    return f"SELECT * FROM unnest({arrays}) AS t({', '.join(columns)})"
+
+
+def _columns(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> dict[str, list[Any]]:
+    return {name: [row.get(name) for row in rows] for name in columns}
+
+
+def _pg_upsert(columns: dict[str, str], updated: Sequence[str], version: str) -> Any:
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in updated)
+    return text(
+        f"INSERT INTO user_score ({', '.join(columns)}) {_unnest(columns)} ORDER BY user_id "
+        f"ON CONFLICT (user_id) DO UPDATE SET {sets} "
+        f"WHERE user_score.{version} < EXCLUDED.{version}"
+    )
+
+
+_PG_INSERT_ACTIVITIES = text(
+    f"INSERT INTO point_activity ({', '.join(_ACTIVITY)}) {_unnest(_ACTIVITY)} "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_PG_UPSERT_STATES = _pg_upsert(_STATE, _STATE_COLUMNS, "state_version")
+_PG_UPSERT_PROFILES = _pg_upsert(_PROFILE, _PROFILE_COLUMNS, "profile_version")
 
 
 class SqlStore:
@@ -93,18 +139,29 @@ class SqlStore:
         """Write one drained batch in one transaction.
 
         ``activities``: point_activity rows (ids already present are skipped). ``states`` and
-        ``profiles``: at most one row per user each, applied only over an older version.
+        ``profiles``: at most one row per user each, applied only over an older version. Rows
+        are upserted in user id order, so concurrent writers lock rows in the same order.
         """
+        states = sorted(states, key=itemgetter("user_id"))
+        profiles = sorted(profiles, key=itemgetter("user_id"))
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":
+                # one set-based statement per table (SQLAlchemy would send ON CONFLICT inserts
+                # one row at a time)
+                if activities:
+                    connection.execute(_PG_INSERT_ACTIVITIES, _columns(activities, _ACTIVITY))
+                if states:
+                    connection.execute(_PG_UPSERT_STATES, _columns(states, _STATE))
+                if profiles:
+                    connection.execute(_PG_UPSERT_PROFILES, _columns(profiles, _PROFILE))
+                return
             if activities:
                 stmt = self._insert(PointActivity).on_conflict_do_nothing(index_elements=["id"])
                 connection.execute(stmt, list(activities))
             if states:
-                connection.execute(self._upsert(_STATE_COLUMNS, "state_version"), list(states))
+                connection.execute(self._upsert(_STATE_COLUMNS, "state_version"), states)
             if profiles:
-                connection.execute(
-                    self._upsert(_PROFILE_COLUMNS, "profile_version"), list(profiles)
-                )
+                connection.execute(self._upsert(_PROFILE_COLUMNS, "profile_version"), profiles)
 
     def _upsert(self, columns: Sequence[str], version: str) -> Any:
         stmt = self._insert(UserScore)

@@ -13,6 +13,7 @@ wait). The stream is trimmed only below its oldest unacknowledged entry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,8 +23,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import ResponseError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+from redis.exceptions import LockError, ResponseError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 
 from engine.keys import Keys
 from engine.periods import day_to_date
@@ -34,6 +42,9 @@ log = logging.getLogger(__name__)
 
 GROUP = "sql"
 _LAG_COUNT_LIMIT = 10_000
+#: Seconds a drain holds its shard's lock without renewing it (it renews after every batch);
+#: after a crash, the next drain of the shard waits this long at most.
+LOCK_TTL = 30.0
 
 
 @dataclass
@@ -71,6 +82,7 @@ class Drainer:
         max_failures: failures after which an entry moves to the dead-letter stream.
         claim_idle_ms: how long an entry stays pending before another consumer claims it.
         consumer: this consumer's name in the group (default: host and process id).
+        lock_ttl: seconds the shard's drain lock lasts unless renewed (see :data:`LOCK_TTL`).
     """
 
     def __init__(
@@ -84,6 +96,7 @@ class Drainer:
         max_failures: int = 5,
         claim_idle_ms: int = 30_000,
         consumer: str | None = None,
+        lock_ttl: float = LOCK_TTL,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -93,6 +106,7 @@ class Drainer:
         self.max_failures = max_failures
         self.claim_idle_ms = claim_idle_ms
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.lock_ttl = lock_ttl
 
     def drain(
         self, shard: int, *, max_batches: int | None = None, max_seconds: float | None = None
@@ -102,9 +116,32 @@ class Drainer:
         report = DrainReport(shard)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         outbox = self.keys.outbox(shard)
-        # lowered first: an award arriving from now on raises it again and queues the next job
-        self.redis.delete(self.keys.drain_flag(shard))
-        self._ensure_group(outbox)
+        # one drain per shard at a time: a second one (a job queued while this one runs) waits
+        lock = self.redis.lock(
+            self.keys.drain_lock(shard), timeout=self.lock_ttl, blocking_timeout=self.lock_ttl + 5
+        )
+        if not lock.acquire():
+            report.complete = False  # another drain holds the shard for too long
+            return report
+        try:
+            # lowered first: an award arriving from now on raises it again and queues the next
+            self.redis.delete(self.keys.drain_flag(shard))
+            self._ensure_group(outbox)
+            self._drain(shard, outbox, report, max_batches, deadline, lock)
+        finally:
+            with contextlib.suppress(LockError):
+                lock.release()
+        return report
+
+    def _drain(
+        self,
+        shard: int,
+        outbox: str,
+        report: DrainReport,
+        max_batches: int | None,
+        deadline: float | None,
+        lock: Any,
+    ) -> None:
         while True:
             if (max_batches is not None and report.batches >= max_batches) or (
                 deadline is not None and time.monotonic() > deadline
@@ -116,8 +153,8 @@ class Drainer:
                 break
             report.batches += 1
             self._write(shard, entries, report)
+            lock.reacquire()  # keep the shard for another lock_ttl seconds
         report.trimmed = self._trim(outbox)
-        return report
 
     def backlog(self, shard: int) -> int:
         """Entries of the shard's outbox not yet acknowledged (pending or never read). On
@@ -158,9 +195,7 @@ class Drainer:
     ) -> None:
         batch = self._parse(entries)
         try:
-            self.store.write(
-                batch.activities, list(batch.states.values()), list(batch.profiles.values())
-            )
+            self._write_batch(batch)
         except SQLAlchemyError as exc:
             if not _entry_error(exc):
                 raise  # SQL is unreachable or broken: acknowledge nothing, count nothing
@@ -178,6 +213,19 @@ class Drainer:
             for entry_id, why in batch.broken.items():
                 self._failed(shard, entry_id, by_id[entry_id], why, report)
 
+    def _write_batch(self, batch: _Batch) -> None:
+        """One transaction; tried again if the database broke a deadlock by aborting it."""
+        for attempt in range(3):
+            try:
+                self.store.write(
+                    batch.activities, list(batch.states.values()), list(batch.profiles.values())
+                )
+                return
+            except OperationalError as exc:
+                if attempt == 2 or "deadlock" not in str(exc).lower():
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
     def _write_one_by_one(
         self,
         shard: int,
@@ -185,9 +233,12 @@ class Drainer:
         batch: _Batch,
         report: DrainReport,
     ) -> None:
+        refused: list[tuple[str, dict[str, str], str]] = []
+        written = 0
+        first_error: SQLAlchemyError | None = None
         for entry_id, fields in entries:
             if entry_id in batch.broken:
-                self._failed(shard, entry_id, fields, batch.broken[entry_id], report)
+                refused.append((entry_id, fields, batch.broken[entry_id]))
                 continue
             single = self._parse([(entry_id, fields)])
             try:
@@ -197,10 +248,18 @@ class Drainer:
             except SQLAlchemyError as exc:
                 if not _entry_error(exc):
                     raise
-                self._failed(shard, entry_id, fields, f"{type(exc).__name__}: {exc}", report)
+                first_error = first_error or exc
+                refused.append((entry_id, fields, f"{type(exc).__name__}: {exc}"))
                 continue
             self._ack(shard, [entry_id])
-            report.written += 1
+            written += 1
+        report.written += written
+        sql_refused = len(refused) - len(batch.broken)
+        if written == 0 and sql_refused > 1 and first_error is not None:
+            # every readable entry refused alike: the schema or the code is at fault, not them
+            raise first_error
+        for entry_id, fields, why in refused:
+            self._failed(shard, entry_id, fields, why, report)
 
     def _failed(
         self, shard: int, entry_id: str, fields: dict[str, str], why: str, report: DrainReport

@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=128), nullable=False),
         sa.Column("amount", sa.Integer(), nullable=False),
         sa.Column("activity_type", sa.String(length=30), nullable=False),
-        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=False, server_default=""),
         sa.Column("tier_at_time", sa.String(length=20), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("total_points", sa.BigInteger(), nullable=False),
@@ -48,7 +48,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_point_activity_user_type", ["user_id", "activity_type"], unique=False
         )
-        batch_op.create_index("ix_point_activity_created", ["created_at"], unique=False)
+        batch_op.create_index(
+            "ix_point_activity_created", ["created_at"], unique=False, postgresql_using="brin"
+        )
 
     op.create_table(
         "side_quest",
@@ -68,17 +70,17 @@ def upgrade() -> None:
     op.create_table(
         "user_score",
         sa.Column("user_id", sa.String(length=128), nullable=False),
-        sa.Column("total_points", sa.BigInteger(), nullable=False),
-        sa.Column("tier", sa.String(length=20), nullable=False),
-        sa.Column("level", sa.Integer(), nullable=False),
-        sa.Column("current_streak_days", sa.Integer(), nullable=False),
-        sa.Column("longest_streak_days", sa.Integer(), nullable=False),
+        sa.Column("total_points", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("tier", sa.String(length=20), nullable=False, server_default=""),
+        sa.Column("level", sa.Integer(), nullable=False, server_default="1"),
+        sa.Column("current_streak_days", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("longest_streak_days", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("last_activity_date", sa.Date(), nullable=True),
-        sa.Column("state_version", sa.BigInteger(), nullable=False),
+        sa.Column("state_version", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("username", sa.String(length=150), nullable=True),
         sa.Column("display_name", sa.String(length=255), nullable=True),
         sa.Column("time_zone", sa.String(length=64), nullable=True),
-        sa.Column("profile_version", sa.BigInteger(), nullable=False),
+        sa.Column("profile_version", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("user_id"),
     )
