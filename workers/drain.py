@@ -2,6 +2,7 @@
 
 Per batch: read entries through the consumer group ``sql`` (first those a dead consumer left
 pending longer than the claim idle time, then new ones), write them to SQL in one transaction
+(while the next batch is read and parsed)
 (activities inserted with ``ON CONFLICT DO NOTHING``, snapshots upserted newest-version-wins),
 commit, and only then acknowledge. A crash before the acknowledgement leaves the entries pending;
 whoever claims them writes them again, which changes nothing. An entry that fails on its own
@@ -19,6 +20,7 @@ import os
 import socket
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -142,19 +144,38 @@ class Drainer:
         deadline: float | None,
         lock: Any,
     ) -> None:
-        while True:
-            if (max_batches is not None and report.batches >= max_batches) or (
-                deadline is not None and time.monotonic() > deadline
-            ):
-                report.complete = False
-                break
-            entries = self._claim(outbox) or self._read(outbox)
-            if not entries:
-                break
-            report.batches += 1
-            self._write(shard, entries, report)
-            lock.reacquire()  # keep the shard for another lock_ttl seconds
+        """Read and parse the next batch while the last one is being written: the SQL work
+        (mostly the database's) overlaps with the Python work of reading and parsing."""
+        in_flight: tuple[Future[None], list[tuple[str, dict[str, str]]], _Batch] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-sql") as writer:
+            try:
+                while True:
+                    if (max_batches is not None and report.batches >= max_batches) or (
+                        deadline is not None and time.monotonic() > deadline
+                    ):
+                        report.complete = False
+                        break
+                    # entries left pending are claimed only when no write is in flight (which
+                    # would otherwise be claimed back from under itself when claim_idle_ms = 0)
+                    entries = self._read(outbox) if in_flight else self._next(outbox)
+                    batch = self._parse(entries) if entries else None
+                    if in_flight is not None:
+                        self._settle(shard, *in_flight, report)
+                        in_flight = None
+                        lock.reacquire()  # keep the shard for another lock_ttl seconds
+                        if not entries:
+                            continue  # nothing new: look for pending entries before stopping
+                    elif not entries:
+                        break
+                    report.batches += 1
+                    in_flight = (writer.submit(self._write_batch, batch), entries, batch)
+            finally:
+                if in_flight is not None:
+                    self._settle(shard, *in_flight, report)
         report.trimmed = self._trim(outbox)
+
+    def _next(self, outbox: str) -> list[tuple[str, dict[str, str]]]:
+        return self._claim(outbox) or self._read(outbox)
 
     def backlog(self, shard: int) -> int:
         """Entries of the shard's outbox not yet acknowledged (pending or never read). On
@@ -190,12 +211,17 @@ class Drainer:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _write(
-        self, shard: int, entries: list[tuple[str, dict[str, str]]], report: DrainReport
+    def _settle(
+        self,
+        shard: int,
+        written: Future[None],
+        entries: list[tuple[str, dict[str, str]]],
+        batch: _Batch,
+        report: DrainReport,
     ) -> None:
-        batch = self._parse(entries)
+        """Wait for a batch's write; acknowledge it, or sort out which entries SQL refused."""
         try:
-            self._write_batch(batch)
+            written.result()
         except SQLAlchemyError as exc:
             if not _entry_error(exc):
                 raise  # SQL is unreachable or broken: acknowledge nothing, count nothing
