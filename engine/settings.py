@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         default="scoring", alias="SCORING_QUEUE", min_length=1, description="RQ queue name."
     )
     drain_batch: int = Field(
-        default=1000,
+        default=5000,
         alias="SCORING_DRAIN_BATCH",
         ge=1,
         le=100_000,
