@@ -152,6 +152,24 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if drifts else 0
 
 
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    create_app(settings=settings)  # fail here, not in a worker, on bad settings
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
 def _safe(url: str) -> str:
     """A URL without its password."""
     if "@" in url and "://" in url:
@@ -181,6 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheduler = sub.add_parser("scheduler", help="run rq-scheduler with the periodic jobs")
     scheduler.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
     scheduler.set_defaults(run=_scheduler)
+    serve = sub.add_parser("serve", help="run the HTTP API under uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(run=_serve)
     rebuild = sub.add_parser("rebuild", help="rebuild all Redis state from SQL")
     rebuild.set_defaults(run=_rebuild)
     reconcile = sub.add_parser("reconcile", help="report users whose Redis and SQL state differ")

@@ -58,18 +58,23 @@ class Leaderboard:
         return self._slice(offset, limit)
 
     def rank(self, user_id: str) -> RankInfo:
-        """The user's score, competition rank and percentile; :class:`NotRanked` if absent."""
+        """The user's score, competition rank, percentile and the points needed to tie the next
+        better score; :class:`NotRanked` if absent."""
         uid = check_user_id(user_id)
         score = self._score(uid)
         pipe = self.redis.pipeline(transaction=False)
         for key in self.shard_keys:
-            pipe.zcount(key, "-inf", f"({score}")
+            pipe.zcount(key, "-inf", f"({_fmt(score)}")
             pipe.zcard(key)
-        counts = pipe.execute()
-        rank = 1 + sum(counts[0::2])
-        total = sum(counts[1::2])
+            # the nearest better score: the greatest (negated) score below the user's
+            pipe.zrevrangebyscore(key, f"({_fmt(score)}", "-inf", start=0, num=1, withscores=True)
+        replies = pipe.execute()
+        rank = 1 + sum(replies[0::3])
+        total = sum(replies[1::3])
+        better = [rows[0][1] for rows in replies[2::3] if rows]
+        to_next = int(score - max(better)) if better else None
         percentile = round(100.0 * (total - rank + 1) / total, 2)
-        return RankInfo(uid, _points(score), rank, percentile, total)
+        return RankInfo(uid, _points(score), rank, percentile, total, to_next)
 
     def around(self, user_id: str, n: int = 5) -> list[LeaderboardEntry]:
         """The user with ``n`` entries on each side; near the top or bottom the window slides so

@@ -156,13 +156,15 @@ class LeaderboardEntry:
 @dataclass(frozen=True, slots=True)
 class RankInfo:
     """A user's standing on a board. ``percentile``: share of ranked users at or below this rank
-    (100.0 for the leaders); ``total_users``: users on the board."""
+    (100.0 for the leaders); ``total_users``: users on the board; ``points_to_next_rank``: points
+    to tie the nearest better score (None for the leaders)."""
 
     user_id: str
     score: int
     rank: int
     percentile: float
     total_users: int
+    points_to_next_rank: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

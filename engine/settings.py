@@ -77,6 +77,24 @@ class Settings(BaseSettings):
         description="How long a read entry stays unacknowledged before another worker claims it.",
     )
 
+    api_keys: str = Field(
+        default="",
+        alias="SCORING_API_KEYS",
+        description="Server API keys: comma-separated name:secret:scope+scope (award, read, admin).",
+        repr=False,
+    )
+    jwt_secret: str | None = Field(
+        default=None,
+        alias="SCORING_JWT_SECRET",
+        description="HS256 secret of user tokens (sub = user id). Unset: no user tokens.",
+        repr=False,
+    )
+    self_award_types: str = Field(
+        default="",
+        alias="SCORING_SELF_AWARD_TYPES",
+        description="Activity types users may award themselves with a user token (comma-separated).",
+    )
+
     def sql_url(self) -> str:
         """The SQLAlchemy URL of the audit trail (a ``postgresql://`` URL uses psycopg 3)."""
         if not self.database_url:

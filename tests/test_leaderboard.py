@@ -171,3 +171,11 @@ def test_window_and_type_boards_equal_the_sums_of_their_awards(
         assert state.total_points == expected[("all_time", None)][user]
         by_type = {t: expected[(f"type:{t}", None)][user] for t in types}
         assert state.points_by_type == {t: v for t, v in by_type.items() if v}
+
+
+def test_points_to_next_rank(engine: ScoringEngine) -> None:
+    fill(engine, {"a": 50, "b": 50, "c": 30, "d": 5})
+    board = engine.leaderboard()
+    assert board.rank("a").points_to_next_rank is None
+    assert board.rank("c").points_to_next_rank == 20
+    assert board.rank("d").points_to_next_rank == 25

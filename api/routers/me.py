@@ -1,0 +1,86 @@
+"""The seed's endpoints, same paths and bodies. "Me" is the caller's user: a user token's
+``sub``, or the ``X-User-Id`` a server key names."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+
+from engine.validation import user_id as check_user_id
+
+from ..auth import AuthError, Principal, Scope
+from ..deps import Caller, Engine, may_award
+from ..schemas import (
+    ActivityOut,
+    EntryOut,
+    ErrorOut,
+    LeaderboardOut,
+    SeedAwardIn,
+    SeedAwardOut,
+    StatusOut,
+    UserOut,
+)
+
+router = APIRouter(prefix="/api/v1/me/thrive-circle", tags=["seed-compatible"])
+ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+UserHeader = Annotated[
+    str | None, Header(max_length=128, description="the user, when calling with a server key")
+]
+
+
+def me(caller: Principal, x_user_id: str | None, scope: Scope) -> str:
+    if caller.user_id is not None:
+        return caller.user_id
+    caller.require(scope)
+    if not x_user_id:
+        raise AuthError("with a server key, name the user in X-User-Id")
+    return check_user_id(x_user_id)
+
+
+@router.post(
+    "/award-points/",
+    status_code=201,
+    response_model=SeedAwardOut,
+    responses=ERRORS,
+    summary="Award points to me (the seed's award-points)",
+)
+def award_points(
+    body: SeedAwardIn,
+    request: Request,
+    engine: Engine,
+    caller: Caller,
+    x_user_id: UserHeader = None,
+) -> SeedAwardOut:
+    user = me(caller, x_user_id, Scope.AWARD)
+    may_award(request, caller, user, body.activity_type)
+    result = engine.award(
+        user, body.activity_type, amount=body.amount, description=body.description
+    )
+    request.app.state.metrics.awards.labels("applied").inc()
+    return SeedAwardOut.of(result)
+
+
+@router.get("/my-status/", response_model=StatusOut, responses=ERRORS, summary="My status")
+def my_status(engine: Engine, caller: Caller, x_user_id: UserHeader = None) -> StatusOut:
+    user = me(caller, x_user_id, Scope.READ)
+    recent = engine.recent_activities(user, limit=20) if engine.store is not None else []
+    return StatusOut(
+        user=UserOut.of(engine.status(user)), recent_activities=[ActivityOut.of(a) for a in recent]
+    )
+
+
+@router.get("/", response_model=LeaderboardOut, responses=ERRORS, summary="The leaderboard")
+def leaderboard(
+    engine: Engine,
+    caller: Caller,
+    x_user_id: UserHeader = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> LeaderboardOut:
+    me(caller, x_user_id, Scope.READ)
+    lb = engine.leaderboard("all_time")
+    return LeaderboardOut(
+        board="all_time", period=None, total_users=lb.size(),
+        entries=[EntryOut.of(e) for e in lb.top(limit, offset)],
+    )  # fmt: skip

@@ -1,0 +1,73 @@
+"""Users: status, profile, and the audit trail of their activities."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from engine.errors import InvalidPaging
+
+from ..auth import Scope
+from ..deps import Caller, Engine
+from ..schemas import ActivityOut, ActivityPage, ErrorOut, ProfileIn, UserOut
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+
+
+@router.get("/{user_id}", response_model=UserOut, responses=ERRORS, summary="A user's state")
+def get_user(user_id: str, engine: Engine, caller: Caller) -> UserOut:
+    caller.require_user(user_id, Scope.READ)
+    return UserOut.of(engine.status(user_id))
+
+
+@router.put(
+    "/{user_id}/profile", response_model=UserOut, responses=ERRORS, summary="Set a user's profile"
+)
+def put_profile(user_id: str, body: ProfileIn, engine: Engine, caller: Caller) -> UserOut:
+    """Username, display name and IANA time zone (the zone decides a user's streak days).
+    Fields left out stay as they are; ``null`` clears one. A user may set their own."""
+    caller.require_user(user_id, Scope.AWARD)
+    given = {name: getattr(body, name) for name in body.model_fields_set}
+    return UserOut.of(engine.set_profile(user_id, **given))
+
+
+@router.get(
+    "/{user_id}/activities",
+    response_model=ActivityPage,
+    responses=ERRORS,
+    summary="A user's activities from the audit trail, newest first",
+)
+def activities(
+    user_id: str,
+    engine: Engine,
+    caller: Caller,
+    activity_type: Annotated[str | None, Query(description="only this type")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ActivityPage:
+    caller.require_user(user_id, Scope.READ)
+    before = _decode(cursor) if cursor else None
+    found = engine.recent_activities(
+        user_id, limit=limit, activity_type=activity_type, before=before
+    )
+    next_cursor = _encode(found[-1].created_at, found[-1].id) if len(found) == limit else None
+    return ActivityPage(activities=[ActivityOut.of(a) for a in found], next_cursor=next_cursor)
+
+
+def _encode(at: datetime, activity_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{activity_id}".encode()).decode()
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    import uuid
+
+    try:
+        at, activity_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(at), str(uuid.UUID(activity_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidPaging("cursor is not one this API gave out", field="cursor") from None

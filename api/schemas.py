@@ -1,0 +1,234 @@
+"""Request and response bodies (pydantic), apart from the engine's own types."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from engine.results import Activity, AwardResult, LeaderboardEntry, RankInfo, UserState
+
+Description = Annotated[StrictStr, Field(max_length=255)]
+UserId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AwardIn(_In):
+    activity_type: StrictStr = Field(examples=["quiz_complete"])
+    amount: StrictInt | None = Field(default=None, description="default: the type's points")
+    description: Description = ""
+    occurred_at: datetime | None = Field(default=None, description="default: now")
+
+
+class SeedAwardIn(_In):
+    """The seed's award-points body."""
+
+    amount: StrictInt = Field(examples=[50])
+    activity_type: StrictStr = Field(examples=["comment"])
+    description: Description = ""
+
+
+class BatchItem(AwardIn):
+    user_id: UserId
+    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
+
+
+class BatchIn(_In):
+    awards: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+class ProfileIn(_In):
+    """Fields left out stay as they are; ``null`` clears one."""
+
+    username: Annotated[StrictStr, Field(max_length=150)] | None = None
+    display_name: Annotated[StrictStr, Field(max_length=255)] | None = None
+    time_zone: Annotated[StrictStr, Field(max_length=64, examples=["Europe/Oslo"])] | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str | None
+    display_name: str | None
+    time_zone: str
+    total_points: int
+    tier: str
+    tier_display: str
+    level: int
+    points_to_next_tier: int | None
+    points_to_next_level: int
+    current_streak_days: int
+    longest_streak_days: int
+    last_activity_date: date | None
+    streak_active: bool
+    lifetime_quizzes_completed: int
+    lifetime_projects_created: int
+    lifetime_comments_posted: int
+    activity_counts: dict[str, int]
+    points_by_type: dict[str, int]
+
+    @classmethod
+    def of(cls, u: UserState) -> UserOut:
+        data = {f: getattr(u, f) for f in cls.model_fields if f != "id"}
+        return cls(id=u.user_id, **data)
+
+
+class ActivityOut(BaseModel):
+    id: str
+    user_id: str
+    amount: int
+    activity_type: str
+    description: str
+    tier_at_time: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, a: Activity) -> ActivityOut:
+        return cls(**{f: getattr(a, f) for f in cls.model_fields})
+
+
+class AwardOut(BaseModel):
+    user: UserOut
+    point_activity: ActivityOut
+    tier_upgraded: bool
+    old_tier: str | None
+    new_tier: str | None
+    level_upgraded: bool
+    old_level: int | None
+    new_level: int | None
+    replayed: bool
+
+    @classmethod
+    def of(cls, r: AwardResult) -> AwardOut:
+        return cls(
+            user=UserOut.of(r.user), point_activity=ActivityOut.of(r.activity),
+            tier_upgraded=r.tier_upgraded, old_tier=r.old_tier, new_tier=r.new_tier,
+            level_upgraded=r.level_upgraded, old_level=r.old_level, new_level=r.new_level,
+            replayed=r.replayed,
+        )  # fmt: skip
+
+
+class BatchResultOut(BaseModel):
+    """One item's outcome: ``result`` or ``error``."""
+
+    index: int
+    result: AwardOut | None = None
+    error: ErrorBody | None = None
+
+
+class BatchOut(BaseModel):
+    applied: int
+    refused: int
+    results: list[BatchResultOut]
+
+
+class SeedUserOut(BaseModel):
+    id: str
+    username: str | None
+    total_points: int
+    tier: str
+    tier_display: str
+    level: int
+    points_to_next_tier: int | None
+    points_to_next_level: int
+
+
+class SeedActivityOut(BaseModel):
+    id: str
+    amount: int
+    activity_type: str
+    description: str
+    created_at: datetime
+
+
+class SeedAwardOut(BaseModel):
+    """Exactly the seed's award-points response."""
+
+    user: SeedUserOut
+    point_activity: SeedActivityOut
+    tier_upgraded: bool
+    old_tier: str | None
+    new_tier: str | None
+
+    @classmethod
+    def of(cls, r: AwardResult) -> SeedAwardOut:
+        u, a = r.user, r.activity
+        return cls(
+            user=SeedUserOut(
+                id=u.user_id, username=u.username, total_points=u.total_points, tier=u.tier,
+                tier_display=u.tier_display, level=u.level,
+                points_to_next_tier=u.points_to_next_tier,
+                points_to_next_level=u.points_to_next_level,
+            ),
+            point_activity=SeedActivityOut(
+                id=a.id, amount=a.amount, activity_type=a.activity_type,
+                description=a.description, created_at=a.created_at,
+            ),
+            tier_upgraded=r.tier_upgraded, old_tier=r.old_tier, new_tier=r.new_tier,
+        )  # fmt: skip
+
+
+class EntryOut(BaseModel):
+    rank: int
+    user_id: str
+    score: int
+
+    @classmethod
+    def of(cls, e: LeaderboardEntry) -> EntryOut:
+        return cls(rank=e.rank, user_id=e.user_id, score=e.score)
+
+
+class LeaderboardOut(BaseModel):
+    board: str
+    period: str | None
+    total_users: int
+    entries: list[EntryOut]
+
+
+class RankOut(BaseModel):
+    board: str
+    user_id: str
+    score: int
+    rank: int
+    percentile: float
+    total_users: int
+    points_to_next_rank: int | None = Field(
+        description="points to tie the next better score; null for the leaders"
+    )
+
+    @classmethod
+    def of(cls, board: str, r: RankInfo) -> RankOut:
+        return cls(board=board, user_id=r.user_id, score=r.score, rank=r.rank,
+                   percentile=r.percentile, total_users=r.total_users,
+                   points_to_next_rank=r.points_to_next_rank)  # fmt: skip
+
+
+class StatusOut(BaseModel):
+    """A user's status with recent activities (the seed's my-status)."""
+
+    user: UserOut
+    recent_activities: list[ActivityOut]
+
+
+class ActivityPage(BaseModel):
+    activities: list[ActivityOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class StatsOut(BaseModel):
+    points_awarded_today: int
+    tier_distribution: dict[str, int]
+    most_active_users: list[dict[str, Any]]
