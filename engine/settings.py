@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         default="",
         alias="SCORING_API_KEYS",
-        description="Server API keys: comma-separated name:secret:scope+scope (award, read, admin).",
+        description="Server API keys: name:secret:scope+scope, comma-separated.",
         repr=False,
     )
     jwt_secret: str | None = Field(
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     self_award_types: str = Field(
         default="",
         alias="SCORING_SELF_AWARD_TYPES",
-        description="Activity types users may award themselves with a user token (comma-separated).",
+        description="Activity types users may award themselves with a user token (a comma list).",
     )
 
     def sql_url(self) -> str:
