@@ -1,0 +1,386 @@
+"""The HTTP API over a real Redis and SQL: endpoints, auth, idempotency, errors."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine import ScoringEngine
+from engine.settings import Settings
+from engine.store import SqlStore
+from workers.drain import Drainer
+
+AWARD_KEY = "award-key-0123456789abcdef"
+READ_KEY = "read-key-0123456789abcdef"
+ADMIN_KEY = "admin-key-0123456789abcdef"
+JWT_SECRET = "jwt-secret-for-the-tests-0123456789"
+AWARDER = {"X-API-Key": AWARD_KEY}
+READER = {"X-API-Key": READ_KEY}
+ADMIN = {"X-API-Key": ADMIN_KEY}
+
+
+def token(sub: str, secret: str = JWT_SECRET, **claims) -> dict[str, str]:
+    return {"Authorization": f"Bearer {jwt.encode({'sub': sub, **claims}, secret, 'HS256')}"}
+
+
+@pytest.fixture
+def sqlite_store(tmp_path) -> SqlStore:  # noqa: ANN001
+    store = SqlStore(f"sqlite:///{tmp_path / 'api.db'}")
+    store.upgrade()
+    return store
+
+
+@pytest.fixture
+def api_engine(real_redis: redis.Redis, clock, sqlite_store: SqlStore) -> ScoringEngine:  # noqa: ANN001
+    return ScoringEngine(real_redis, clock=clock, store=sqlite_store)
+
+
+@pytest.fixture
+def client(api_engine: ScoringEngine) -> TestClient:
+    settings = Settings(
+        SCORING_API_KEYS=f"svc:{AWARD_KEY}:award+read, dash:{READ_KEY}:read, ops:{ADMIN_KEY}:admin",
+        SCORING_JWT_SECRET=JWT_SECRET,
+        SCORING_SELF_AWARD_TYPES="daily_login",
+    )
+    return TestClient(create_app(api_engine, settings))
+
+
+def drain(engine: ScoringEngine) -> None:
+    Drainer(engine.redis, engine.store, engine.keys, engine.rules).drain(0)
+
+
+# -- awards ---------------------------------------------------------------------------------
+
+
+def test_award_and_read_back(client: TestClient) -> None:
+    r = client.post(
+        "/v1/users/alice/awards",
+        headers=AWARDER,
+        json={"activity_type": "quiz_complete", "amount": 260, "description": "Quiz"},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["user"]["total_points"] == 260 and body["user"]["tier"] == "spark"
+    assert body["tier_upgraded"] and (body["old_tier"], body["new_tier"]) == ("ember", "spark")
+    assert body["point_activity"]["description"] == "Quiz" and not body["replayed"]
+    user = client.get("/v1/users/alice", headers=READER).json()
+    assert user["total_points"] == 260 and user["lifetime_quizzes_completed"] == 1
+
+
+def test_idempotency_key(client: TestClient, api_engine: ScoringEngine) -> None:
+    headers = {**AWARDER, "Idempotency-Key": "order-77"}
+    first = client.post("/v1/users/bo/awards", headers=headers, json={"activity_type": "referral"})
+    again = client.post("/v1/users/bo/awards", headers=headers, json={"activity_type": "referral"})
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() | {"replayed": False} == first.json()
+    assert api_engine.status("bo").total_points == 100
+    clash = client.post(
+        "/v1/users/bo/awards", headers=headers, json={"activity_type": "referral", "amount": 5}
+    )
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "idempotency_conflict"
+    assert api_engine.status("bo").total_points == 100
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"activity_type": "comment", "amount": 0}, "amount"),
+        ({"activity_type": "comment", "amount": -3}, "amount"),
+        ({"activity_type": "comment", "amount": 1.5}, "amount"),
+        ({"activity_type": "comment", "amount": "50"}, "amount"),
+        ({"activity_type": "comment", "amount": 101}, "amount"),
+        ({"activity_type": "commentt"}, "activity_type"),
+        ({"activity_type": "comment", "description": "x" * 256}, "description"),
+        ({"activity_type": "comment", "colour": "red"}, "colour"),
+        ({"activity_type": "comment", "occurred_at": "soon"}, "occurred_at"),
+        ({"activity_type": "comment", "occurred_at": "2031-01-01T00:00:00Z"}, "occurred_at"),
+        ({}, "activity_type"),
+        ([1, 2], None),
+    ],
+)
+def test_bad_awards_are_422_and_write_nothing(
+    client: TestClient,
+    api_engine: ScoringEngine,
+    body,
+    field,  # noqa: ANN001
+) -> None:
+    r = client.post("/v1/users/cy/awards", headers=AWARDER, json=body)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] and error["message"]
+    if field:
+        assert error.get("field") == field
+    assert api_engine.redis.dbsize() <= 1  # only the test marker
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/users/%09tab/awards",
+        "/v1/users/" + "u" * 129 + "/awards",
+    ],
+)
+def test_bad_user_ids(client: TestClient, path: str) -> None:
+    r = client.post(path, headers=AWARDER, json={"activity_type": "comment"})
+    assert 400 <= r.status_code < 500 and r.json()["error"]
+
+
+def test_malformed_requests_never_5xx(client: TestClient) -> None:
+    cases = [
+        client.post(
+            "/v1/users/a/awards",
+            headers={**AWARDER, "content-type": "application/json"},
+            content=b"{not json",
+        ),
+        client.post(
+            "/v1/users/a/awards",
+            headers={**AWARDER, "content-type": "application/json"},
+            content="\ud800".encode("utf-8", "surrogatepass"),
+        ),
+        client.post(
+            "/v1/awards/batch", headers={**AWARDER, "content-length": str(10**9)}, content=b"{}"
+        ),
+        client.get("/v1/leaderboards/all_time?limit=abc", headers=READER),
+        client.get("/v1/leaderboards/..%2F..%2Fetc%2Fpasswd", headers=READER),
+        client.get("/v1/users/a/activities?cursor=!!!", headers=READER),
+        client.delete("/v1/users/a/awards", headers=AWARDER),
+        client.get("/nowhere"),
+    ]
+    assert [c.status_code for c in cases] == [422, 422, 413, 422, 404, 422, 405, 404]
+    assert all("error" in c.json() for c in cases)
+
+
+def test_batch(client: TestClient, api_engine: ScoringEngine) -> None:
+    awards = [
+        {"user_id": "b1", "activity_type": "comment", "amount": 5},
+        {"user_id": "b2", "activity_type": "nope"},
+        {"user_id": "b1", "activity_type": "comment", "amount": 500},
+        {"user_id": "b3", "activity_type": "quiz_complete", "idempotency_key": "k"},
+        {"user_id": "b3", "activity_type": "quiz_complete", "idempotency_key": "k"},
+    ]
+    r = client.post("/v1/awards/batch", headers=AWARDER, json={"awards": awards})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["applied"], body["refused"]) == (3, 2)
+    codes = [x["error"]["code"] if x["error"] else None for x in body["results"]]
+    assert codes == [None, "unknown_activity_type", "invalid_amount", None, None]
+    assert body["results"][4]["result"]["replayed"]
+    assert api_engine.status("b1").total_points == 5 and api_engine.status("b3").total_points == 25
+    too_many = {"awards": [{"user_id": "x", "activity_type": "comment"}] * 1001}
+    assert client.post("/v1/awards/batch", headers=AWARDER, json=too_many).status_code == 422
+
+
+# -- auth -----------------------------------------------------------------------------------
+
+
+def test_credentials(client: TestClient) -> None:
+    award = {"activity_type": "comment"}
+    assert client.post("/v1/users/d/awards", json=award).status_code == 401
+    assert (
+        client.post(
+            "/v1/users/d/awards", json=award, headers={"X-API-Key": "wrong-key-0123456789"}
+        ).status_code
+        == 401
+    )
+    assert client.post("/v1/users/d/awards", json=award, headers=READER).status_code == 403
+    assert client.post("/v1/users/d/awards", json=award, headers=ADMIN).status_code == 201
+    assert client.get("/v1/users/d", headers={"Authorization": "Basic abc"}).status_code == 401
+    assert (
+        client.get(
+            "/v1/users/d", headers=token("d", secret="another-secret-0123456789abcdefghij")
+        ).status_code
+        == 401
+    )
+    expired = token("d", exp=int(time.time()) - 10)
+    assert client.get("/v1/users/d", headers=expired).status_code == 401
+    assert client.get("/v1/users/d", headers=token("d")).status_code == 200
+    assert client.get("/v1/users/e", headers=token("d")).status_code == 403  # not theirs
+    assert client.get("/v1/stats", headers=token("d")).status_code == 200
+    r = client.post("/v1/users/d/awards", json=award, headers=token("d"))
+    assert r.status_code == 403  # comment is not open to self-awards
+    r = client.post("/v1/users/d/awards", json={"activity_type": "daily_login"}, headers=token("d"))
+    assert r.status_code == 201
+    r = client.post("/v1/users/e/awards", json={"activity_type": "daily_login"}, headers=token("d"))
+    assert r.status_code == 403
+    batch = {
+        "awards": [
+            {"user_id": "d", "activity_type": "daily_login"},
+            {"user_id": "e", "activity_type": "daily_login"},
+        ]
+    }
+    results = client.post("/v1/awards/batch", json=batch, headers=token("d")).json()["results"]
+    assert results[0]["result"] and results[1]["error"]["code"] == "forbidden"
+    assert client.post("/v1/awards/batch", json=batch, headers=READER).status_code == 403
+
+
+def test_bad_api_keys_setting_fails_at_start(api_engine: ScoringEngine) -> None:
+    from engine.errors import ConfigError
+
+    for bad in ["svc:short:award", "svc:0123456789abcdef01:fly", "justaname"]:
+        with pytest.raises(ConfigError, match="SCORING_API_KEYS"):
+            create_app(api_engine, Settings(SCORING_API_KEYS=bad))
+
+
+# -- users, activities, leaderboards, stats -------------------------------------------------
+
+
+def test_profile(client: TestClient) -> None:
+    r = client.put(
+        "/v1/users/kiri/profile",
+        headers=token("kiri"),
+        json={"username": "kiri", "display_name": "Kiri", "time_zone": "Pacific/Auckland"},
+    )
+    assert r.status_code == 200 and r.json()["time_zone"] == "Pacific/Auckland"
+    r = client.put("/v1/users/kiri/profile", headers=AWARDER, json={"display_name": None})
+    assert r.json()["display_name"] is None and r.json()["username"] == "kiri"
+    bad = client.put("/v1/users/kiri/profile", headers=AWARDER, json={"time_zone": "Mars/Base"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "unknown_time_zone"
+    assert client.put("/v1/users/kiri/profile", headers=token("other"), json={}).status_code == 403
+
+
+def test_activities_paging(client: TestClient, api_engine: ScoringEngine, clock) -> None:  # noqa: ANN001
+    for i in range(7):
+        clock.advance(seconds=1)
+        client.post(
+            "/v1/users/pat/awards",
+            headers=AWARDER,
+            json={"activity_type": "comment" if i % 2 else "reaction", "description": f"a{i}"},
+        )
+    drain(api_engine)
+    page = client.get("/v1/users/pat/activities?limit=3", headers=READER).json()
+    assert [a["description"] for a in page["activities"]] == ["a6", "a5", "a4"]
+    page2 = client.get(
+        f"/v1/users/pat/activities?limit=3&cursor={page['next_cursor']}", headers=READER
+    ).json()
+    assert [a["description"] for a in page2["activities"]] == ["a3", "a2", "a1"]
+    only = client.get("/v1/users/pat/activities?activity_type=comment", headers=token("pat")).json()
+    assert [a["description"] for a in only["activities"]] == ["a5", "a3", "a1"]
+    assert only["next_cursor"] is None
+
+
+def test_leaderboards(client: TestClient) -> None:
+    for user, points in [("l1", 50), ("l2", 50), ("l3", 30), ("l4", 10), ("l5", 5)]:
+        client.post(
+            f"/v1/users/{user}/awards",
+            headers=AWARDER,
+            json={"activity_type": "special_event", "amount": points},
+        )
+    top = client.get("/v1/leaderboards/all_time?limit=3", headers=READER).json()
+    assert [(e["rank"], e["user_id"]) for e in top["entries"]] == [(1, "l1"), (1, "l2"), (3, "l3")]
+    assert top["total_users"] == 5
+    page = client.get("/v1/leaderboards/all_time?limit=2&offset=3", headers=READER).json()
+    assert [e["user_id"] for e in page["entries"]] == ["l4", "l5"]
+    around = client.get("/v1/leaderboards/day?around=l5&limit=3", headers=READER).json()
+    assert [e["user_id"] for e in around["entries"]] == ["l3", "l4", "l5"]
+    typed = client.get("/v1/leaderboards/type:special_event", headers=READER).json()
+    assert typed["entries"][0]["score"] == 50
+    week = client.get("/v1/leaderboards/week?period=2026-W48", headers=READER).json()
+    assert week["total_users"] == 5
+    me = client.get("/v1/leaderboards/all_time/users/l3", headers=READER).json()
+    assert (me["rank"], me["score"], me["points_to_next_rank"], me["percentile"]) == (
+        3,
+        30,
+        20,
+        60.0,
+    )
+    assert client.get("/v1/leaderboards/all_time/users/nobody", headers=READER).status_code == 404
+    assert client.get("/v1/leaderboards/yearly", headers=READER).status_code == 404
+    assert client.get("/v1/leaderboards/day?period=2026-02-30", headers=READER).status_code == 404
+    assert client.get("/v1/leaderboards/all_time", headers=AWARDER).status_code == 200
+
+
+def test_stats(client: TestClient, api_engine: ScoringEngine) -> None:
+    client.post(
+        "/v1/users/s1/awards",
+        headers=AWARDER,
+        json={"activity_type": "special_event", "amount": 600},
+    )
+    client.post("/v1/users/s2/awards", headers=AWARDER, json={"activity_type": "comment"})
+    drain(api_engine)
+    stats = client.get("/v1/stats", headers=READER).json()
+    assert stats["points_awarded_today"] == 605
+    assert stats["tier_distribution"]["blaze"] == 1 and stats["tier_distribution"]["ember"] == 1
+    assert stats["most_active_users"][0] == {"user_id": "s1", "points": 600}
+
+
+# -- the seed's endpoints ---------------------------------------------------------------------
+
+
+def test_seed_endpoints(client: TestClient, api_engine: ScoringEngine) -> None:
+    api_engine.set_profile("123", username="alice")
+    r = client.post(
+        "/api/v1/me/thrive-circle/award-points/",
+        headers={**AWARDER, "X-User-Id": "123"},
+        json={"amount": 50, "activity_type": "comment", "description": "Posted helpful comment"},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert set(body) == {"user", "point_activity", "tier_upgraded", "old_tier", "new_tier"}
+    assert set(body["user"]) == {
+        "id",
+        "username",
+        "total_points",
+        "tier",
+        "tier_display",
+        "level",
+        "points_to_next_tier",
+        "points_to_next_level",
+    }
+    assert set(body["point_activity"]) == {
+        "id",
+        "amount",
+        "activity_type",
+        "description",
+        "created_at",
+    }
+    assert body["user"]["username"] == "alice" and body["user"]["points_to_next_tier"] == 200
+    assert body["tier_upgraded"] is False and body["old_tier"] is None
+    drain(api_engine)
+    status = client.get("/api/v1/me/thrive-circle/my-status/", headers=token("123")).json()
+    assert status["user"]["total_points"] == 50 and len(status["recent_activities"]) == 1
+    board = client.get("/api/v1/me/thrive-circle/", headers=token("123")).json()
+    assert board["entries"][0]["user_id"] == "123"
+    missing = client.get("/api/v1/me/thrive-circle/my-status/", headers=READER)
+    assert missing.status_code == 401  # a key must say which user is "me"
+    denied = client.post(
+        "/api/v1/me/thrive-circle/award-points/",
+        headers=token("123"),
+        json={"amount": 50, "activity_type": "comment"},
+    )
+    assert denied.status_code == 403
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+def test_health_ready_metrics_docs(client: TestClient, api_engine: ScoringEngine) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "sql": "ok"}
+    client.post("/v1/users/m/awards", headers=AWARDER, json={"activity_type": "comment"})
+    client.post("/v1/users/m/awards", headers=AWARDER, json={"activity_type": "x"})
+    text = client.get("/metrics").text
+    assert 'scoring_awards_total{outcome="applied"} 1.0' in text
+    assert 'scoring_errors_total{code="unknown_activity_type"} 1.0' in text
+    assert 'scoring_outbox_backlog{shard="0"} 1.0' in text
+    assert (
+        'scoring_request_seconds_count{method="POST",route="/v1/users/{user_id}/awards"} 2.0'
+        in text
+    )
+    assert client.get("/openapi.json").json()["info"]["title"] == "Scoring engine"
+    assert client.get("/docs").status_code == 200
+
+
+def test_readyz_when_redis_is_down(api_engine: ScoringEngine, sqlite_store: SqlStore) -> None:
+    down = ScoringEngine(redis.Redis(port=1, socket_connect_timeout=0.2), store=sqlite_store)
+    app_client = TestClient(create_app(down, Settings(SCORING_API_KEYS=f"svc:{AWARD_KEY}:award")))
+    r = app_client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["redis"].startswith("down")
+    r = app_client.post("/v1/users/a/awards", headers=AWARDER, json={"activity_type": "comment"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "redis_unavailable"
