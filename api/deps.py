@@ -11,11 +11,13 @@ from engine.service import ScoringEngine
 from .auth import Principal
 
 
-def get_engine(request: Request) -> ScoringEngine:
+# async: they do no I/O, and FastAPI runs a plain-def dependency in its thread pool (a hop per
+# dependency per request)
+async def get_engine(request: Request) -> ScoringEngine:
     return request.app.state.engine
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     x_api_key: Annotated[str | None, Header(description="a server API key")] = None,
     authorization: Annotated[str | None, Header(description="Bearer <user token>")] = None,

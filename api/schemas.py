@@ -232,3 +232,44 @@ class StatsOut(BaseModel):
     points_awarded_today: int
     tier_distribution: dict[str, int]
     most_active_users: list[dict[str, Any]]
+
+
+# -- fast rendering -----------------------------------------------------------------------
+# The hot endpoints return these JSON-ready dicts in a JSONResponse, skipping a second pydantic
+# validation of their own output; the models above document the same shapes in the OpenAPI
+# document, and a test checks that the two agree.
+
+
+def user_json(u: UserState) -> dict[str, Any]:
+    return {
+        "id": u.user_id, "username": u.username, "display_name": u.display_name,
+        "time_zone": u.time_zone, "total_points": u.total_points, "tier": u.tier,
+        "tier_display": u.tier_display, "level": u.level,
+        "points_to_next_tier": u.points_to_next_tier,
+        "points_to_next_level": u.points_to_next_level,
+        "current_streak_days": u.current_streak_days,
+        "longest_streak_days": u.longest_streak_days,
+        "last_activity_date": u.last_activity_date.isoformat() if u.last_activity_date else None,
+        "streak_active": u.streak_active,
+        "lifetime_quizzes_completed": u.lifetime_quizzes_completed,
+        "lifetime_projects_created": u.lifetime_projects_created,
+        "lifetime_comments_posted": u.lifetime_comments_posted,
+        "activity_counts": u.activity_counts, "points_by_type": u.points_by_type,
+    }  # fmt: skip
+
+
+def activity_json(a: Activity) -> dict[str, Any]:
+    return {
+        "id": a.id, "user_id": a.user_id, "amount": a.amount, "activity_type": a.activity_type,
+        "description": a.description, "tier_at_time": a.tier_at_time,
+        "created_at": a.created_at.isoformat().replace("+00:00", "Z"),
+    }  # fmt: skip
+
+
+def award_json(r: AwardResult) -> dict[str, Any]:
+    return {
+        "user": user_json(r.user), "point_activity": activity_json(r.activity),
+        "tier_upgraded": r.tier_upgraded, "old_tier": r.old_tier, "new_tier": r.new_tier,
+        "level_upgraded": r.level_upgraded, "old_level": r.old_level, "new_level": r.new_level,
+        "replayed": r.replayed,
+    }  # fmt: skip

@@ -384,3 +384,21 @@ def test_readyz_when_redis_is_down(api_engine: ScoringEngine, sqlite_store: SqlS
     assert r.status_code == 503 and r.json()["checks"]["redis"].startswith("down")
     r = app_client.post("/v1/users/a/awards", headers=AWARDER, json={"activity_type": "comment"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "redis_unavailable"
+
+
+def test_fast_rendering_matches_the_documented_models(client: TestClient, api_engine) -> None:  # noqa: ANN001
+    from api.schemas import AwardOut, BatchOut, ErrorBody
+
+    api_engine.set_profile("fr", username="fr", time_zone="Asia/Tokyo")
+    r = client.post("/v1/users/fr/awards", headers=AWARDER, json={"activity_type": "comment"})
+    assert AwardOut.model_validate(r.json()).model_dump(mode="json") == r.json()
+    batch = {"awards": [{"user_id": "fr", "activity_type": "comment"},
+                        {"user_id": "fr", "activity_type": "bad"}]}  # fmt: skip
+    body = client.post("/v1/awards/batch", headers=AWARDER, json=batch).json()
+    BatchOut.model_validate(body)
+    done, refused = body["results"]
+    assert AwardOut.model_validate(done["result"]).model_dump(mode="json") == done["result"]
+    assert done["error"] is None and refused["result"] is None
+    assert (
+        ErrorBody.model_validate(refused["error"]).model_dump(exclude_none=True) == refused["error"]
+    )

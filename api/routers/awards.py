@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
 
 from engine.errors import ScoringError
 from engine.service import AwardRequest
 
 from ..deps import Caller, Engine, may_award
-from ..schemas import AwardIn, AwardOut, BatchIn, BatchOut, BatchResultOut, ErrorBody, ErrorOut
+from ..schemas import AwardIn, AwardOut, BatchIn, BatchOut, ErrorOut, award_json
 
 router = APIRouter(prefix="/v1", tags=["awards"])
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut},
@@ -28,22 +29,20 @@ def award(
     user_id: str,
     body: AwardIn,
     request: Request,
-    response: Response,
     engine: Engine,
     caller: Caller,
     idempotency_key: Annotated[
         str | None, Header(description="a replay returns the first response, changes nothing")
     ] = None,
-) -> AwardOut:
+) -> JSONResponse:
     may_award(request, caller, user_id, body.activity_type)
     result = engine.award(
         user_id, body.activity_type, amount=body.amount, description=body.description,
         idempotency_key=idempotency_key, occurred_at=body.occurred_at,
     )  # fmt: skip
     request.app.state.metrics.awards.labels("replayed" if result.replayed else "applied").inc()
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return AwardOut.of(result)
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return JSONResponse(award_json(result), status_code=201, headers=headers)
 
 
 @router.post(
@@ -52,7 +51,7 @@ def award(
     responses=ERRORS,
     summary="Award up to 1,000 awards; each succeeds or fails on its own",
 )
-def batch(body: BatchIn, request: Request, engine: Engine, caller: Caller) -> BatchOut:
+def batch(body: BatchIn, request: Request, engine: Engine, caller: Caller) -> JSONResponse:
     items: list[AwardRequest] = []
     denied: dict[int, ScoringError] = {}
     for i, a in enumerate(body.awards):
@@ -67,16 +66,19 @@ def batch(body: BatchIn, request: Request, engine: Engine, caller: Caller) -> Ba
     allowed = [i for i in range(len(items)) if i not in denied]
     outcomes = dict(zip(allowed, engine.award_many([items[i] for i in allowed]), strict=True))
     outcomes.update(denied)
-    results = []
-    counter = request.app.state.metrics.awards
+    results: list[dict[str, Any]] = []
+    tally = {"applied": 0, "replayed": 0, "refused": 0}
     for i in range(len(items)):
         out = outcomes[i]
         if isinstance(out, ScoringError):
-            counter.labels("refused").inc()
-            body_ = ErrorBody(code=out.code, message=out.message, field=out.field)
-            results.append(BatchResultOut(index=i, error=body_))
+            tally["refused"] += 1
+            results.append({"index": i, "result": None, "error": out.to_dict()})
         else:
-            counter.labels("replayed" if out.replayed else "applied").inc()
-            results.append(BatchResultOut(index=i, result=AwardOut.of(out)))
-    refused = sum(1 for r in results if r.error is not None)
-    return BatchOut(applied=len(results) - refused, refused=refused, results=results)
+            tally["replayed" if out.replayed else "applied"] += 1
+            results.append({"index": i, "result": award_json(out), "error": None})
+    counter = request.app.state.metrics.awards
+    for outcome, n in tally.items():
+        if n:
+            counter.labels(outcome).inc(n)
+    refused = tally["refused"]
+    return JSONResponse({"applied": len(results) - refused, "refused": refused, "results": results})
