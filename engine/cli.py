@@ -31,7 +31,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from workers.jobs import context
 
     engine, drainer = context()
-    engine.store.upgrade()
+    engine.store.upgrade()  # a demo sets itself up, on any database
     where = settings.redis_url or f"embedded Redis under {settings.data_dir.resolve()}"
     print(
         f"scoring engine on {where}, {settings.shards} shard(s); SQL: {_safe(engine.store.url)}\n"
@@ -77,6 +77,13 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_schema(settings: Settings) -> None:
+    """On the embedded default (SQLite, no DATABASE_URL) keep the schema migrated by itself;
+    a configured database is migrated by the operator with ``scoring db upgrade``."""
+    if not settings.database_url:
+        SqlStore.from_settings(settings).upgrade()
+
+
 def _drain_all(settings: Settings) -> int:
     """Drain every shard's outbox now; return the number of entries still not in SQL."""
     from workers.jobs import context
@@ -97,6 +104,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from workers.jobs import context, sweep
 
+    _default_schema(settings)
     context()  # fail fast on bad settings or an unreachable Redis
     conn = redis.Redis.from_url(settings.rq_redis_url or state_redis_url(settings))
     queue = Queue(settings.queue_name, connection=conn)
@@ -157,6 +165,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    _default_schema(settings)
     create_app(settings=settings)  # fail here, not in a worker, on bad settings
     uvicorn.run(
         "api.app:create_app",
