@@ -41,7 +41,7 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     app.state.self_award_types = frozenset(
         t.strip() for t in settings.self_award_types.split(",") if t.strip()
     )
-    app.state.metrics = Metrics(app.state.engine)
+    app.state.metrics = Metrics(app.state)
     errors.install(app)
     app.add_middleware(_Guard)
     for router in (health.router, awards.router, users.router, leaderboards.router,

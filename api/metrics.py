@@ -13,7 +13,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Metrics:
     """A registry per app, so that several apps (tests) never share counters."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, state: Any) -> None:
+        """``state``: the app's state; its ``engine`` is read when Prometheus scrapes."""
         self.registry = CollectorRegistry()
         self.awards = Counter(
             "scoring_awards", "Awards by outcome", ["outcome"], registry=self.registry
@@ -28,7 +29,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_Backlog(engine))
+        self.registry.register(_Backlog(state))
 
     def error(self, code: str) -> None:
         self.errors.labels(code).inc()
@@ -40,8 +41,8 @@ class Metrics:
 class _Backlog:
     """Outbox entries not yet in SQL, per shard, read when Prometheus scrapes."""
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
+    def __init__(self, state: Any) -> None:
+        self.state = state
 
     def collect(self) -> Any:
         from workers.drain import Drainer
@@ -49,7 +50,7 @@ class _Backlog:
         gauge = GaugeMetricFamily(
             "scoring_outbox_backlog", "Outbox entries not yet written to SQL", labels=["shard"]
         )
-        engine = self.engine
+        engine = self.state.engine
         drainer = Drainer(engine.redis, engine.store, engine.keys, engine.rules)
         try:
             for shard in range(engine.keys.shards):

@@ -111,15 +111,6 @@ class AwardOut(BaseModel):
     new_level: int | None
     replayed: bool
 
-    @classmethod
-    def of(cls, r: AwardResult) -> AwardOut:
-        return cls(
-            user=UserOut.of(r.user), point_activity=ActivityOut.of(r.activity),
-            tier_upgraded=r.tier_upgraded, old_tier=r.old_tier, new_tier=r.new_tier,
-            level_upgraded=r.level_upgraded, old_level=r.old_level, new_level=r.new_level,
-            replayed=r.replayed,
-        )  # fmt: skip
-
 
 class BatchResultOut(BaseModel):
     """One item's outcome: ``result`` or ``error``."""
@@ -240,36 +231,28 @@ class StatsOut(BaseModel):
 # document, and a test checks that the two agree.
 
 
+# field names read off the models, so the renderers cannot drift from them
+_USER_FIELDS = tuple(f for f in UserOut.model_fields if f != "id")
+_ACTIVITY_FIELDS = tuple(ActivityOut.model_fields)
+_AWARD_FIELDS = tuple(f for f in AwardOut.model_fields if f not in ("user", "point_activity"))
+
+
 def user_json(u: UserState) -> dict[str, Any]:
-    return {
-        "id": u.user_id, "username": u.username, "display_name": u.display_name,
-        "time_zone": u.time_zone, "total_points": u.total_points, "tier": u.tier,
-        "tier_display": u.tier_display, "level": u.level,
-        "points_to_next_tier": u.points_to_next_tier,
-        "points_to_next_level": u.points_to_next_level,
-        "current_streak_days": u.current_streak_days,
-        "longest_streak_days": u.longest_streak_days,
-        "last_activity_date": u.last_activity_date.isoformat() if u.last_activity_date else None,
-        "streak_active": u.streak_active,
-        "lifetime_quizzes_completed": u.lifetime_quizzes_completed,
-        "lifetime_projects_created": u.lifetime_projects_created,
-        "lifetime_comments_posted": u.lifetime_comments_posted,
-        "activity_counts": u.activity_counts, "points_by_type": u.points_by_type,
-    }  # fmt: skip
+    out = {"id": u.user_id, **{f: getattr(u, f) for f in _USER_FIELDS}}
+    day = out["last_activity_date"]
+    out["last_activity_date"] = day.isoformat() if day else None
+    return out
 
 
 def activity_json(a: Activity) -> dict[str, Any]:
-    return {
-        "id": a.id, "user_id": a.user_id, "amount": a.amount, "activity_type": a.activity_type,
-        "description": a.description, "tier_at_time": a.tier_at_time,
-        "created_at": a.created_at.isoformat().replace("+00:00", "Z"),
-    }  # fmt: skip
+    out = {f: getattr(a, f) for f in _ACTIVITY_FIELDS}
+    out["created_at"] = a.created_at.isoformat().replace("+00:00", "Z")
+    return out
 
 
 def award_json(r: AwardResult) -> dict[str, Any]:
     return {
-        "user": user_json(r.user), "point_activity": activity_json(r.activity),
-        "tier_upgraded": r.tier_upgraded, "old_tier": r.old_tier, "new_tier": r.new_tier,
-        "level_upgraded": r.level_upgraded, "old_level": r.old_level, "new_level": r.new_level,
-        "replayed": r.replayed,
-    }  # fmt: skip
+        "user": user_json(r.user),
+        "point_activity": activity_json(r.activity),
+        **{f: getattr(r, f) for f in _AWARD_FIELDS},
+    }

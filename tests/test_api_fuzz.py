@@ -3,6 +3,7 @@ malformed): no request gets a 5xx, and every error body is the API's error JSON.
 
 from __future__ import annotations
 
+import fakeredis
 import pytest
 import redis
 import schemathesis
@@ -12,36 +13,34 @@ from api.app import create_app
 from engine import ScoringEngine
 from engine.settings import Settings
 from engine.store import SqlStore
+from engine.testing import fake_engine
 
 KEY = "fuzz-admin-key-0123456789abcdef"
 
-
-def _app():  # noqa: ANN202
-    from tests.conftest import LOCAL_URL, _pick_url  # the same Redis choice as the suite
-
-    url = _pick_url()
-    client = redis.Redis.from_url(url, decode_responses=True)
-    if client.dbsize() and not client.exists("scoring-tests:marker"):
-        pytest.skip(f"{url or LOCAL_URL} holds data these tests did not write")
-    client.set("scoring-tests:marker", "1")
-    import tempfile
-
-    store = SqlStore(f"sqlite:///{tempfile.mkdtemp(prefix='scoring-fuzz-')}/fuzz.db")
-    store.upgrade()
-    engine = ScoringEngine(client, store=store)
-    engine.award("fuzz-user", "comment")  # something to find
-    settings = Settings(
+# The document is read at collection, from an app over fakeredis (no I/O); the requests go to
+# the same app once the fixture below has put a real-Redis engine behind it.
+APP = create_app(
+    fake_engine(),
+    Settings(
         SCORING_API_KEYS=f"ops:{KEY}:admin", SCORING_JWT_SECRET="fuzz-secret-0123456789abcdefghijkl"
-    )
-    return create_app(engine, settings)
+    ),
+)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
+@pytest.fixture(autouse=True)
+def real_engine_behind_the_app(real_redis: redis.Redis, tmp_path) -> None:  # noqa: ANN001
+    store = SqlStore(f"sqlite:///{tmp_path / 'fuzz.db'}")
+    store.upgrade()
+    engine = ScoringEngine(real_redis, store=store)
+    engine.award("fuzz-user", "comment")  # something to find
+    APP.state.engine = engine
 
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_5xx(case) -> None:  # noqa: ANN001
+    assert not isinstance(APP.state.engine.redis, fakeredis.FakeRedis)  # the real server
     for headers in ({"X-API-Key": KEY}, {}):
         response = case.call(headers=headers)
         assert response.status_code < 500, (case.method, case.path, response.text[:300])

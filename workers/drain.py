@@ -331,7 +331,7 @@ class Drainer:
         created = datetime.fromtimestamp(int(f["at"]) / 1000, tz=UTC)
         last = day_to_date(last_day)
         batch.activities.append({
-            "id": _uuid(f["id"]), "user_id": user, "amount": int(f["amount"]),
+            "id": uuid.UUID(f["id"]), "user_id": user, "amount": int(f["amount"]),
             "activity_type": f["type"], "description": f["desc"], "tier_at_time": f["tier"],
             "created_at": created, "total_points": total, "level": level,
             "current_streak_days": streak, "longest_streak_days": longest,
@@ -379,7 +379,3 @@ def _entry_error(exc: SQLAlchemyError) -> bool:
 def _next_id(entry_id: str) -> str:
     ms, seq = entry_id.split("-")
     return f"{ms}-{int(seq) + 1}"
-
-
-def _uuid(value: str) -> uuid.UUID:
-    return uuid.UUID(value)

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
+from engine.outbox import FLAG_TTL
 from engine.service import ScoringEngine
 from engine.settings import get_settings
 
@@ -61,8 +62,6 @@ def request_drain(engine: ScoringEngine, drainer: Drainer, shard: int) -> bool:
     """Queue a drain of ``shard`` if it has a backlog and none is queued; True if queued."""
     if drainer.backlog(shard) == 0:
         return False
-    from engine.outbox import FLAG_TTL
-
     if not engine.redis.set(engine.keys.drain_flag(shard), "1", nx=True, ex=FLAG_TTL):
         return False  # a drain job is already queued
     engine.drain_queue.request(shard)
