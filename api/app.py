@@ -7,6 +7,8 @@ do); ``scoring serve`` runs it under uvicorn.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,7 +32,14 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
         keys = parse_api_keys(settings.api_keys)
     except ValueError as exc:
         raise ConfigError(str(exc), field="SCORING_API_KEYS") from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.engine.aclose()  # the asyncio Redis client of this worker's loop
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Scoring engine",
         version="0.1.0",
         description="Points, tiers, levels, streaks and live leaderboards over Redis.",

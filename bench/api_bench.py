@@ -4,12 +4,13 @@
 
 Starts the real server as ``scoring serve`` does (``python -m engine.cli serve --workers 2``) and,
 in a run of its own with the same host, workers and uvicorn settings, a bare FastAPI app
-(``bench.bare_app``: one sync endpoint doing one Redis GET, the framework's ceiling), and loads
+(``bench.bare_app``: one async endpoint doing one Redis GET, the framework's ceiling), and loads
 them with ``wrk`` (one thread; Lua scripts written to a temporary folder). Each measure runs 10 s
 (3 s with ``--quick``) after a 2 s warm-up. Measures, and prints one table (a missed target is
 marked MISS; it never fails):
 
-1. ``GET /bare`` on the bare app, 50 connections: req/s, p50, p99.
+1. ``GET /bare`` on the bare app (async, the ceiling), 50 connections: req/s, p50, p99; and
+   ``GET /bare-sync`` (the same read from a sync endpoint, in the thread pool), for comparison.
 2. ``POST /v1/users/{id}/awards`` with ``{"activity_type":"comment"}``, a random user of 10,000
    per request, 50 connections: req/s (target: at least 80 % of the bare endpoint's), p50, p99
    (target: at most 10 ms), error responses (target: none). Also at 2 connections, where
@@ -140,6 +141,11 @@ wrk.method = "GET"
 wrk.path = "/bare"
 """
 
+LUA_BARE_SYNC = """
+wrk.method = "GET"
+wrk.path = "/bare-sync"
+"""
+
 LUA_BATCH = f"""
 wrk.headers["Content-Type"] = "application/json"
 local reqs = {{}}
@@ -170,6 +176,7 @@ SCRIPTS = {
     "award": LUA_AWARD,
     "leaderboard": LUA_LEADERBOARD,
     "bare": LUA_BARE,
+    "bare_sync": LUA_BARE_SYNC,
     "batch": LUA_BATCH,
 }
 
@@ -416,6 +423,7 @@ def measure_load(
 @dataclass
 class Results:
     bare: Load
+    bare_sync: Load
     award: Load
     award_low: Load
     leaderboard: Load
@@ -491,8 +499,9 @@ def measure(seconds: float) -> Results:
                  "--port", str(port), "--no-access-log", *common],
                 env, port, tmp / "bare.log",
             )  # fmt: skip
-            loads = [("GET /bare", "bare", CONNECTIONS)]
-            (bare,) = serve_and_measure(bare_server, loads, scripts, seconds, r, rpid)
+            loads = [("GET /bare", "bare", CONNECTIONS),
+                     ("GET /bare-sync", "bare_sync", CONNECTIONS)]  # fmt: skip
+            bare, bare_sync = serve_and_measure(bare_server, loads, scripts, seconds, r, rpid)
 
             fresh_db(r)
             log("scoring db upgrade (SQLite in a temporary folder)")
@@ -513,7 +522,7 @@ def measure(seconds: float) -> Results:
                 api_loads = serve_and_measure(api, API_LOADS, scripts, seconds, r, rpid)
         finally:
             fresh_db(r)
-    return Results(bare, *api_loads)
+    return Results(bare, bare_sync, *api_loads)
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -581,6 +590,12 @@ def rows_for(res: Results) -> list[Row]:
             error_row("bare", bare),
             cpu_row("bare", bare),
         ]
+    sync = res.bare_sync
+    label = f"GET /bare-sync (sync def, thread pool), {CONNECTIONS} conn"
+    if sync.failed:
+        rows += failed_rows(label, sync)
+    else:
+        rows.append(Row(label, f"{sync.rate:,.0f} req/s, p50 / p99 {latency(sync)}"))
 
     label = f"POST /v1/users/{{id}}/awards, {CONNECTIONS} conn"
     if award.failed:
@@ -594,6 +609,8 @@ def rows_for(res: Results) -> list[Row]:
                 verdict(award.rate >= need) if need else "n/a"),
             Row("  award / bare req/s", f"{ratio:.0%}" if ratio else "n/a",
                 f">= {AWARD_VS_BARE:.0%}", verdict(ratio >= AWARD_VS_BARE) if ratio else "n/a"),
+            Row("  award / bare-sync req/s",
+                f"{award.rate / sync.rate:.0%}" if not sync.failed else "n/a"),
             Row("  award p50", ms(award.p50_ms)),
             Row("  award p99", ms(award.p99_ms), f"<= {AWARD_P99_MS:g} ms",
                 verdict(award.p99_ms <= AWARD_P99_MS)),
@@ -643,6 +660,7 @@ def rows_for(res: Results) -> list[Row]:
 def skipped_rows() -> list[Row]:
     return [
         Row(f"GET /bare (1 Redis GET), {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
+        Row(f"GET /bare-sync (sync def, thread pool), {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row(f"POST /v1/users/{{id}}/awards, {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row(f"POST /v1/users/{{id}}/awards, {LOW_CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row(f"GET /v1/leaderboards/all_time?limit=10, {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),

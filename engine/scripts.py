@@ -4,11 +4,11 @@ Each script may pull in shared pieces with a line ``--- @include "name"`` (from
 ``lua/includes/name.lua``, each at most once), so one flattened source is what runs. A line
 ``--- @define NAME`` becomes ``local NAME = <value>`` with a value the engine supplies (the rule
 tables), so rules reach the script without costing arguments on every call; each set of values
-is a script of its own, with its own SHA1. The number
-of keys a script takes is read from its header (the highest ``KEYS[n]`` it documents) and checked
-on every call. Calls go through :class:`redis.commands.core.Script` (EVALSHA with a NOSCRIPT
-fallback); :func:`stream_calls` and :func:`run_calls` run batches pipelined and re-run the
-calls a flushed script cache refused.
+is a script of its own, with its own SHA1. The number of keys a script takes is read from its
+header (the highest ``KEYS[n]`` it documents) and checked on every call. Calls go through
+:class:`redis.commands.core.Script` (EVALSHA with a NOSCRIPT fallback), or
+:meth:`LuaScript.acall` on an asyncio client; :func:`stream_calls` and :func:`run_calls` run
+batches pipelined and re-run the calls a flushed script cache refused.
 """
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ class LuaScript:
         """Run now (EVALSHA, loading the script if the server lacks it)."""
         self._check(keys)
         return self._script(keys=keys, args=args, client=client)
+
+    async def acall(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run now on an asyncio client (``redis.asyncio``): EVALSHA, and if the server's script
+        cache lacks the script, EVAL with the full source (which also caches it again)."""
+        self._check(keys)
+        try:
+            return await client.evalsha(self.sha, self.numkeys, *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, self.numkeys, *keys, *args)
 
     def command(
         self, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -91,6 +93,10 @@ class ScoringEngine:
             drain flag (see :mod:`engine.outbox`); None leaves draining to the periodic sweep
             and ``scoring worker --burst``.
         store: the SQL audit trail, for the queries over it (recent activities, stats).
+        async_client: makes an asyncio client (``redis.asyncio``) of the same Redis, for
+            :meth:`award_async`; called once per event loop (a client belongs to the loop that
+            made it). :meth:`from_url` supplies one; without it :meth:`award_async` runs
+            :meth:`award` in a worker thread.
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class ScoringEngine:
         clock: Callable[[], datetime] | None = None,
         drain_queue: DrainQueue | None = None,
         store: SqlStore | None = None,
+        async_client: Callable[[], Any] | None = None,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be >= 1")
@@ -116,12 +123,21 @@ class ScoringEngine:
         self._tz: dict[str, str] = {}  # users whose zone is not UTC, as last seen
         self._tz_lock = threading.Lock()
         self._window_cache: dict[date, list[WindowBoard]] = {}
+        self._async_factory = async_client
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
     def from_url(cls, redis_url: str, **kwargs: Any) -> ScoringEngine:
         """An engine over the Redis at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        from redis import asyncio as aioredis
+
+        kwargs.setdefault(
+            "async_client", lambda: aioredis.Redis.from_url(redis_url, decode_responses=True)
+        )
         return cls(redis.Redis.from_url(redis_url, decode_responses=True), **kwargs)
 
     @classmethod
@@ -180,8 +196,57 @@ class ScoringEngine:
             reply = self._award(self.redis, p.keys, p.args)
             result = self._finish(p, reply)
             if result is not None:
+                if _raised_flag(reply) and self.drain_queue is not None:
+                    self.drain_queue.request(p.shard)
                 return result
         raise ScriptError("the user's time zone kept changing during the award")
+
+    async def award_async(
+        self,
+        user_id: str,
+        activity_type: str,
+        *,
+        amount: int | None = None,
+        description: str = "",
+        idempotency_key: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> AwardResult:
+        """:meth:`award` for asyncio code (the HTTP API): the same script call, awaited on an
+        asyncio Redis client, so no thread is held while Redis works. Same arguments, result
+        and errors. Without an ``async_client`` factory, runs :meth:`award` in a worker thread.
+        """
+        client = self._async_redis()
+        if client is None:
+            return await asyncio.to_thread(
+                self.award, user_id, activity_type, amount=amount, description=description,
+                idempotency_key=idempotency_key, occurred_at=occurred_at,
+            )  # fmt: skip
+        p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
+        for _ in range(3):
+            reply = await self._award.acall(client, p.keys, p.args)
+            result = self._finish(p, reply)
+            if result is not None:
+                if _raised_flag(reply) and self.drain_queue is not None:
+                    # rare (once per drain cycle and shard): RQ's enqueue is blocking I/O
+                    await asyncio.to_thread(self.drain_queue.request, p.shard)
+                return result
+        raise ScriptError("the user's time zone kept changing during the award")
+
+    def _async_redis(self) -> Any:
+        """This event loop's asyncio client (made on first use), or None without a factory."""
+        if self._async_factory is None:
+            return None
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_clients[loop] = self._async_factory()
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running event loop's asyncio client, if one was made."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def award_many(
         self, items: Iterable[AwardRequest | Mapping[str, Any]]
@@ -222,8 +287,10 @@ class ScoringEngine:
                     result = exc
                 if result is None:
                     retry.append((i, p))  # the user's time zone was not the one assumed
-                else:
-                    results[i] = result
+                    continue
+                results[i] = result
+                if _raised_flag(reply) and self.drain_queue is not None:
+                    self.drain_queue.request(p.shard)
             if reload:
                 self._award.load(self.redis)
                 reload = False
@@ -292,8 +359,6 @@ class ScoringEngine:
         (fingerprint, created_ms, total, streak, longest, last_day, version, count, points,
          quizzes, projects, comments, username, display_name) = reply[1].split("\x1f")  # fmt: skip
         replayed = code is ScriptCode.DUPLICATE
-        if not replayed and reply[2] == 1 and self.drain_queue is not None:
-            self.drain_queue.request(p.shard)
         if replayed and fingerprint != p.fingerprint:
             raise IdempotencyConflict(
                 "this idempotency key was already used for a different award",
@@ -460,6 +525,12 @@ class ScoringEngine:
             if len(self._tz) >= _TZ_CACHE_SIZE:
                 self._tz.clear()
             self._tz[uid] = tz
+
+
+def _raised_flag(reply: list[Any]) -> bool:
+    """Whether an applied award raised its shard's drain flag (its caller then queues the
+    shard's drain job; see :mod:`engine.outbox`)."""
+    return len(reply) > 2 and reply[2] == 1
 
 
 def _fields_of(index: int, item: object) -> tuple[Any, ...]:

@@ -27,5 +27,13 @@ def fake_redis() -> Any:
 
 
 def fake_engine(**kwargs: Any) -> ScoringEngine:
-    """A :class:`ScoringEngine` over a fresh fakeredis server; ``kwargs`` as for the engine."""
-    return ScoringEngine(fake_redis(), **kwargs)
+    """A :class:`ScoringEngine` over a fresh fakeredis server; ``kwargs`` as for the engine.
+    Its ``award_async`` uses an asyncio fakeredis client of the same server."""
+    import fakeredis
+
+    client = fake_redis()
+    server = client.connection_pool.connection_kwargs["server"]
+    kwargs.setdefault(
+        "async_client", lambda: fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+    )
+    return ScoringEngine(client, **kwargs)

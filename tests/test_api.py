@@ -8,6 +8,8 @@ import jwt
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from api.app import create_app
 from engine import ScoringEngine
@@ -36,8 +38,11 @@ def sqlite_store(tmp_path) -> SqlStore:  # noqa: ANN001
 
 
 @pytest.fixture
-def api_engine(real_redis: redis.Redis, clock, sqlite_store: SqlStore) -> ScoringEngine:  # noqa: ANN001
-    return ScoringEngine(real_redis, clock=clock, store=sqlite_store)
+def api_engine(
+    real_redis: redis.Redis, redis_url: str, clock, sqlite_store: SqlStore
+) -> ScoringEngine:  # noqa: ANN001
+    # from_url, as the server builds it: awards take the asyncio client path
+    return ScoringEngine.from_url(redis_url, clock=clock, store=sqlite_store)
 
 
 @pytest.fixture
@@ -377,13 +382,19 @@ def test_health_ready_metrics_docs(client: TestClient, api_engine: ScoringEngine
     assert client.get("/docs").status_code == 200
 
 
-def test_readyz_when_redis_is_down(api_engine: ScoringEngine, sqlite_store: SqlStore) -> None:
-    down = ScoringEngine(redis.Redis(port=1, socket_connect_timeout=0.2), store=sqlite_store)
+@pytest.mark.parametrize("build", ["client", "url"])
+def test_readyz_when_redis_is_down(build: str, sqlite_store: SqlStore) -> None:
+    if build == "client":  # awards run in a thread
+        down = ScoringEngine(redis.Redis(port=1, retry=Retry(NoBackoff(), 0)), store=sqlite_store)
+    else:  # as the server builds it: awards on the asyncio client
+        down = ScoringEngine.from_url("redis://127.0.0.1:1/0", store=sqlite_store)
     app_client = TestClient(create_app(down, Settings(SCORING_API_KEYS=f"svc:{AWARD_KEY}:award")))
     r = app_client.get("/readyz")
     assert r.status_code == 503 and r.json()["checks"]["redis"].startswith("down")
-    r = app_client.post("/v1/users/a/awards", headers=AWARDER, json={"activity_type": "comment"})
-    assert r.status_code == 503 and r.json()["error"]["code"] == "redis_unavailable"
+    for path in ("/v1/users/a/awards", "/api/v1/me/thrive-circle/award-points/"):
+        r = app_client.post(path, headers={**AWARDER, "X-User-Id": "a"},
+                            json={"activity_type": "comment", "amount": 5})  # fmt: skip
+        assert r.status_code == 503 and r.json()["error"]["code"] == "redis_unavailable"
 
 
 def test_fast_rendering_matches_the_documented_models(client: TestClient, api_engine) -> None:  # noqa: ANN001

@@ -274,3 +274,66 @@ def test_status_of_unknown_user(engine: ScoringEngine) -> None:
         0,
     )
     assert state.last_activity_date is None and state.points_to_next_tier == 250
+
+
+# -- award_async: the HTTP API's path (an asyncio Redis client) -----------------------------
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def async_engine(request: pytest.FixtureRequest, clock) -> ScoringEngine:  # noqa: ANN001
+    """An engine whose award_async has an asyncio client: from_url (real Redis) or fake_engine."""
+    if request.param == "redis":
+        request.getfixturevalue("real_redis")  # flushed, marked
+        return ScoringEngine.from_url(request.getfixturevalue("redis_url"), clock=clock)
+    from engine.testing import fake_engine
+
+    return fake_engine(clock=clock)
+
+
+def test_award_async_matches_award(async_engine: ScoringEngine) -> None:
+    import asyncio
+
+    async def run() -> list:
+        try:
+            return [
+                await async_engine.award_async("alice", "quiz_complete", amount=300),
+                await async_engine.award_async("alice", "comment", idempotency_key="k1"),
+                await async_engine.award_async("alice", "comment", idempotency_key="k1"),
+            ]
+        finally:
+            await async_engine.aclose()
+
+    first, second, replay = asyncio.run(run())
+    assert first.tier_upgraded and first.new_tier == "spark" and not first.replayed
+    assert second.user.total_points == 305 and replay.replayed
+    assert replay.activity.id == second.activity.id
+    same = async_engine.award("bob", "quiz_complete", amount=300)
+    assert same.user.total_points == first.user.total_points
+    assert async_engine.status("alice").total_points == 305
+    assert async_engine.redis.xlen(async_engine.keys.outbox(0)) == 3  # two awards + bob's
+
+
+def test_award_async_errors_and_flushed_script_cache(async_engine: ScoringEngine) -> None:
+    import asyncio
+
+    async def run() -> None:
+        try:
+            await async_engine.award_async("alice", "comment", idempotency_key="k")
+            with pytest.raises(IdempotencyConflict):
+                await async_engine.award_async("alice", "comment", amount=3, idempotency_key="k")
+            with pytest.raises(UnknownActivityType):
+                await async_engine.award_async("alice", "nope")
+            async_engine.redis.script_flush()
+            result = await async_engine.award_async("alice", "comment")  # EVAL fallback
+            assert result.user.total_points == 10
+        finally:
+            await async_engine.aclose()
+
+    asyncio.run(run())
+
+
+def test_award_async_without_an_async_client_uses_a_thread(real_engine: ScoringEngine) -> None:
+    import asyncio
+
+    result = asyncio.run(real_engine.award_async("alice", "comment"))
+    assert result.user.total_points == 5 and real_engine.status("alice").total_points == 5

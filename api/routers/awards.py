@@ -25,7 +25,7 @@ ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": Err
     responses=ERRORS,
     summary="Award points to a user",
 )
-def award(
+async def award(
     user_id: str,
     body: AwardIn,
     request: Request,
@@ -36,7 +36,8 @@ def award(
     ] = None,
 ) -> JSONResponse:
     may_award(request, caller, user_id, body.activity_type)
-    result = engine.award(
+    # async, on the engine's asyncio Redis client: no thread-pool hop per award
+    result = await engine.award_async(
         user_id, body.activity_type, amount=body.amount, description=body.description,
         idempotency_key=idempotency_key, occurred_at=body.occurred_at,
     )  # fmt: skip

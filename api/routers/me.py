@@ -45,7 +45,7 @@ def me(caller: Principal, x_user_id: str | None, scope: Scope) -> str:
     responses=ERRORS,
     summary="Award points to me (the seed's award-points)",
 )
-def award_points(
+async def award_points(
     body: SeedAwardIn,
     request: Request,
     engine: Engine,
@@ -54,7 +54,7 @@ def award_points(
 ) -> SeedAwardOut:
     user = me(caller, x_user_id, Scope.AWARD)
     may_award(request, caller, user, body.activity_type)
-    result = engine.award(
+    result = await engine.award_async(
         user, body.activity_type, amount=body.amount, description=body.description
     )
     request.app.state.metrics.awards.labels("applied").inc()
