@@ -26,6 +26,8 @@ STATUS: list[tuple[type[e.ScoringError], int]] = [
     (AuthError, 401),
     (Forbidden, 403),
     (e.NotRanked, 404),
+    (e.NotFound, 404),
+    (e.QuestStateError, 409),
     (e.UnknownBoard, 404),
     (e.IdempotencyConflict, 409),
     (e.ValidationError, 422),

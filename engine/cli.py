@@ -49,10 +49,13 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     for r in results:
         if isinstance(r, ScoringError):
             print(f"refused: {r}")
-        elif r.tier_upgraded:
-            print(
-                f"  {r.user.user_id} reached {r.user.tier_display} ({r.user.total_points} points)"
-            )
+        else:
+            if r.tier_upgraded:
+                print(f"  {r.user.user_id} reached {r.user.tier_display} "
+                      f"({r.user.total_points} points)")  # fmt: skip
+            for reward in r.rewards:
+                print(f"  {r.user.user_id} completed {reward.activity_type} {reward.ref} "
+                      f"(+{reward.points})")  # fmt: skip
     print(f"\n{len(items)} awards in {elapsed * 1000:.1f} ms")
     written = sum(drainer.drain(shard).written for shard in range(engine.keys.shards))
     print(f"audit trail: {written} outbox entries written to SQL, "

@@ -86,6 +86,48 @@ class IdempotencyConflict(ScoringError):
     code = "idempotency_conflict"
 
 
+class NotFound(ScoringError):
+    """The thing asked about does not exist."""
+
+    code = "not_found"
+
+
+class UnknownQuest(NotFound):
+    code = "unknown_quest"
+
+
+class UnknownGoal(NotFound):
+    code = "unknown_goal"
+
+
+class QuestStateError(ScoringError):
+    """The quest cannot do what was asked in its current state; nothing was written."""
+
+    code = "quest_state"
+
+
+class QuestInactive(QuestStateError):
+    code = "quest_inactive"
+
+
+class QuestNotOpen(QuestStateError):
+    """The quest has not begun yet or has ended."""
+
+    code = "quest_not_open"
+
+
+class QuestAlreadyStarted(QuestStateError):
+    code = "quest_already_started"
+
+
+class QuestAlreadyCompleted(QuestStateError):
+    code = "quest_already_completed"
+
+
+class QuestNotStarted(QuestStateError):
+    code = "quest_not_started"
+
+
 class NotRanked(ScoringError):
     """The user has no score on the board asked about."""
 
@@ -104,6 +146,9 @@ class ScriptCode(IntEnum):
     OK = 0
     DUPLICATE = -1
     TZ_MISMATCH = -2
+    QUEST_STARTED = -3
+    QUEST_COMPLETED = -4
+    QUEST_NOT_STARTED = -5
 
 
 def check_code(code: int) -> ScriptCode:

@@ -10,6 +10,9 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:u:<user>``           hash: the user's live state and profile
 ``<p>:<t>:days:<user>``        bitmap: days (in the user's zone) with activity
 ``<p>:<t>:idem:<activity>``    string: an award's result, for de-duplication
+``<p>:<t>:goals:<user>``       hash: the user's weekly goal progress (wk, g:<goal>)
+``<p>:<t>:quests:<user>``      hash: the user's side quests in progress (quest id -> record)
+``<p>:<t>:quests:done:<user>`` hash: the user's completed side quests
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 from binascii import crc32
 from dataclasses import dataclass
+
+from .rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,15 @@ class Keys:
 
     def idempotency(self, shard: int, activity_id: str) -> str:
         return f"{self.tag(shard)}:idem:{activity_id}"
+
+    def goals(self, user_id: str, shard: int | None = None) -> str:
+        return f"{self.tag(self._shard(user_id, shard))}:goals:{user_id}"
+
+    def quests(self, user_id: str, shard: int | None = None) -> str:
+        return f"{self.tag(self._shard(user_id, shard))}:quests:{user_id}"
+
+    def quests_done(self, user_id: str, shard: int | None = None) -> str:
+        return f"{self.tag(self._shard(user_id, shard))}:quests:done:{user_id}"
 
     def outbox(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox"
@@ -94,7 +108,18 @@ class Keys:
             self.user(user_id, shard), self.days(user_id, shard),
             self.idempotency(shard, activity_id), self.outbox(shard), self.board(shard, "all"),
             self.board(shard, f"type:{activity_type}"), *(self.board(shard, w) for w in windows),
-            self.drain_flag(shard),
+            self.drain_flag(shard), self.goals(user_id, shard), self.quests(user_id, shard),
+            self.quests_done(user_id, shard), self.board(shard, f"type:{GOAL_REWARD_TYPE}"),
+            self.board(shard, f"type:{QUEST_REWARD_TYPE}"),
+        ]  # fmt: skip
+
+    def quest(self, user_id: str, shard: int, windows: list[str]) -> list[str]:
+        """The KEYS of ``lua/quest.lua``, in its order; ``windows`` as for :meth:`award`."""
+        return [
+            self.user(user_id, shard), self.quests(user_id, shard),
+            self.quests_done(user_id, shard), self.outbox(shard), self.board(shard, "all"),
+            self.board(shard, f"type:{QUEST_REWARD_TYPE}"),
+            *(self.board(shard, w) for w in windows), self.drain_flag(shard),
         ]  # fmt: skip
 
     def _shard(self, user_id: str, shard: int | None) -> int:

@@ -4,7 +4,8 @@
 the user's state after it. ``user_score`` is a snapshot of each user's state; each half (the
 points state and the profile) carries the per-user version it was written at, and an older
 write never overwrites a newer one. ``weekly_goal``, ``side_quest`` and ``user_side_quest`` are
-the seed's engagement tables.
+the seed's engagement tables. ``leaderboard_period`` and ``leaderboard_archive`` keep the final
+standings of ended day, week and month boards.
 
 The schema is created and changed by the Alembic migrations in ``engine/migrations`` (run
 ``scoring db upgrade``); these classes are the models those migrations must match.
@@ -142,3 +143,29 @@ class UserSideQuest(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (UniqueConstraint("user_id", "side_quest_id", name="uq_user_side_quest"),)
+
+
+class LeaderboardPeriod(Base):
+    """An ended period of a window board whose standings were archived (``day``/``2026-11-24``,
+    ``week``/``2026-W47``, ``month``/``2026-11``)."""
+
+    __tablename__ = "leaderboard_period"
+
+    window: Mapped[str] = mapped_column(String(10), primary_key=True)
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)
+    users: Mapped[int] = mapped_column(Integer)
+    archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LeaderboardArchive(Base):
+    """One user's final standing on an ended period's board (competition ranks)."""
+
+    __tablename__ = "leaderboard_archive"
+
+    window: Mapped[str] = mapped_column(String(10), primary_key=True)
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_leaderboard_archive_rank", "window", "period", "rank"),)

@@ -141,7 +141,9 @@ def rebuild(
         current.n += 1
         current.counts[activity_type] += 1
         current.points[activity_type] += amount
-        current.days.add(local_day(created_at, tz))
+        spec = rules.activity_types.get(activity_type)
+        if spec is None or spec.streak:  # a streak bonus is not a day of activity
+            current.days.add(local_day(created_at, tz))
         for board_id in window_ids(created_at):
             current.windows[board_id] += amount
         report.activities += 1
@@ -194,8 +196,6 @@ def _profile_fields(snapshot: Any) -> dict[str, Any]:
 def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
     rules, keys = engine.rules, engine.keys
     shard = keys.shard_of(u.user_id)
-    current, longest = streaks(u.days)
-    day0, bitmap = day_bitmap(u.days)
     version = u.n
     if snapshot is not None:
         version = max(version, snapshot.state_version, snapshot.profile_version)
@@ -203,17 +203,17 @@ def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
         "total": u.total,
         "tier": rules.tier_for(u.total),
         "level": rules.level_for(u.total),
-        "streak": current,
-        "longest": longest,
-        "last_day": max(u.days),
-        "day0": day0,
         "version": version,
         **{f"n:{t}": n for t, n in u.counts.items()},
         **{f"pts:{t}": p for t, p in u.points.items()},
         **_profile_fields(snapshot),
     }
+    if u.days:  # none when all of the user's awards were of types that are not activity
+        current, longest = streaks(u.days)
+        day0, bitmap = day_bitmap(u.days)
+        fields.update(streak=current, longest=longest, last_day=max(u.days), day0=day0)
+        pipe.set(keys.days(u.user_id, shard), bitmap)
     pipe.hset(keys.user(u.user_id, shard), mapping=fields)
-    pipe.set(keys.days(u.user_id, shard), bitmap)
     pipe.zadd(keys.board(shard, "all"), {u.user_id: -u.total})
     for activity_type, points in u.points.items():
         pipe.zadd(keys.board(shard, f"type:{activity_type}"), {u.user_id: -points})

@@ -126,6 +126,18 @@ class Activity:
 
 
 @dataclass(frozen=True, slots=True)
+class Reward:
+    """A reward an award (or a quest call) gave: a weekly goal's or a side quest's points, as a
+    point activity of its own (``activity_type`` ``weekly_goal`` or ``side_quest``). ``ref`` is
+    the goal id or the quest id."""
+
+    activity_type: str
+    ref: str
+    points: int
+    activity_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class AwardResult:
     """The outcome of one award. ``old_*``/``new_*`` are None unless that value changed.
 
@@ -142,6 +154,82 @@ class AwardResult:
     old_level: int | None
     new_level: int | None
     replayed: bool = False
+    #: goals and quests this award completed; ``user`` already includes their points
+    rewards: tuple[Reward, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GoalProgress:
+    """A user's progress on one weekly goal in the user's current week (Monday to Sunday in
+    the user's time zone)."""
+
+    goal_id: str
+    title: str
+    kind: str
+    activity_type: str | None
+    week_start: date
+    week_end: date
+    current_progress: int
+    target_progress: int
+    is_completed: bool
+    points_reward: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quest:
+    """A side quest of the catalog (SQL ``side_quest``)."""
+
+    id: int
+    title: str
+    description: str
+    quest_type: str
+    difficulty: str
+    points_reward: int
+    is_active: bool
+    activity_type: str
+    target_count: int
+    starts_at: datetime | None
+    ends_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserQuest:
+    """A user's side quest: ``status`` is ``in_progress`` or ``completed``."""
+
+    quest_id: int
+    title: str
+    activity_type: str
+    status: str
+    current_progress: int
+    target_progress: int
+    points_reward: int
+    points_awarded: int
+    started_at: datetime
+    completed_at: datetime | None
+    ends_at: datetime | None
+
+    @classmethod
+    def from_record(cls, quest_id: str, record: str) -> UserQuest:
+        """From the record the quest scripts keep (see ``lua/includes/quest_record.lua``)."""
+        kind, target, progress, reward, ends, started, completed, title = record.split("\x1f")
+        done = completed != ""
+        return cls(
+            quest_id=int(quest_id), title=title, activity_type=kind,
+            status="completed" if done else "in_progress", current_progress=int(progress),
+            target_progress=int(target), points_reward=int(reward),
+            points_awarded=int(reward) if done else 0,
+            started_at=Activity.time_from_ms(int(started)),
+            completed_at=Activity.time_from_ms(int(completed)) if done else None,
+            ends_at=Activity.time_from_ms(int(ends)) if ends != "0" else None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class QuestResult:
+    """The outcome of starting, advancing or completing a user's side quest."""
+
+    quest: UserQuest
+    reward: Reward | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Scoring rules: tiers, levels, activity types, retention.
+"""Scoring rules: tiers, levels, activity types, weekly goals, retention.
 
 The defaults are the seed design's (see DESIGN.md). A TOML rules file (``SCORING_RULES``) can
 override any section; a section given in the file replaces that section's defaults, except
@@ -13,10 +13,11 @@ thresholds this module hands it, so the rules live here and only here.
 from __future__ import annotations
 
 import tomllib
+import uuid
 from bisect import bisect_right
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -62,6 +63,35 @@ DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, int, int]] = {
 }
 
 
+#: Activity types whose awards do not count as a day of activity for the streak (a bonus for a
+#: streak must not extend it).
+DEFAULT_NO_STREAK = frozenset({"streak_bonus"})
+
+#: Goal id: (kind, activity type counted, target, title). Every goal rewards 30 points by default.
+DEFAULT_WEEKLY_GOALS: dict[str, tuple[str, str | None, int, str]] = {
+    "complete_quizzes": ("count", "quiz_complete", 5, "Complete 5 quizzes"),
+    "post_comments": ("count", "comment", 10, "Post 10 comments"),
+    "create_projects": ("count", "project_create", 2, "Create 2 projects"),
+    "earn_points": ("points", None, 1000, "Earn 1000 points"),
+    "active_days": ("active_days", None, 5, "Be active on 5 days"),
+}
+
+#: The activity types of the rewards the engine itself awards.
+GOAL_REWARD_TYPE = "weekly_goal"
+QUEST_REWARD_TYPE = "side_quest"
+STREAK_BONUS_TYPE = "streak_bonus"
+#: Namespace of the ids of rewards (see :func:`reward_id`).
+REWARD_NAMESPACE = uuid.UUID("2b0c6f7e-4f3a-5d8e-9c1b-7a6e5d4c3b2a")
+
+
+def reward_id(key: str) -> str:
+    """The activity id of a reward: uuid5 of its key, which the scripts build as ``goal``, user,
+    goal id and week (or ``quest``, user and quest id) joined by ``:`` (unambiguous: goal ids,
+    weeks and quest ids hold no colon). The same reward
+    always gets the same id, so SQL's primary key would refuse a second copy."""
+    return str(uuid.uuid5(REWARD_NAMESPACE, key))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,6 +102,8 @@ class ActivityType(_Strict):
     display: str = Field(min_length=1, max_length=64)
     points: int = Field(gt=0)
     max_points: int = Field(gt=0)
+    #: whether an award of this type makes its day an active day for the streak
+    streak: bool = True
 
     @model_validator(mode="after")
     def _cap_admits_default(self) -> ActivityType:
@@ -93,6 +125,28 @@ class Levels(_Strict):
             raise ValueError("the first level threshold must be 0")
         if any(b <= a for a, b in zip(t, t[1:])):
             raise ValueError("level thresholds must be strictly increasing")
+        return self
+
+
+class WeeklyGoal(_Strict):
+    """A goal every user has each week (Monday to Sunday in the user's time zone).
+
+    ``kind``: ``count`` (awards of ``activity_type``), ``points`` (points of awards, not counting
+    goal or quest rewards) or ``active_days`` (days with activity). The award that takes the
+    progress to ``target`` also awards ``reward`` points (type ``weekly_goal``), once per user,
+    goal and week.
+    """
+
+    kind: Literal["count", "points", "active_days"]
+    activity_type: TypeName | None = None
+    target: int = Field(gt=0, le=1_000_000_000)
+    reward: int = Field(default=30, gt=0, le=1_000_000)
+    title: str = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _type_only_for_count(self) -> WeeklyGoal:
+        if (self.kind == "count") != (self.activity_type is not None):
+            raise ValueError("activity_type is required for a count goal, and only for one")
         return self
 
 
@@ -122,8 +176,21 @@ class Rules(_Strict):
     tier_display: dict[TypeName, str] = Field(default_factory=dict)
     levels: Levels = Field(default_factory=Levels)
     activity_types: dict[TypeName, ActivityType] = Field(min_length=1)
+    weekly_goals: dict[TypeName, WeeklyGoal] = Field(default_factory=lambda: _default_goals())
     retention: Retention = Field(default_factory=Retention)
     idempotency: Idempotency = Field(default_factory=Idempotency)
+
+    @model_validator(mode="after")
+    def _known_references(self) -> Rules:
+        for name in (GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE):
+            if name not in self.activity_types:
+                raise ValueError(f"activity type {name!r} is required (the engine awards it)")
+        for goal_id, goal in self.weekly_goals.items():
+            if goal.activity_type is not None and goal.activity_type not in self.activity_types:
+                raise ValueError(
+                    f"weekly goal {goal_id!r} counts unknown activity type {goal.activity_type!r}"
+                )
+        return self
 
     @field_validator("tiers")
     @classmethod
@@ -156,11 +223,27 @@ class Rules(_Strict):
     @cached_property
     def script_tables(self) -> dict[str, object]:
         """The rule tables the award script needs, defined as ``RULES`` ahead of its source."""
+        kinds = {"count": 1, "points": 2, "active_days": 3}
         return {
             "tier_names": self.tier_names,
             "tier_at": self.tier_thresholds,
             "level_at": self.levels.thresholds,
             "level_step": self.levels.step_after,
+            "goals": [
+                {
+                    "id": goal_id,
+                    "kind": kinds[g.kind],
+                    "type": g.activity_type or "",
+                    "target": g.target,
+                    "reward": g.reward,
+                    "title": g.title,
+                }
+                for goal_id, g in self.weekly_goals.items()
+            ],  # fmt: skip
+            "goal_type": GOAL_REWARD_TYPE,
+            "quest_type": QUEST_REWARD_TYPE,
+            # awards of these types are rewards: they advance no goal
+            "reward_types": {GOAL_REWARD_TYPE: True, QUEST_REWARD_TYPE: True},
         }
 
     # -- pure functions of total points ---------------------------------------------------
@@ -191,8 +274,20 @@ class Rules(_Strict):
 
 def _default_types() -> dict[str, dict[str, Any]]:
     return {
-        name: {"display": display, "points": points, "max_points": cap}
+        name: {
+            "display": display,
+            "points": points,
+            "max_points": cap,
+            "streak": name not in DEFAULT_NO_STREAK,
+        }  # fmt: skip
         for name, (display, points, cap) in DEFAULT_ACTIVITY_TYPES.items()
+    }
+
+
+def _default_goals() -> dict[str, WeeklyGoal]:
+    return {
+        goal_id: WeeklyGoal(kind=kind, activity_type=activity_type, target=target, title=title)
+        for goal_id, (kind, activity_type, target, title) in DEFAULT_WEEKLY_GOALS.items()
     }
 
 

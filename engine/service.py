@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 
 from . import validation
 from .embedded import state_redis_url
+from .engagement import Engagement
 from .errors import (
     ConfigError,
     IdempotencyConflict,
@@ -39,8 +40,13 @@ from .periods import (
     window_boards,
     zone,
 )
-from .results import Activity, AwardResult, UserState
-from .rules import Rules, load_rules
+from .results import (
+    Activity,
+    AwardResult,
+    Reward,
+    UserState,
+)
+from .rules import Rules, load_rules, reward_id
 from .scripts import scripts, stream_calls
 from .settings import Settings, get_settings
 from .store import SqlStore
@@ -80,7 +86,7 @@ class _Prepared:
     args: list[Any] | None = None
 
 
-class ScoringEngine:
+class ScoringEngine(Engagement):
     """Awards points and answers reads. Thread-safe; share one per process.
 
     Args:
@@ -249,9 +255,10 @@ class ScoringEngine:
             await client.aclose()
 
     def award_many(
-        self, items: Iterable[AwardRequest | Mapping[str, Any]]
+        self, items: Iterable[AwardRequest | Mapping[str, Any]], *, key_ttl: int | None = None
     ) -> list[AwardResult | ScoringError]:
         """Award a batch in one round trip. Each item succeeds or fails on its own.
+        ``key_ttl``: how long the items' idempotency keys are remembered (default: the rules').
 
         Returns:
             One entry per item, in order: its :class:`AwardResult`, or the
@@ -265,7 +272,7 @@ class ScoringEngine:
             # lazily, so that preparing overlaps with Redis running the previous chunk
             for i, item in enumerate(items):
                 try:
-                    yield i, self._prepare(*_fields_of(i, item))
+                    yield i, self._prepare(*_fields_of(i, item), key_ttl=key_ttl)
                 except ScoringError as exc:
                     results[i] = exc
 
@@ -312,8 +319,9 @@ class ScoringEngine:
         description: Any,
         idempotency_key: Any,
         occurred_at: Any,
+        key_ttl: int | None = None,
     ) -> _Prepared:
-        rules = self.rules
+        rules, idem = self.rules, self.rules.idempotency
         uid = validation.user_id(user_id)
         spec = validation.activity_type(rules, activity_type)
         points = validation.amount(spec, amount)
@@ -340,10 +348,10 @@ class ScoringEngine:
         p.args = [
             activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
             local_day(at, tz), tz,
-            rules.idempotency.key_ttl if key is not None else rules.idempotency.auto_ttl,
+            key_ttl or (idem.key_ttl if key is not None else idem.auto_ttl),
             fingerprint,
             *(w.expire_at if w.expire_at > now_s else 0 for w in windows),
-            FLAG_TTL,
+            FLAG_TTL, "1" if spec.streak else "0",
         ]  # fmt: skip
         return p
 
@@ -357,7 +365,8 @@ class ScoringEngine:
             p.args[7] = p.tz
             return None
         (fingerprint, created_ms, total, streak, longest, last_day, version, count, points,
-         quizzes, projects, comments, username, display_name) = reply[1].split("\x1f")  # fmt: skip
+         quizzes, projects, comments, username, display_name,
+         packed) = reply[1].split("\x1f")  # fmt: skip
         replayed = code is ScriptCode.DUPLICATE
         if replayed and fingerprint != p.fingerprint:
             raise IdempotencyConflict(
@@ -374,7 +383,8 @@ class ScoringEngine:
             total=int(total), streak=int(streak), longest=int(longest), last_day=int(last_day),
             counts=counts, points={kind: int(points)}, version=int(version),
         )  # fmt: skip
-        old_total = user.total_points - p.amount
+        rewards = _rewards(packed)
+        old_total = user.total_points - p.amount - sum(r.points for r in rewards)
         old_tier, old_level = rules.tier_for(old_total), rules.level_for(old_total)
         tier_up = old_tier != user.tier
         level_up = old_level != user.level
@@ -397,6 +407,7 @@ class ScoringEngine:
             old_level=old_level if level_up else None,
             new_level=user.level if level_up else None,
             replayed=replayed,
+            rewards=rewards,
         )
 
     # -- users ----------------------------------------------------------------------------
@@ -525,6 +536,17 @@ class ScoringEngine:
             if len(self._tz) >= _TZ_CACHE_SIZE:
                 self._tz.clear()
             self._tz[uid] = tz
+
+
+def _rewards(packed: str) -> tuple[Reward, ...]:
+    """The rewards in an award script's record ("kind\x1eref\x1epoints\x1ekey", "\x1d"-joined)."""
+    if not packed:
+        return ()
+    out = []
+    for item in packed.split("\x1d"):
+        kind, ref, points, key = item.split("\x1e")
+        out.append(Reward(kind, ref, int(points), reward_id(key)))
+    return tuple(out)
 
 
 def _raised_flag(reply: list[Any]) -> bool:

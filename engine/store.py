@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from .models import PointActivity, UserScore
-from .results import Activity
+from .models import (
+    LeaderboardArchive,
+    LeaderboardPeriod,
+    PointActivity,
+    SideQuest,
+    UserScore,
+    UserSideQuest,
+    WeeklyGoal,
+)
+from .results import Activity, LeaderboardEntry, Quest
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _STATE_COLUMNS = ("total_points", "tier", "level", "current_streak_days", "longest_streak_days",
@@ -174,19 +182,26 @@ class SqlStore:
         activities: Sequence[dict[str, Any]],
         states: Sequence[dict[str, Any]],
         profiles: Sequence[dict[str, Any]],
+        *,
+        quests: Sequence[dict[str, Any]] = (),
+        goals: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Write one drained batch in one transaction.
 
         ``activities``: point_activity rows (ids already present are skipped). ``states`` and
         ``profiles``: at most one row per user each, applied only over an older version. Rows
         are upserted in user id order, so concurrent writers lock rows in the same order.
+        ``quests``: user_side_quest rows (a row never goes back: a completed quest stays
+        completed, progress only grows). ``goals``: completed weekly_goal rows.
         """
         states = sorted(states, key=itemgetter("user_id"))
         profiles = sorted(profiles, key=itemgetter("user_id"))
         with self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":
                 _pg_write(connection, activities, states, profiles)
+                self._write_engagement(connection, quests, goals)
                 return
+            self._write_engagement(connection, quests, goals)
             if activities:
                 stmt = self._insert(PointActivity).on_conflict_do_nothing(index_elements=["id"])
                 connection.execute(stmt, list(activities))
@@ -194,6 +209,163 @@ class SqlStore:
                 connection.execute(self._upsert(_STATE_COLUMNS, "state_version"), states)
             if profiles:
                 connection.execute(self._upsert(_PROFILE_COLUMNS, "profile_version"), profiles)
+
+    def _write_engagement(
+        self, connection: Any, quests: Sequence[dict[str, Any]], goals: Sequence[dict[str, Any]]
+    ) -> None:
+        if quests:
+            stmt = self._insert(UserSideQuest)
+            t = UserSideQuest.__table__
+            columns = ("status", "current_progress", "target_progress", "is_completed",
+                       "points_awarded", "completed_at")  # fmt: skip
+            connection.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["user_id", "side_quest_id"],
+                    set_={c: stmt.excluded[c] for c in columns},
+                    where=(t.c.is_completed == False)  # noqa: E712 - SQL, not Python
+                    & (stmt.excluded.is_completed | (stmt.excluded.current_progress
+                                                     >= t.c.current_progress)),
+                ),
+                sorted(quests, key=itemgetter("user_id", "side_quest_id")),
+            )  # fmt: skip
+        if goals:
+            stmt = self._insert(WeeklyGoal)
+            t = WeeklyGoal.__table__
+            connection.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["user_id", "goal_type", "week_start"],
+                    set_={c: stmt.excluded[c] for c in ("current_progress", "target_progress",
+                                                        "is_completed", "points_reward")},
+                ),
+                sorted(goals, key=itemgetter("user_id", "goal_type", "week_start")),
+            )  # fmt: skip
+
+    # -- weekly goals, quests, archives ---------------------------------------------------
+
+    def insert_weekly_goals(self, rows: Sequence[dict[str, Any]], *, chunk: int = 5000) -> int:
+        """Insert weekly_goal rows, skipping (user, goal, week) rows that exist; returns how
+        many were new. Chunked multi-row inserts: safe to run twice, and concurrently."""
+        stmt = self._insert(WeeklyGoal).on_conflict_do_nothing(
+            index_elements=["user_id", "goal_type", "week_start"]
+        )
+        added = 0
+        for i in range(0, len(rows), chunk):
+            with self.engine.begin() as connection:
+                added += connection.execute(stmt, list(rows[i : i + chunk])).rowcount or 0
+        return added
+
+    def weekly_goal_rows(self, week_start: date) -> list[WeeklyGoal]:
+        with self.engine.connect() as connection:
+            t = WeeklyGoal.__table__
+            q = select(t).where(t.c.week_start == week_start).order_by(t.c.user_id, t.c.goal_type)
+            return list(connection.execute(q))
+
+    def create_quest(self, fields: dict[str, Any]) -> Quest:
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                SideQuest.__table__.insert().values(**fields).returning(SideQuest.__table__)
+            ).one()
+        return _quest(row)
+
+    def update_quest(self, quest_id: int, fields: dict[str, Any]) -> Quest | None:
+        t = SideQuest.__table__
+        with self.engine.begin() as connection:
+            if fields:
+                connection.execute(t.update().where(t.c.id == quest_id).values(**fields))
+            row = connection.execute(select(t).where(t.c.id == quest_id)).one_or_none()
+        return None if row is None else _quest(row)
+
+    def get_quest(self, quest_id: int) -> Quest | None:
+        t = SideQuest.__table__
+        with self.engine.connect() as connection:
+            row = connection.execute(select(t).where(t.c.id == quest_id)).one_or_none()
+        return None if row is None else _quest(row)
+
+    def list_quests(self, *, active_only: bool = False) -> list[Quest]:
+        t = SideQuest.__table__
+        q = select(t).order_by(t.c.id)
+        if active_only:
+            q = q.where(t.c.is_active == True)  # noqa: E712 - SQL, not Python
+        with self.engine.connect() as connection:
+            return [_quest(r) for r in connection.execute(q)]
+
+    def user_quest_rows(self, user_id: str) -> list[UserSideQuest]:
+        t = UserSideQuest.__table__
+        with self.engine.connect() as connection:
+            q = select(t).where(t.c.user_id == user_id).order_by(t.c.side_quest_id)
+            return list(connection.execute(q))
+
+    def period_archived(self, window: str, period: str) -> bool:
+        t = LeaderboardPeriod.__table__
+        with self.engine.connect() as connection:
+            q = select(t.c.users).where(t.c.window == window, t.c.period == period)
+            return connection.execute(q).first() is not None
+
+    def archive_period(
+        self, window: str, period: str, standings: Iterator[tuple[int, str, int]], *,
+        chunk: int = 5000,
+    ) -> int:  # fmt: skip
+        """Store a period's final standings ((rank, user id, points), best first), then mark
+        the period archived. Rows already there are kept: running it twice, or two at once,
+        leaves one copy. Returns the number of users."""
+        stmt = self._insert(LeaderboardArchive).on_conflict_do_nothing(
+            index_elements=["window", "period", "user_id"]
+        )
+        users = 0
+        rows: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            with self.engine.begin() as connection:
+                connection.execute(stmt, rows)
+            rows.clear()
+
+        for rank, user_id, points in standings:
+            rows.append({"window": window, "period": period, "user_id": user_id,
+                         "rank": rank, "points": points})  # fmt: skip
+            users += 1
+            if len(rows) >= chunk:
+                flush()
+        if rows:
+            flush()
+        mark = self._insert(LeaderboardPeriod).on_conflict_do_nothing(
+            index_elements=["window", "period"]
+        )
+        with self.engine.begin() as connection:
+            connection.execute(mark, [{"window": window, "period": period, "users": users,
+                                       "archived_at": datetime.now(UTC)}])  # fmt: skip
+        return users
+
+    def archived_top(
+        self, window: str, period: str, *, limit: int, offset: int
+    ) -> tuple[int, list[LeaderboardEntry]] | None:
+        """(users, entries) of an archived period, best first; None if it was not archived."""
+        p, a = LeaderboardPeriod.__table__, LeaderboardArchive.__table__
+        with self.engine.connect() as connection:
+            users = connection.execute(
+                select(p.c.users).where(p.c.window == window, p.c.period == period)
+            ).scalar_one_or_none()
+            if users is None:
+                return None
+            q = (
+                select(a.c.rank, a.c.user_id, a.c.points)
+                .where(a.c.window == window, a.c.period == period)
+                .order_by(a.c.rank, a.c.user_id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return users, [LeaderboardEntry(r, u, pts) for r, u, pts in connection.execute(q)]
+
+    def archived_rank(self, window: str, period: str, user_id: str) -> tuple[int, int, int] | None:
+        """(rank, points, users) of a user on an archived period; None if not on it."""
+        p, a = LeaderboardPeriod.__table__, LeaderboardArchive.__table__
+        q = (
+            select(a.c.rank, a.c.points, p.c.users)
+            .join(p, (p.c.window == a.c.window) & (p.c.period == a.c.period))
+            .where(a.c.window == window, a.c.period == period, a.c.user_id == user_id)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(q).first()
+        return None if row is None else (row[0], row[1], row[2])
 
     def _upsert(self, columns: Sequence[str], version: str) -> Any:
         stmt = self._insert(UserScore)
@@ -309,6 +481,16 @@ class SqlStore:
         with self.engine.connect() as connection:
             rows = connection.execute(select(UserScore.__table__))
             return {r.user_id: r for r in rows}
+
+
+def _quest(row: Any) -> Quest:
+    return Quest(
+        id=row.id, title=row.title, description=row.description, quest_type=row.quest_type,
+        difficulty=row.difficulty, points_reward=row.points_reward, is_active=row.is_active,
+        activity_type=row.activity_type, target_count=row.target_count,
+        starts_at=_utc(row.starts_at) if row.starts_at else None,
+        ends_at=_utc(row.ends_at) if row.ends_at else None,
+    )  # fmt: skip
 
 
 def _utc(value: datetime) -> datetime:

@@ -7,6 +7,10 @@
   KEYS[7] day board                  KEYS[8] ISO-week board
   KEYS[9] month board                (boards are zsets of negated points; see engine/keys.py)
   KEYS[10] shard's drain flag (set while a drain job for the shard is queued)
+  KEYS[11] user's weekly goal progress (hash: wk = week, g:<goal> = progress)
+  KEYS[12] user's side quests in progress  KEYS[13] user's completed side quests
+           (hashes: quest id -> record, see includes/quest_record.lua)
+  KEYS[14] weekly_goal type board    KEYS[15] side_quest type board
 
   ARGV[1]  activity id (uuid)        ARGV[2]  user id
   ARGV[3]  amount (integer > 0, points)
@@ -19,8 +23,11 @@
   ARGV[11] day board expiry (unix s)  ARGV[12] week board expiry  ARGV[13] month board expiry
            (0 = the window's retention has passed: leave that board alone)
   ARGV[14] how long the drain flag lives if no drain job clears it (seconds)
+  ARGV[15] "1" if the activity type counts for the streak, else "0"
   RULES (defined by the engine ahead of this source, so each rule set is its own script):
-  tier_names, tier_at, level_at, level_step; see includes/tier_and_level.lua
+  tier_names, tier_at, level_at, level_step (see includes/tier_and_level.lua); goals (the
+  weekly goals: id, kind 1 count / 2 points / 3 active days, type, target, reward, title);
+  goal_type, quest_type and reward_types (rewards advance no goal or quest)
 
   Returns:
     {0, record, flag}  applied; flag = 1 when this award raised the drain flag (the caller then
@@ -28,12 +35,26 @@
                   fingerprint, created_at ms,
                   total, current streak, longest streak, last active day, version, count and
                   points of this activity type, quizzes, projects created, comments, username,
-                  display name (the last two "" when unset)
+                  display name (the last two "" when unset), rewards; total and version
+                  are the user's after the rewards too. rewards: one per goal or quest this
+                  award completed, "kind\30ref\30points\30reward key", joined by "\29" (the
+                  reward's activity id is uuid5 of its key: engine.rules.reward_id)
     {-1, record}  duplicate activity id: nothing changed; record is the first call's
     {-2, tz}      the user's time zone is tz, not ARGV[8]: nothing changed; call again
 
   Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
-  state = "total level streak longest last_day version" after the award.
+  state = "total level streak longest last_day version" after the award. Then one entry per
+  reward (an activity of type weekly_goal or side_quest, with its own state), one per side
+  quest advanced (e = quest) and one per goal completed (e = goal).
+
+  Weekly goals follow the week (Monday first) of the activity's local day; an activity in a
+  week before the user's current goal week advances nothing. A goal's reward is given by the
+  award that takes its progress from below the target to the target or beyond, so once per
+  user, goal and week; its key is "goal:user:goal:week". A side quest in
+  progress advances by one with each award of its activity type made after it started and
+  before it ends; reaching the target completes it and gives its reward (once; its key is
+  "quest:user:quest"). A reward's outbox entry carries its key, not an id: the drain and
+  the engine derive the id from the key (uuid5), so the same reward always has the same id.
 ]]
 local rcall = redis.call
 
@@ -42,6 +63,8 @@ local rcall = redis.call
 --- @include "tier_and_level"
 --- @include "day_bit"
 --- @include "run_length"
+--- @include "credit"
+--- @include "quest_record"
 
 local amount = tonumber(ARGV[3])
 if not amount or amount <= 0 or amount ~= math.floor(amount) then
@@ -69,7 +92,9 @@ local longest = tonumber(h[6] or "0")
 local day0 = tonumber(h[8] or "")
 local new_day0 = day0
 local mark = false
-if not last then
+if ARGV[15] ~= "1" then
+  -- not a day of activity (a streak bonus): the streak stays as it is
+elseif not last then
   cur, last, mark = 1, day, true
   new_day0 = day - day % 8
 elseif day > last then
@@ -93,15 +118,86 @@ local total_s = tostring(total)
 local version_s = tostring(tonumber(h[9] or "0") + 1)
 local count_s = tostring(tonumber(h[10] or "0") + 1)
 local points_s = tostring(tonumber(h[11] or "0") + amount)
-local cur_s, longest_s, last_s = h[5], h[6], h[7]
+local cur_s, longest_s, last_s = h[5] or "0", h[6] or "0", h[7] or ARGV[7]
 if mark then cur_s, longest_s, last_s = tostring(cur), tostring(longest), tostring(last) end
 local quizzes, projects, comments = h[12] or "0", h[13] or "0", h[14] or "0"
 if activity_type == "quiz_complete" then quizzes = count_s
 elseif activity_type == "project_create" then projects = count_s
 elseif activity_type == "comment" then comments = count_s end
 
-local record = table.concat({ARGV[10], ARGV[6], total_s, cur_s, longest_s, last_s, version_s,
-  count_s, points_s, quizzes, projects, comments, h[15] or "", h[16] or ""}, "\31")
+-- Weekly goals and side quests: read and decided here, written after the claim below.
+local user, at_ms = ARGV[2], ARGV[6]
+local rewards = {}  -- {kind, ref, points, reward key, description, type board}
+local goal_fields, goal_reset, goal_done = nil, false, {}
+local quests = {}   -- {quest id, fields}
+if not RULES.reward_types[activity_type] then
+  local goals = RULES.goals
+  if #goals > 0 then
+    local week = math.floor((day + 3) / 7)
+    local names = {"wk"}
+    for i = 1, #goals do names[i + 1] = "g:" .. goals[i].id end
+    local g = rcall("HMGET", KEYS[11], unpack(names))
+    local wk = tonumber(g[1] or "") or -1
+    if week >= wk then
+      goal_reset = week > wk
+      goal_fields = {}
+      if goal_reset then goal_fields = {"wk", tostring(week)} end
+      for i = 1, #goals do
+        local goal = goals[i]
+        local delta = 0
+        if goal.kind == 1 then
+          if goal.type == activity_type then delta = 1 end
+        elseif goal.kind == 2 then
+          delta = amount
+        elseif mark then
+          delta = 1
+        end
+        if delta > 0 then
+          local old = 0
+          if not goal_reset then old = tonumber(g[i + 1] or "0") end
+          local new = old + delta
+          goal_fields[#goal_fields + 1] = names[i + 1]
+          goal_fields[#goal_fields + 1] = tostring(new)
+          if old < goal.target and new >= goal.target then
+            rewards[#rewards + 1] = {RULES.goal_type, goal.id, goal.reward,
+              "goal:" .. user .. ":" .. goal.id .. ":" .. week,
+              "Weekly goal: " .. goal.title, KEYS[14]}
+            goal_done[#goal_done + 1] = {goal.id, tostring(week), tostring(new),
+              tostring(goal.target), tostring(goal.reward)}
+          end
+        end
+      end
+    end
+  end
+  local open = rcall("HGETALL", KEYS[12])
+  local at = tonumber(at_ms)
+  for i = 1, #open, 2 do
+    local f = quest_parse(open[i + 1])
+    if f[1] == activity_type and at >= tonumber(f[6]) and (f[5] == "0" or at < tonumber(f[5])) then
+      local progress = tonumber(f[3]) + 1
+      f[3] = tostring(progress)
+      if progress >= tonumber(f[2]) then
+        f[7] = at_ms
+        rewards[#rewards + 1] = {RULES.quest_type, open[i], tonumber(f[4]),
+          "quest:" .. user .. ":" .. open[i], "Completed: " .. f[8], KEYS[15]}
+      end
+      quests[#quests + 1] = {open[i], f}
+    end
+  end
+end
+
+local final_total, final_version = total, tonumber(version_s)
+local packed = {}
+for i = 1, #rewards do
+  local r = rewards[i]
+  final_total = final_total + r[3]
+  final_version = final_version + 1
+  packed[i] = table.concat({r[1], r[2], tostring(r[3]), r[4]}, "\30")
+end
+
+local record = table.concat({ARGV[10], ARGV[6], tostring(final_total), cur_s, longest_s, last_s,
+  tostring(final_version), count_s, points_s, quizzes, projects, comments, h[15] or "",
+  h[16] or "", table.concat(packed, "\29")}, "\31")
 
 -- First write: claim the activity id. A duplicate (e.g. a client's retry) changes nothing.
 if not rcall("SET", KEYS[3], record, "NX", "EX", ARGV[9]) then
@@ -124,10 +220,12 @@ if mark then
     rcall("SET", KEYS[2], string.rep("\0", (day0 - new_day0) / 8) .. old)
   end
   rcall("SETBIT", KEYS[2], day - new_day0, 1)
+elseif not h[2] then
+  fields[#fields + 1] = "created_at"; fields[#fields + 1] = ARGV[6]
 end
 rcall("HSET", KEYS[1], unpack(fields))
 
-local user, negative = ARGV[2], "-" .. ARGV[3]
+local negative = "-" .. ARGV[3]
 rcall("ZINCRBY", KEYS[5], negative, user)
 rcall("ZINCRBY", KEYS[6], negative, user)
 for i = 7, 9 do
@@ -143,6 +241,29 @@ end
 rcall("XADD", KEYS[4], "*", "id", ARGV[1], "user", user, "amount", ARGV[3],
   "type", activity_type, "desc", ARGV[5], "at", ARGV[6], "tier", tier,
   "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " "))
+
+if goal_fields then
+  if goal_reset then rcall("DEL", KEYS[11]) end
+  if #goal_fields > 0 then rcall("HSET", KEYS[11], unpack(goal_fields)) end
+end
+for i = 1, #quests do
+  quest_store(KEYS[12], KEYS[13], KEYS[4], user, quests[i][1], quests[i][2])
+end
+for i = 1, #goal_done do
+  local d = goal_done[i]
+  rcall("XADD", KEYS[4], "*", "e", "goal", "user", user, "goal", d[1], "week", d[2],
+    "progress", d[3], "target", d[4], "reward", d[5])
+end
+if #rewards > 0 then
+  local st = {key = KEYS[1], user = user, total = total, version = tonumber(version_s),
+    streak = cur_s, longest = longest_s, last_day = last_s, at = at_ms, outbox = KEYS[4],
+    all_board = KEYS[5], windows = {KEYS[7], KEYS[8], KEYS[9]},
+    expiries = {ARGV[11], ARGV[12], ARGV[13]}}
+  for i = 1, #rewards do
+    local r = rewards[i]
+    credit(st, r[1], r[6], r[3], r[4], r[5])
+  end
+end
 
 -- raise the drain flag; whoever raises it enqueues the shard's one drain job
 local flag = rcall("SET", KEYS[10], "1", "NX", "EX", ARGV[14]) and 1 or 0

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from engine import ScoringEngine
+from engine.rules import build_rules
 from engine.testing import fake_redis
 
 MARKER = "scoring-tests:marker"
@@ -80,14 +81,20 @@ def client(request: pytest.FixtureRequest) -> redis.Redis:
     return fake_redis()
 
 
+#: The core tests' rules: the defaults without weekly goals, whose rewards (extra activities)
+#: would shift the exact totals, counts and outbox lengths those tests check. The goals run
+#: with the default rules in test_engagement.py.
+PLAIN_RULES = build_rules({"weekly_goals": {}})
+
+
 @pytest.fixture
 def engine(client: redis.Redis, clock: Clock) -> ScoringEngine:
-    return ScoringEngine(client, clock=clock)
+    return ScoringEngine(client, clock=clock, rules=PLAIN_RULES)
 
 
 @pytest.fixture
 def real_engine(real_redis: redis.Redis, clock: Clock) -> ScoringEngine:
-    return ScoringEngine(real_redis, clock=clock)
+    return ScoringEngine(real_redis, clock=clock, rules=PLAIN_RULES)
 
 
 # -- SQL ------------------------------------------------------------------------------------
@@ -169,7 +176,7 @@ def store(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001
 
 @pytest.fixture
 def sql_engine(real_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:  # noqa: ANN001
-    return ScoringEngine(real_redis, clock=clock, store=store)
+    return ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+from conftest import PLAIN_RULES
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -119,7 +120,7 @@ CHILD = textwrap.dedent(
     calls = {"write": 0, "ack": 0}
     real_write, real_ack = SqlStore.write, Drainer._ack
 
-    def write(self, activities, states, profiles):
+    def write(self, activities, states, profiles, **engagement):
         calls["write"] += 1
         if mode == "mid-batch" and calls["write"] == 3:
             # half a batch inside an open transaction, then the process dies
@@ -127,7 +128,7 @@ CHILD = textwrap.dedent(
             with self.engine.begin() as c:
                 c.execute(self._insert(PointActivity), list(activities)[: len(activities) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
-        return real_write(self, activities, states, profiles)
+        return real_write(self, activities, states, profiles, **engagement)
 
     def ack(self, shard, ids):
         calls["ack"] += 1
@@ -256,7 +257,7 @@ def test_award_path_queues_one_drain_job_per_shard(
     rq_conn = redis.Redis.from_url(redis_url)
     queue = Queue("scoring-test", connection=rq_conn)
     queue.empty()
-    engine = ScoringEngine(real_redis, clock=clock, store=store, shards=3,
+    engine = ScoringEngine(real_redis, clock=clock, store=store, shards=3, rules=PLAIN_RULES,
                            drain_queue=DrainQueue(queue))  # fmt: skip
     award_some(engine, 300)
     for user in USERS[:3]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import PLAIN_RULES
 
 from engine import AwardRequest, ScoringEngine
 from engine.rules import build_rules, load_rules
@@ -19,11 +20,12 @@ def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None
     assert {"award", "set_profile", "board_position"} <= set(names)
     rules = load_rules().script_tables
     for name in names:
-        script = scripts.get(name, RULES=rules) if name == "award" else scripts[name]
+        defined = name in ("award", "quest")
+        script = scripts.get(name, RULES=rules) if defined else scripts[name]
         assert not re.search(r"^--- @(include|define)", script.source, re.M)
         assert real_redis.script_load(script.source) == script.sha
     assert (
-        scripts.get("award", RULES=rules).numkeys == 10 and scripts["board_position"].numkeys == 1
+        scripts.get("award", RULES=rules).numkeys == 15 and scripts["board_position"].numkeys == 1
     )
 
 
@@ -71,7 +73,7 @@ def test_script_flush_between_calls(engine: ScoringEngine) -> None:
 
 def test_flushed_cache_before_a_batch(real_redis: redis.Redis) -> None:
     """Every call of the batch is refused, re-sent once, and applied once."""
-    engine = ScoringEngine(real_redis)
+    engine = ScoringEngine(real_redis, rules=PLAIN_RULES)
     engine.award("pat", "comment", amount=1)
     real_redis.script_flush()
     results = engine.award_many([AwardRequest("pat", "comment", amount=1) for _ in range(20)])
@@ -136,7 +138,7 @@ def test_connection_dropped_in_the_middle_of_a_batch(
 ) -> None:
     """The server closes the batch's connection mid-stream: the unanswered calls are sent again
     on a new connection and, thanks to their activity ids, every award applies exactly once."""
-    engine = ScoringEngine(real_redis)
+    engine = ScoringEngine(real_redis, rules=PLAIN_RULES)
     killer = redis.Redis.from_url(redis_url)
     original = engine._call
     killed = []
@@ -169,7 +171,7 @@ class _WithoutPool:
 
 
 def test_award_many_on_a_client_without_a_connection_pool(real_redis: redis.Redis) -> None:
-    engine = ScoringEngine(_WithoutPool(real_redis))
+    engine = ScoringEngine(_WithoutPool(real_redis), rules=PLAIN_RULES)
     real_redis.script_flush()
     results = engine.award_many([AwardRequest("cl", "comment", amount=2) for _ in range(5)])
     assert [r.user.total_points for r in results] == [2, 4, 6, 8, 10]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,10 @@ def test_cli_demo_and_rules(capsys, tmp_path: Path, monkeypatch, fresh_settings)
     assert cli_main(["demo", "--awards", "50", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "50 awards" in out and "rank" in out
-    assert "50 outbox entries written to SQL, 50 activities there in all" in out
+    written = re.search(r"(\d+) outbox entries written to SQL, (\d+) activities there in all", out)
+    # 50 awards, plus the weekly goals they completed (a reward activity and a goal row each)
+    rewards = out.count(" completed weekly_goal ")
+    assert written and int(written[2]) == 50 + rewards and int(written[1]) == 50 + 2 * rewards
     assert (tmp_path / "scoring.db").exists()
     assert cli_main(["rules"]) == 0
     assert '"phoenix": 2500' in capsys.readouterr().out

@@ -7,16 +7,17 @@ import subprocess
 import sys
 
 import redis
+from conftest import PLAIN_RULES
 from rq_scheduler import Scheduler
 
 from engine import AwardRequest, ScoringEngine
 from engine.store import SqlStore
-from workers.schedule import PERIODIC, register
+from workers.schedule import CRON, INTERVAL, PERIODIC, register
 
 
 def test_worker_burst_drains_into_sql(real_redis: redis.Redis, redis_url: str, tmp_path) -> None:
     """`scoring worker --burst` in its own process drains every shard, then exits."""
-    engine = ScoringEngine(real_redis, shards=2)
+    engine = ScoringEngine(real_redis, shards=2, rules=PLAIN_RULES)
     engine.award_many([AwardRequest(f"w{i % 11}", "comment") for i in range(700)])
     env = {
         **os.environ,
@@ -44,4 +45,14 @@ def test_scheduler_registers_each_job_once(real_redis: redis.Redis, redis_url: s
         assert register(scheduler, queue_name="sched-test") == list(PERIODIC)
     jobs = list(scheduler.get_jobs())
     assert sorted(job.id for job in jobs) == sorted(PERIODIC)
-    assert {job.func_name for job in jobs} == {func for func, _ in PERIODIC.values()}
+    expected = {func for func, _ in [*INTERVAL.values(), *CRON.values()]}
+    assert {job.func_name for job in jobs} == expected
+    crons = {job.id: job.meta.get("cron_string") for job in jobs}
+    assert {job_id: crons[job_id] for job_id in CRON} == {k: v for k, (_, v) in CRON.items()}
+    assert not any(job.meta.get("use_local_timezone") for job in jobs)  # UTC
+    # each job function is importable by the worker
+    import importlib
+
+    for func in expected:
+        module, name = func.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), name))

@@ -22,7 +22,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from redis.exceptions import LockError, ResponseError
@@ -37,7 +37,7 @@ from sqlalchemy.exc import (
 
 from engine.keys import Keys
 from engine.periods import day_to_date
-from engine.rules import Rules
+from engine.rules import Rules, reward_id
 from engine.store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,15 @@ class _Batch:
     activities: list[dict[str, Any]] = field(default_factory=list)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quests: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    goals: dict[tuple[str, str, date], dict[str, Any]] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # entry id -> why it cannot be parsed
+
+    def write_to(self, store: SqlStore) -> None:
+        store.write(
+            self.activities, list(self.states.values()), list(self.profiles.values()),
+            quests=list(self.quests.values()), goals=list(self.goals.values()),
+        )  # fmt: skip
 
 
 class Drainer:
@@ -243,9 +251,7 @@ class Drainer:
         """One transaction; tried again if the database broke a deadlock by aborting it."""
         for attempt in range(3):
             try:
-                self.store.write(
-                    batch.activities, list(batch.states.values()), list(batch.profiles.values())
-                )
+                batch.write_to(self.store)
                 return
             except OperationalError as exc:
                 if attempt == 2 or "deadlock" not in str(exc).lower():
@@ -268,9 +274,7 @@ class Drainer:
                 continue
             single = self._parse([(entry_id, fields)])
             try:
-                self.store.write(
-                    single.activities, list(single.states.values()), list(single.profiles.values())
-                )
+                single.write_to(self.store)
             except SQLAlchemyError as exc:
                 if not _entry_error(exc):
                     raise
@@ -317,10 +321,17 @@ class Drainer:
         for entry_id, f in entries:
             batch.ids.append(entry_id)
             try:
-                if f.get("e") == "profile":
-                    self._parse_profile(f, now, batch)
-                else:
+                kind = f.get("e")
+                if kind is None:
                     self._parse_award(f, now, batch)
+                elif kind == "profile":
+                    self._parse_profile(f, now, batch)
+                elif kind == "quest":
+                    self._parse_quest(f, batch)
+                elif kind == "goal":
+                    self._parse_goal(f, batch)
+                else:
+                    raise ValueError(f"unknown entry kind {kind!r}")
             except (KeyError, ValueError, TypeError) as exc:
                 batch.broken[entry_id] = f"unreadable entry: {type(exc).__name__}: {exc}"
         return batch
@@ -330,8 +341,10 @@ class Drainer:
         user = f["user"]
         created = datetime.fromtimestamp(int(f["at"]) / 1000, tz=UTC)
         last = day_to_date(last_day)
+        # a reward's entry carries its key; its id is derived from it (the same reward, one row)
+        activity_id = f["id"] if "id" in f else reward_id(f["key"])
         batch.activities.append({
-            "id": uuid.UUID(f["id"]), "user_id": user, "amount": int(f["amount"]),
+            "id": uuid.UUID(activity_id), "user_id": user, "amount": int(f["amount"]),
             "activity_type": f["type"], "description": f["desc"], "tier_at_time": f["tier"],
             "created_at": created, "total_points": total, "level": level,
             "current_streak_days": streak, "longest_streak_days": longest,
@@ -355,6 +368,37 @@ class Drainer:
                 "profile_version": version, "updated_at": now,
                 "tier": self.rules.tier_names[0],
             }  # fmt: skip
+
+    def _parse_quest(self, f: dict[str, str], batch: _Batch) -> None:
+        """A user's side quest moved on: the row with the most progress wins, completed last."""
+        user, quest = f["user"], int(f["quest"])
+        completed = f["completed"]
+        row = {
+            "user_id": user, "side_quest_id": quest, "status": f["status"],
+            "current_progress": int(f["progress"]), "target_progress": int(f["target"]),
+            "is_completed": f["status"] == "completed", "points_awarded": int(f["reward"]),
+            "started_at": datetime.fromtimestamp(int(f["started"]) / 1000, tz=UTC),
+            "completed_at": (
+                datetime.fromtimestamp(int(completed) / 1000, tz=UTC) if completed else None
+            ),
+        }  # fmt: skip
+        held = batch.quests.get((user, quest))
+        if held is None or (row["is_completed"], row["current_progress"]) >= (
+            held["is_completed"],
+            held["current_progress"],
+        ):
+            batch.quests[(user, quest)] = row
+
+    def _parse_goal(self, f: dict[str, str], batch: _Batch) -> None:
+        """A weekly goal completed (its reward is an activity entry of its own)."""
+        start = day_to_date(int(f["week"]) * 7 - 3)  # week n starts on day 7n - 3, a Monday
+        row = {
+            "user_id": f["user"], "goal_type": f["goal"], "week_start": start,
+            "week_end": start + timedelta(days=6), "current_progress": int(f["progress"]),
+            "target_progress": int(f["target"]), "is_completed": True,
+            "points_reward": int(f["reward"]),
+        }  # fmt: skip
+        batch.goals[(row["user_id"], row["goal_type"], start)] = row
 
     # -- trimming -------------------------------------------------------------------------
 

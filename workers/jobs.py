@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -56,6 +57,31 @@ def sweep() -> list[int]:
     """Queue a drain of every shard whose outbox has entries not yet in SQL (periodic)."""
     engine, drainer = context()
     return [s for s in range(engine.keys.shards) if request_drain(engine, drainer, s)]
+
+
+def create_weekly_goals() -> int:
+    """Write this week's weekly_goal rows for users active in the last 4 weeks (Mondays)."""
+    engine, _ = context()
+    added = engine.create_weekly_goals()
+    log.info("create_weekly_goals: %d rows added", added)
+    return added
+
+
+def check_streak_bonuses(day: str | None = None) -> dict[str, int]:
+    """Pay the streak bonuses of UTC day ``day`` (ISO date; default: today). Daily, at the end
+    of the day; a second run pays nobody twice."""
+    engine, _ = context()
+    report = engine.streak_bonuses(date.fromisoformat(day) if day else None)
+    log.info("check_streak_bonuses %s: %s", day or "today", report)
+    return report
+
+
+def archive_periods() -> list[tuple[str, str, int]]:
+    """Archive the final standings of the day, week and month that ended last (daily)."""
+    engine, _ = context()
+    done = engine.archive_ended_periods()
+    log.info("archive_periods: %s", done or "nothing new")
+    return done
 
 
 def request_drain(engine: ScoringEngine, drainer: Drainer, shard: int) -> bool:

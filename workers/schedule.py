@@ -1,23 +1,43 @@
 """Periodic jobs, registered with rq-scheduler under stable ids (so restarting the scheduler never
-piles up duplicates), in UTC."""
+piles up duplicates), in UTC.
+
+Every job's effect is idempotent per period (a drain writes each activity once; weekly goal rows
+are inserted once; a day's streak bonus is paid once per user; a period is archived once), so
+two schedulers running at once, or a job run twice, still apply each effect once.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-#: id -> (job function, interval in seconds)
-PERIODIC: dict[str, tuple[str, int]] = {
+#: id -> (job function, seconds between runs); interval jobs start at once
+INTERVAL: dict[str, tuple[str, int]] = {
     "scoring-sweep": ("workers.jobs.sweep", 60),
 }
 
+#: id -> (job function, cron expression in UTC)
+CRON: dict[str, tuple[str, str]] = {
+    # every Monday at 00:00 UTC
+    "scoring-create-weekly-goals": ("workers.jobs.create_weekly_goals", "0 0 * * 1"),
+    # the end of every UTC day: the day's active users with a streak get their bonus
+    "scoring-streak-bonuses": ("workers.jobs.check_streak_bonuses", "55 23 * * *"),
+    # just after midnight UTC: the day (and week, month) that ended is archived
+    "scoring-archive-periods": ("workers.jobs.archive_periods", "10 0 * * *"),
+}
+
+#: every periodic job id
+PERIODIC = [*INTERVAL, *CRON]
+
 
 def register(scheduler: Any, *, queue_name: str) -> list[str]:
-    """(Re)register every periodic job on ``scheduler``; returns their ids."""
+    """(Re)register every periodic job on ``scheduler``; returns their ids. A job already
+    registered under its id is replaced, never duplicated."""
     scheduled = {job.id for job in scheduler.get_jobs()}
-    for job_id, (func, interval) in PERIODIC.items():
+    for job_id in PERIODIC:
         if job_id in scheduled:
             scheduler.cancel(job_id)
+    for job_id, (func, interval) in INTERVAL.items():
         scheduler.schedule(
             scheduled_time=datetime.now(UTC),
             func=func,
@@ -27,4 +47,9 @@ def register(scheduler: Any, *, queue_name: str) -> list[str]:
             queue_name=queue_name,
             result_ttl=interval * 10,
         )
+    for job_id, (func, cron) in CRON.items():
+        scheduler.cron(
+            cron, func=func, id=job_id, queue_name=queue_name, result_ttl=7 * 86400,
+            use_local_timezone=False,
+        )  # fmt: skip
     return list(PERIODIC)

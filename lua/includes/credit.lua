@@ -1,0 +1,32 @@
+-- Credit a reward (a weekly goal's or a side quest's) as a point activity of its own: the
+-- user's total, tier, level, version and per-type counters move on, the boards follow and the
+-- outbox gets the activity with the user's state after it. Streak fields are left as they are.
+-- The entry carries the reward's key instead of an id; its id is uuid5 of the key (see
+-- engine.rules.reward_id), so a reward given twice would still be one row in SQL.
+--   st: {key = user hash, user, total, version (numbers), streak, longest, last_day (strings),
+--        at (unix ms string), outbox, all_board, windows = {day, week, month board keys},
+--        expiries = {day, week, month} ("0" = leave that board alone)}
+-- Needs tier_and_level.
+local function credit(st, kind, type_board, amount, reward_key, desc)
+  st.total = st.total + amount
+  st.version = st.version + 1
+  local tier, level = tier_and_level(st.total)
+  local total_s, level_s, version_s = tostring(st.total), tostring(level), tostring(st.version)
+  redis.call("HSET", st.key, "total", total_s, "version", version_s, "tier", tier,
+    "level", level_s)
+  redis.call("HINCRBY", st.key, "n:" .. kind, 1)
+  redis.call("HINCRBY", st.key, "pts:" .. kind, amount)
+  redis.call("ZINCRBY", st.all_board, -amount, st.user)
+  redis.call("ZINCRBY", type_board, -amount, st.user)
+  for i = 1, 3 do
+    local expire_at = st.expiries[i]
+    if expire_at ~= "0" then
+      if tonumber(redis.call("ZINCRBY", st.windows[i], -amount, st.user)) == -amount then
+        redis.call("EXPIREAT", st.windows[i], expire_at)
+      end
+    end
+  end
+  redis.call("XADD", st.outbox, "*", "key", reward_key, "user", st.user, "amount", tostring(amount),
+    "type", kind, "desc", desc, "at", st.at, "tier", tier,
+    "state", table.concat({total_s, level_s, st.streak, st.longest, st.last_day, version_s}, " "))
+end

@@ -1,0 +1,76 @@
+--[[
+  Start, advance or complete one user's side quest, atomically with its reward.
+
+  KEYS[1] user hash                  KEYS[2] user's side quests in progress
+  KEYS[3] user's completed side quests (hashes: quest id -> record, see includes/quest_record)
+  KEYS[4] shard outbox stream        KEYS[5] all-time board
+  KEYS[6] side_quest type board      KEYS[7] day board   KEYS[8] week board   KEYS[9] month board
+  KEYS[10] shard's drain flag
+
+  ARGV[1] "start", "progress" or "complete"
+  ARGV[2] user id                    ARGV[3] quest id
+  ARGV[4] now (unix ms)              ARGV[5] today (UTC days since 1970-01-01)
+  ARGV[6] start: the quest as "activity type\31target\31reward\31ends ms (0 = never)\31title";
+          progress: how many steps to advance (integer > 0)
+  ARGV[7] day board expiry  ARGV[8] week board expiry  ARGV[9] month board expiry (0 = leave)
+  ARGV[10] drain flag lifetime (seconds)
+  RULES: as for award.lua (tier and level tables, quest_type)
+
+  Returns:
+    {0, record, flag, reward}  done; record = the quest's record after the call; flag = 1 when
+                  this call raised the drain flag; reward = "points\30reward key" when it
+                  completed the quest, else "" (the activity id is uuid5 of the key)
+    {-3, record}  start: the quest is already in progress (nothing changed)
+    {-4, record}  the quest is already completed (nothing changed)
+    {-5}          progress or complete: the user has not started the quest (nothing changed)
+]]
+local rcall = redis.call
+
+--- @define RULES
+--- @include "threshold_index"
+--- @include "tier_and_level"
+--- @include "credit"
+--- @include "quest_record"
+
+local op, user, qid, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local done = rcall("HGET", KEYS[3], qid)
+if done then return {-4, done} end
+local rec = rcall("HGET", KEYS[2], qid)
+
+local f
+if op == "start" then
+  if rec then return {-3, rec} end
+  local def = quest_parse(ARGV[6])
+  -- type, target, progress, reward, ends, started, completed, title
+  f = {def[1], def[2], "0", def[3], def[4], now, "", def[5]}
+else
+  if not rec then return {-5} end
+  f = quest_parse(rec)
+  if op == "progress" then
+    local by = tonumber(ARGV[6])
+    if not by or by <= 0 or by ~= math.floor(by) then
+      return redis.error_reply("ERR quest: progress must be a positive integer")
+    end
+    f[3] = tostring(math.min(tonumber(f[3]) + by, tonumber(f[2])))
+    if tonumber(f[3]) >= tonumber(f[2]) then f[7] = now end
+  else
+    f[7] = now
+  end
+end
+
+rec = quest_store(KEYS[2], KEYS[3], KEYS[4], user, qid, f)
+local reward = ""
+if f[7] ~= "" then
+  local points = tonumber(f[4])
+  local id = "quest:" .. user .. ":" .. qid
+  local h = rcall("HMGET", KEYS[1], "total", "version", "streak", "longest", "last_day")
+  local st = {key = KEYS[1], user = user, total = tonumber(h[1] or "0"),
+    version = tonumber(h[2] or "0"), streak = h[3] or "0", longest = h[4] or "0",
+    last_day = h[5] or ARGV[5], at = now, outbox = KEYS[4], all_board = KEYS[5],
+    windows = {KEYS[7], KEYS[8], KEYS[9]}, expiries = {ARGV[7], ARGV[8], ARGV[9]}}
+  if not h[1] then rcall("HSET", KEYS[1], "created_at", now) end
+  credit(st, RULES.quest_type, KEYS[6], points, id, "Completed: " .. f[8])
+  reward = tostring(points) .. "\30" .. id
+end
+local flag = rcall("SET", KEYS[10], "1", "NX", "EX", ARGV[10]) and 1 or 0
+return {0, rec, flag, reward}
