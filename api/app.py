@@ -20,7 +20,7 @@ from engine.settings import Settings, get_settings
 from . import errors
 from .auth import Authenticator, parse_api_keys
 from .metrics import Metrics
-from .routers import awards, health, leaderboards, me, stats, users
+from .routers import awards, engagement, health, leaderboards, me, stats, users
 
 #: Request bodies larger than this are refused with 413 (a batch of 1,000 awards is ~250 KB).
 MAX_BODY = 2 * 1024 * 1024
@@ -54,7 +54,7 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     errors.install(app)
     app.add_middleware(_Guard)
     for router in (health.router, awards.router, users.router, leaderboards.router,
-                   stats.router, me.router):  # fmt: skip
+                   engagement.router, stats.router, me.router):  # fmt: skip
         app.include_router(router)
     return app
 

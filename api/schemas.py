@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from engine.results import Activity, AwardResult, LeaderboardEntry, RankInfo, UserState
+from engine.results import (
+    Activity,
+    AwardResult,
+    GoalProgress,
+    LeaderboardEntry,
+    Quest,
+    QuestResult,
+    RankInfo,
+    Reward,
+    UserQuest,
+    UserState,
+)
 
 Description = Annotated[StrictStr, Field(max_length=255)]
 UserId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -47,6 +58,43 @@ class ProfileIn(_In):
     username: Annotated[StrictStr, Field(max_length=150)] | None = None
     display_name: Annotated[StrictStr, Field(max_length=255)] | None = None
     time_zone: Annotated[StrictStr, Field(max_length=64, examples=["Europe/Oslo"])] | None = None
+
+
+QuestText = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]{0,19}$")]
+
+
+class QuestPatch(_In):
+    """Catalog fields of a side quest; in a PATCH, those left out stay as they are."""
+
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    description: Annotated[StrictStr, Field(max_length=2000)] | None = None
+    quest_type: QuestText | None = Field(default=None, examples=["learning"])
+    difficulty: QuestText | None = Field(default=None, examples=["easy"])
+    points_reward: StrictInt | None = Field(default=None, examples=[100])
+    is_active: bool | None = None
+    activity_type: StrictStr | None = Field(
+        default=None, examples=["quiz_complete"], description="awards of it advance the quest"
+    )
+    target_count: StrictInt | None = Field(default=None, description="awards to complete it")
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+class QuestIn(QuestPatch):
+    """A new side quest for the catalog."""
+
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    description: Annotated[StrictStr, Field(max_length=2000)] = ""
+    quest_type: QuestText = Field(examples=["learning"])
+    difficulty: QuestText = Field(examples=["easy"])
+    points_reward: StrictInt = Field(examples=[100])
+    is_active: bool = True
+    activity_type: StrictStr = Field(examples=["quiz_complete"])
+    target_count: StrictInt = 1
+
+
+class ProgressIn(_In):
+    by: StrictInt = Field(default=1, description="steps to advance")
 
 
 class ErrorBody(BaseModel):
@@ -100,6 +148,20 @@ class ActivityOut(BaseModel):
         return cls(**{f: getattr(a, f) for f in cls.model_fields})
 
 
+class RewardOut(BaseModel):
+    """Points a goal or quest gave, as an activity of its own (``weekly_goal``/``side_quest``);
+    ``ref``: the goal id or quest id."""
+
+    activity_type: str
+    ref: str
+    points: int
+    activity_id: str
+
+    @classmethod
+    def of(cls, r: Reward) -> RewardOut:
+        return cls(**{f: getattr(r, f) for f in cls.model_fields})
+
+
 class AwardOut(BaseModel):
     user: UserOut
     point_activity: ActivityOut
@@ -110,6 +172,7 @@ class AwardOut(BaseModel):
     old_level: int | None
     new_level: int | None
     replayed: bool
+    rewards: list[RewardOut] = Field(description="goals and quests this award completed")
 
 
 class BatchResultOut(BaseModel):
@@ -234,7 +297,10 @@ class StatsOut(BaseModel):
 # field names read off the models, so the renderers cannot drift from them
 _USER_FIELDS = tuple(f for f in UserOut.model_fields if f != "id")
 _ACTIVITY_FIELDS = tuple(ActivityOut.model_fields)
-_AWARD_FIELDS = tuple(f for f in AwardOut.model_fields if f not in ("user", "point_activity"))
+_AWARD_FIELDS = tuple(
+    f for f in AwardOut.model_fields if f not in ("user", "point_activity", "rewards")
+)
+_REWARD_FIELDS = tuple(RewardOut.model_fields)
 
 
 def user_json(u: UserState) -> dict[str, Any]:
@@ -255,4 +321,84 @@ def award_json(r: AwardResult) -> dict[str, Any]:
         "user": user_json(r.user),
         "point_activity": activity_json(r.activity),
         **{f: getattr(r, f) for f in _AWARD_FIELDS},
+        "rewards": [{f: getattr(w, f) for f in _REWARD_FIELDS} for w in r.rewards],
     }
+
+
+# -- goals and quests -------------------------------------------------------------------------
+
+
+def _fields(model: type[BaseModel], obj: object) -> dict[str, Any]:
+    return {f: getattr(obj, f) for f in model.model_fields}
+
+
+class GoalOut(BaseModel):
+    goal_id: str
+    title: str
+    kind: str
+    activity_type: str | None
+    week_start: date
+    week_end: date
+    current_progress: int
+    target_progress: int
+    is_completed: bool
+    points_reward: int
+
+    @classmethod
+    def of(cls, g: GoalProgress) -> GoalOut:
+        return cls(**_fields(cls, g))
+
+
+class GoalsOut(BaseModel):
+    """A user's weekly goals for the current week (Monday to Sunday, in the user's zone)."""
+
+    week_start: date
+    week_end: date
+    goals: list[GoalOut]
+
+
+class QuestOut(BaseModel):
+    id: int
+    title: str
+    description: str
+    quest_type: str
+    difficulty: str
+    points_reward: int
+    is_active: bool
+    activity_type: str
+    target_count: int
+    starts_at: datetime | None
+    ends_at: datetime | None
+
+    @classmethod
+    def of(cls, q: Quest) -> QuestOut:
+        return cls(**_fields(cls, q))
+
+
+class UserQuestOut(BaseModel):
+    quest_id: int
+    title: str
+    activity_type: str
+    status: str = Field(description="in_progress or completed")
+    current_progress: int
+    target_progress: int
+    points_reward: int
+    points_awarded: int
+    started_at: datetime
+    completed_at: datetime | None
+    ends_at: datetime | None
+
+    @classmethod
+    def of(cls, q: UserQuest) -> UserQuestOut:
+        return cls(**_fields(cls, q))
+
+
+class QuestResultOut(BaseModel):
+    quest: UserQuestOut
+    reward: RewardOut | None
+
+    @classmethod
+    def of(cls, r: QuestResult) -> QuestResultOut:
+        return cls(
+            quest=UserQuestOut.of(r.quest), reward=RewardOut.of(r.reward) if r.reward else None
+        )

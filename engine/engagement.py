@@ -103,6 +103,13 @@ class Engagement:
             ))  # fmt: skip
         return out
 
+    def goal_week(self, user_id: str) -> tuple[date, date]:
+        """The first and last day (Monday, Sunday) of the user's current goal week."""
+        uid = validation.user_id(user_id)
+        tz = self.redis.hget(self.keys.user(uid), "tz") or "UTC"
+        start = day_to_date(week_of(local_day(self.clock(), tz)) * 7 - 3)
+        return start, start + timedelta(days=6)
+
     def weekly_goal(self, user_id: str, goal_id: str) -> GoalProgress:
         """One of the user's goals this week; :class:`UnknownGoal` if the rules have no such."""
         if not isinstance(goal_id, str) or goal_id not in self.rules.weekly_goals:
@@ -111,12 +118,12 @@ class Engagement:
 
     def create_weekly_goals(self, *, now: datetime | None = None) -> int:
         """Write this week's ``weekly_goal`` rows (week starting Monday, UTC) for every user
-        active in the last 4 weeks (on the week boards), in bulk; rows that exist are kept, so
-        running it twice adds nothing. Returns the number of rows added."""
+        active this week or in the 4 weeks before (on the week boards), in bulk; rows that
+        exist are kept, so running it twice adds nothing. Returns the number of rows added."""
         now = now or self.clock()
         monday = now.astimezone(UTC).date() - timedelta(days=now.astimezone(UTC).weekday())
         users: set[str] = set()
-        for weeks_back in range(4):
+        for weeks_back in range(5):
             period = period_of("week", datetime.combine(
                 monday - timedelta(days=7 * weeks_back), datetime.min.time(), UTC))  # fmt: skip
             for key in self.keys.boards(f"week:{period}"):

@@ -245,13 +245,15 @@ class SqlStore:
     def insert_weekly_goals(self, rows: Sequence[dict[str, Any]], *, chunk: int = 5000) -> int:
         """Insert weekly_goal rows, skipping (user, goal, week) rows that exist; returns how
         many were new. Chunked multi-row inserts: safe to run twice, and concurrently."""
-        stmt = self._insert(WeeklyGoal).on_conflict_do_nothing(
-            index_elements=["user_id", "goal_type", "week_start"]
+        stmt = (
+            self._insert(WeeklyGoal)
+            .on_conflict_do_nothing(index_elements=["user_id", "goal_type", "week_start"])
+            .returning(WeeklyGoal.id)
         )
         added = 0
         for i in range(0, len(rows), chunk):
             with self.engine.begin() as connection:
-                added += connection.execute(stmt, list(rows[i : i + chunk])).rowcount or 0
+                added += len(connection.execute(stmt, list(rows[i : i + chunk])).all())
         return added
 
     def weekly_goal_rows(self, week_start: date) -> list[WeeklyGoal]:

@@ -149,6 +149,8 @@ def _empty(store) -> None:  # noqa: ANN001
 
     with store.engine.begin() as connection:
         for table in (
+            "leaderboard_archive",
+            "leaderboard_period",
             "user_side_quest",
             "side_quest",
             "weekly_goal",

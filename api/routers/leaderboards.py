@@ -6,6 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from engine.periods import WINDOWS
+from engine.results import RankInfo
+
 from ..auth import Scope
 from ..deps import Caller, Engine
 from ..schemas import EntryOut, ErrorOut, LeaderboardOut, RankOut
@@ -31,9 +34,16 @@ def leaderboard(
 ) -> LeaderboardOut:
     """Boards: ``all_time``, ``month``, ``week``, ``day`` (UTC; the current one unless
     ``period`` is given) and ``type:<activity_type>``. ``around`` lists that user with
-    ``limit // 2`` users on each side instead of the page at ``offset``."""
+    ``limit // 2`` users on each side instead of the page at ``offset``. A past period whose
+    final standings were archived (after it ended) is read from the archive in SQL."""
     caller.require(Scope.READ)
-    lb = engine.leaderboard(board, period=period)
+    lb = engine.leaderboard(board, period=period)  # validates board and period
+    if period is not None and around is None and board in WINDOWS and engine.store is not None:
+        archived = engine.archived_top(board, period, limit=limit, offset=offset)
+        if archived is not None:
+            users, entries = archived
+            return LeaderboardOut(board=board, period=period, total_users=users,
+                                  entries=[EntryOut.of(e) for e in entries])  # fmt: skip
     if around is not None:
         entries = lb.around(around, max(0, (limit - 1) // 2))
     else:
@@ -54,4 +64,13 @@ def standing(
     board: str, user_id: str, engine: Engine, caller: Caller, period: Period = None
 ) -> RankOut:
     caller.require(Scope.READ)
-    return RankOut.of(board, engine.leaderboard(board, period=period).rank(user_id))
+    lb = engine.leaderboard(board, period=period)
+    if period is not None and board in WINDOWS and engine.store is not None:
+        archived = engine.archived_rank(board, period, user_id)
+        if archived is not None:
+            rank, points, users = archived
+            return RankOut.of(board, RankInfo(
+                user_id=user_id, score=points, rank=rank, total_users=users,
+                percentile=round(100.0 * (users - rank + 1) / users, 2),
+            ))  # fmt: skip
+    return RankOut.of(board, lb.rank(user_id))

@@ -1,0 +1,388 @@
+"""Weekly goals, side quests, streak bonuses and archived periods, on a real Redis and SQL.
+
+These run the default rules (with the weekly goals). Times are passed in through the clock,
+never slept for.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine import ScoringEngine
+from engine.errors import (
+    QuestAlreadyCompleted,
+    QuestAlreadyStarted,
+    QuestInactive,
+    QuestNotOpen,
+    QuestNotStarted,
+    UnknownGoal,
+    UnknownQuest,
+    ValidationError,
+)
+from engine.rules import reward_id
+from engine.settings import Settings
+from engine.store import SqlStore
+from workers.drain import Drainer
+
+
+@pytest.fixture
+def eng(real_redis: redis.Redis, clock, store: SqlStore) -> ScoringEngine:  # noqa: ANN001
+    """The clock starts on Tuesday 2026-11-24, 12:00 UTC."""
+    return ScoringEngine(real_redis, clock=clock, store=store)
+
+
+def drain(engine: ScoringEngine) -> None:
+    report = Drainer(engine.redis, engine.store, engine.keys, engine.rules).drain(0)
+    assert report.dead == 0 and report.failed == 0, report
+
+
+def keys_and_values(engine: ScoringEngine) -> dict[str, object]:
+    """Every key with its content (streams by their entries), to show nothing was written."""
+    r, out = engine.redis, {}
+    for key in sorted(r.scan_iter(match=f"{engine.keys.prefix}:*")):
+        kind = r.type(key)
+        out[key] = {"hash": r.hgetall, "zset": lambda k: r.zrange(k, 0, -1, withscores=True),
+                    "stream": lambda k: [e[1] for e in r.xrange(k)],
+                    "string": r.get}[kind](key)  # fmt: skip
+    return out
+
+
+# -- weekly goals --------------------------------------------------------------------------
+
+
+def test_goal_reached_by_the_crossing_award_once_per_week(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    rewards = [eng.award("ann", "quiz_complete").rewards for _ in range(7)]
+    assert [len(r) for r in rewards] == [0, 0, 0, 0, 1, 0, 0]  # the 5th quiz, and only it
+    (reward,) = rewards[4]
+    week = (date(2026, 11, 23) - date(1970, 1, 1)).days // 7 + 1  # Monday 2026-11-23's week
+    assert reward.activity_type == "weekly_goal" and reward.ref == "complete_quizzes"
+    assert reward.points == 30
+    assert reward.activity_id == reward_id(f"goal:ann:complete_quizzes:{week}")
+    assert eng.status("ann").total_points == 7 * 25 + 30
+    goal = eng.weekly_goal("ann", "complete_quizzes")
+    assert (goal.current_progress, goal.is_completed, goal.week_start) == (
+        7, True, date(2026, 11, 23),
+    )  # fmt: skip
+    assert eng.leaderboard("type:weekly_goal").rank("ann").score == 30
+
+    clock.advance(days=6)  # Monday 2026-11-30: a new week starts from nothing
+    assert eng.weekly_goal("ann", "complete_quizzes").current_progress == 0
+    more = [eng.award("ann", "quiz_complete").rewards for _ in range(5)]
+    assert [len(r) for r in more] == [0, 0, 0, 0, 1]
+    assert more[4][0].activity_id != reward.activity_id
+    # a late award for last week advances nothing of this week's
+    eng.award("ann", "quiz_complete", occurred_at=clock.now - timedelta(days=3))
+    assert eng.weekly_goal("ann", "complete_quizzes").current_progress == 5
+
+    drain(eng)
+    rows = eng.store.weekly_goal_rows(date(2026, 11, 23))
+    assert [(g.user_id, g.goal_type, g.is_completed, g.current_progress) for g in rows] == [
+        ("ann", "complete_quizzes", True, 5)
+    ]
+    assert eng.points_by_type("ann")["weekly_goal"] == 60
+
+
+def test_goal_weeks_follow_the_users_zone(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    eng.set_profile("kiri", time_zone="Pacific/Auckland")
+    clock.now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # Sunday UTC, Monday 01:00 in Auckland
+    for _ in range(4):
+        eng.award("kiri", "project_create", amount=10)
+    goal = eng.weekly_goal("kiri", "create_projects")
+    assert goal.week_start == date(2026, 11, 30) and goal.current_progress == 4
+    assert goal.is_completed  # the target is 2: the 2nd award completed it
+    assert eng.status("kiri").points_by_type["weekly_goal"] == 30
+
+
+def test_points_and_active_day_goals(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    clock.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday
+    result = eng.award("pat", "special_event", amount=999)
+    assert result.rewards == ()
+    result = eng.award("pat", "comment", amount=1)  # 1,000 points of awards: earn_points done
+    assert [r.ref for r in result.rewards] == ["earn_points"]
+    # the reward's 30 points do not count towards the points goal
+    assert eng.weekly_goal("pat", "earn_points").current_progress == 1000
+    refs = []
+    for _ in range(4):
+        clock.advance(days=1)
+        refs += [r.ref for r in eng.award("pat", "daily_login").rewards]
+    assert refs == ["active_days"]  # the 5th active day of the week
+    assert eng.weekly_goal("pat", "active_days").current_progress == 5
+    # a streak bonus is no day of activity
+    clock.advance(days=1)
+    eng.award("pat", "streak_bonus", amount=5)
+    assert eng.weekly_goal("pat", "active_days").current_progress == 5
+    assert eng.status("pat").current_streak_days == 5
+
+
+def test_replay_returns_the_same_rewards(eng: ScoringEngine) -> None:
+    for _ in range(4):
+        eng.award("rex", "quiz_complete")
+    first = eng.award("rex", "quiz_complete", idempotency_key="k5")
+    again = eng.award("rex", "quiz_complete", idempotency_key="k5")
+    assert again.replayed and again.rewards == first.rewards and len(first.rewards) == 1
+    assert eng.status("rex").total_points == 5 * 25 + 30
+
+
+def test_unknown_goal(eng: ScoringEngine) -> None:
+    with pytest.raises(UnknownGoal):
+        eng.weekly_goal("ann", "climb_everest")
+
+
+def test_create_weekly_goals_twice_writes_once(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    for i in range(5):  # active in the last weeks
+        eng.award(f"u{i}", "comment", occurred_at=clock.now - timedelta(days=7 * i))
+    clock.now = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # Monday 00:00 UTC
+    added = eng.create_weekly_goals()
+    goals = len(eng.rules.weekly_goals)
+    assert added == 4 * goals  # u4 was last active 4 weeks before: not in the last 4 weeks
+    assert eng.create_weekly_goals() == 0
+    rows = eng.store.weekly_goal_rows(date(2026, 11, 30))
+    assert len(rows) == 4 * goals and {r.user_id for r in rows} == {"u0", "u1", "u2", "u3"}
+    assert all(r.week_end == date(2026, 12, 6) and not r.is_completed for r in rows)
+
+
+# -- side quests ---------------------------------------------------------------------------
+
+
+def make_quest(engine: ScoringEngine, **over) -> int:  # noqa: ANN003
+    fields = {"title": "Quiz master", "quest_type": "learning", "difficulty": "easy",
+              "points_reward": 100, "activity_type": "quiz_complete",
+              "target_count": 3}  # fmt: skip
+    return engine.create_quest(**{**fields, **over}).id
+
+
+def test_quest_completed_by_progress_rewards_once_under_16_threads(
+    eng: ScoringEngine, real_redis: redis.Redis
+) -> None:
+    qid = make_quest(eng, activity_type="comment", target_count=20)
+    eng.start_quest("zoe", qid)
+    errors: list[Exception] = []
+    results = []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                results.append(eng.award("zoe", "comment", amount=1))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    quest_rewards = [w for r in results for w in r.rewards if w.activity_type == "side_quest"]
+    assert len(quest_rewards) == 1 and quest_rewards[0].points == 100
+    (mine,) = eng.user_quests("zoe")
+    assert (mine.status, mine.current_progress, mine.points_awarded) == ("completed", 20, 100)
+    state = eng.status("zoe")
+    assert state.points_by_type["side_quest"] == 100
+    assert state.total_points == 80 + 100 + 30  # 80 comments, the quest, post_comments goal
+    with pytest.raises(QuestAlreadyCompleted):
+        eng.complete_quest("zoe", qid)
+    drain(eng)
+    (row,) = eng.store.user_quest_rows("zoe")
+    assert (row.status, row.current_progress, row.is_completed, row.points_awarded) == (
+        "completed", 20, True, 100,
+    )  # fmt: skip
+    assert eng.points_by_type("zoe")["side_quest"] == 100
+
+
+def test_explicit_complete_rewards_once_under_16_threads(eng: ScoringEngine) -> None:
+    qid = make_quest(eng, points_reward=250)
+    eng.start_quest("yan", qid)
+    outcomes: list[object] = []
+
+    def work() -> None:
+        try:
+            outcomes.append(eng.complete_quest("yan", qid))
+        except QuestAlreadyCompleted as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(done) == 1 and len(outcomes) == 16
+    assert done[0].reward.points == 250
+    assert done[0].reward.activity_id == reward_id(f"quest:yan:{qid}")
+    assert eng.status("yan").total_points == 250 and eng.status("yan").tier == "spark"
+    # an award of the quest's type no longer moves it
+    eng.award("yan", "quiz_complete")
+    (mine,) = eng.user_quests("yan")
+    assert mine.current_progress == 0 and mine.status == "completed"
+
+
+def test_explicit_progress(eng: ScoringEngine) -> None:
+    qid = make_quest(eng, target_count=10)
+    eng.start_quest("val", qid)
+    assert eng.advance_quest("val", qid, 4).quest.current_progress == 4
+    result = eng.advance_quest("val", qid, 100)
+    assert result.quest.current_progress == 10 and result.reward is not None
+    with pytest.raises(QuestAlreadyCompleted):
+        eng.advance_quest("val", qid)
+
+
+def test_quest_bad_input_writes_nothing(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    inactive = make_quest(eng, is_active=False)
+    ended = make_quest(eng, ends_at=clock.now - timedelta(minutes=1))
+    future = make_quest(eng, starts_at=clock.now + timedelta(days=1))
+    open_ = make_quest(eng)
+    eng.start_quest("amy", open_)
+    before = keys_and_values(eng)
+    for call, error in (
+        (lambda: eng.start_quest("amy", inactive), QuestInactive),
+        (lambda: eng.start_quest("amy", ended), QuestNotOpen),
+        (lambda: eng.start_quest("amy", future), QuestNotOpen),
+        (lambda: eng.start_quest("amy", open_), QuestAlreadyStarted),
+        (lambda: eng.start_quest("amy", 999_999), UnknownQuest),
+        (lambda: eng.advance_quest("amy", inactive), QuestNotStarted),
+        (lambda: eng.complete_quest("bob", open_), QuestNotStarted),
+        (lambda: eng.advance_quest("amy", open_, 0), ValidationError),
+        (lambda: eng.complete_quest("amy", 999_999), UnknownQuest),
+    ):
+        with pytest.raises(error):
+            call()
+    assert keys_and_values(eng) == before
+    with pytest.raises(ValidationError):
+        make_quest(eng, activity_type="weekly_goal")  # a quest cannot count rewards
+    with pytest.raises(ValidationError):
+        make_quest(eng, starts_at=clock.now, ends_at=clock.now - timedelta(hours=1))
+    with pytest.raises(ValidationError):
+        eng.update_quest(open_, points_reward=0)
+    assert [q.id for q in eng.quests(active_only=True)] == [ended, future, open_]
+
+
+def test_a_quest_ends(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    qid = make_quest(eng, ends_at=clock.now + timedelta(hours=1), target_count=2)
+    eng.start_quest("eve", qid)
+    eng.award("eve", "quiz_complete")
+    clock.advance(hours=2)
+    eng.award("eve", "quiz_complete")  # after the end: no progress
+    (mine,) = eng.user_quests("eve")
+    assert mine.current_progress == 1 and mine.status == "in_progress"
+
+
+# -- streak bonuses --------------------------------------------------------------------------
+
+
+def test_streak_bonus_once_per_user_and_day(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    start = clock.now
+    for d in range(3):  # sam: 3 days in a row; lee: today only; old: 2 days ago
+        clock.now = start + timedelta(days=d)
+        eng.award("sam", "daily_login")
+    eng.award("lee", "daily_login")
+    eng.award("old", "daily_login", occurred_at=clock.now - timedelta(days=2))
+    eng.redis.zadd(eng.keys.board(0, f"day:{clock.now.date()}"), {"old": -1})  # on the board
+    report = eng.streak_bonuses(batch=1)
+    assert report == {"users": 3, "awarded": 2, "already": 0, "skipped": 1}
+    assert eng.status("sam").points_by_type["streak_bonus"] == 15
+    assert eng.status("lee").points_by_type["streak_bonus"] == 5
+    assert eng.status("sam").current_streak_days == 3  # the bonus is no day of activity
+    again = eng.streak_bonuses()
+    assert again == {"users": 3, "awarded": 0, "already": 2, "skipped": 1}
+    assert eng.status("sam").points_by_type["streak_bonus"] == 15
+    drain(eng)
+    assert eng.points_by_type("sam")["streak_bonus"] == 15
+
+
+def test_streak_bonus_is_capped_at_100_days(eng: ScoringEngine) -> None:
+    eng.award("max", "daily_login")
+    eng.redis.hset(eng.keys.user("max"), "streak", 250)
+    eng.streak_bonuses()
+    assert eng.status("max").points_by_type["streak_bonus"] == 500
+
+
+# -- archived leaderboard periods ---------------------------------------------------------------
+
+
+def test_ended_periods_archived_and_read_back(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+    clock.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # Sunday, last day of 2026-W47
+    for user, points in (("a", 50), ("b", 70), ("c", 50)):
+        eng.award(user, "special_event", amount=points)
+    clock.now = datetime(2026, 11, 23, 0, 10, tzinfo=UTC)  # the job's time, Monday
+    done = eng.archive_ended_periods()
+    assert ("day", "2026-11-22", 3) in done and ("week", "2026-W47", 3) in done
+    assert eng.archive_ended_periods() == []  # a second run adds nothing
+    assert eng.archive_period("week", "2026-W48") is None  # not ended
+    eng.redis.delete(*eng.keys.boards("week:2026-W47"))  # the live board expires later
+    users, entries = eng.archived_top("week", "2026-W47", limit=10)
+    assert users == 3
+    assert [(e.rank, e.user_id, e.score) for e in entries] == [
+        (1, "b", 70), (2, "a", 50), (2, "c", 50),
+    ]  # fmt: skip
+    assert eng.archived_rank("week", "2026-W47", "c") == (2, 50, 3)
+
+    settings = Settings(SCORING_API_KEYS="dash:read-key-0123456789abcdef:read")
+    client = TestClient(create_app(eng, settings))
+    headers = {"X-API-Key": "read-key-0123456789abcdef"}
+    body = client.get("/v1/leaderboards/week?period=2026-W47&limit=2", headers=headers).json()
+    assert body["total_users"] == 3 and [e["user_id"] for e in body["entries"]] == ["b", "a"]
+    rank = client.get("/v1/leaderboards/week/users/c?period=2026-W47", headers=headers).json()
+    assert rank["rank"] == 2 and rank["score"] == 50
+    bad = client.get("/v1/leaderboards/week?period=2026-W99", headers=headers)
+    assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_board"
+
+
+# -- the HTTP API --------------------------------------------------------------------------------
+
+
+def test_quest_and_goal_endpoints(eng: ScoringEngine) -> None:
+    import jwt
+
+    settings = Settings(
+        SCORING_API_KEYS="svc:award-key-0123456789abcdef:award+read,"
+        "ops:admin-key-0123456789abcdef:admin,dash:read-key-0123456789abcdef:read",
+        SCORING_JWT_SECRET="s" * 32,
+    )
+    client = TestClient(create_app(eng, settings))
+    award = {"X-API-Key": "award-key-0123456789abcdef"}
+    admin = {"X-API-Key": "admin-key-0123456789abcdef"}
+    read = {"X-API-Key": "read-key-0123456789abcdef"}
+    mine = {"Authorization": f"Bearer {jwt.encode({'sub': 'kim'}, 's' * 32, 'HS256')}"}
+    quest = {"title": "Commenter", "quest_type": "social", "difficulty": "easy",
+             "points_reward": 40, "activity_type": "comment", "target_count": 2}  # fmt: skip
+    assert client.post("/v1/quests", json=quest, headers=award).status_code == 403
+    r = client.post("/v1/quests", json=quest, headers=admin)
+    assert r.status_code == 201, r.text
+    qid = r.json()["id"]
+    assert client.get("/v1/quests?active=true", headers=read).json()[0]["title"] == "Commenter"
+    r = client.post(f"/v1/users/kim/quests/{qid}/start", headers=mine)  # a user starts their own
+    assert r.status_code == 201 and r.json()["quest"]["status"] == "in_progress"
+    r = client.post(f"/v1/users/kim/quests/{qid}/start", headers=mine)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_already_started"
+    assert client.post(f"/v1/users/kim/quests/{qid}/complete", headers=mine).status_code == 403
+    assert client.post(f"/v1/users/bob/quests/{qid}/start", headers=mine).status_code == 403
+    r = client.post(f"/v1/users/kim/quests/{qid}/progress", headers=award, json={"by": 1})
+    assert r.status_code == 200 and r.json()["quest"]["current_progress"] == 1
+    r = client.post("/v1/users/kim/awards", headers=award, json={"activity_type": "comment"})
+    assert [w["activity_type"] for w in r.json()["rewards"]] == ["side_quest"]
+    r = client.post(f"/v1/users/kim/quests/{qid}/complete", headers=award)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_already_completed"
+    r = client.post(f"/v1/users/kim/quests/{qid + 99}/complete", headers=award)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_quest"
+    r = client.post(f"/v1/users/bob/quests/{qid}/progress", headers=award)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_not_started"
+    r = client.patch(f"/v1/quests/{qid}", headers=admin, json={"is_active": False})
+    assert r.status_code == 200 and r.json()["is_active"] is False
+    r = client.post(f"/v1/users/lee/quests/{qid}/start", headers=award)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_inactive"
+    quests = client.get("/v1/users/kim/quests", headers=mine).json()
+    assert quests[0]["status"] == "completed" and quests[0]["points_awarded"] == 40
+
+    goals = client.get("/v1/users/kim/goals", headers=mine).json()
+    assert goals["week_start"] == "2026-11-23" and goals["week_end"] == "2026-11-29"
+    by_id = {g["goal_id"]: g for g in goals["goals"]}
+    assert by_id["post_comments"]["current_progress"] == 1
+    r = client.get("/v1/users/kim/goals/nope", headers=mine)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_goal"
+    assert client.get("/v1/users/bob/goals", headers=mine).status_code == 403
