@@ -171,9 +171,11 @@ if not RULES.reward_types[activity_type] then
   end
   local open = rcall("HGETALL", KEYS[12])
   local at = tonumber(at_ms)
+  local prefix = activity_type .. "\31"
   for i = 1, #open, 2 do
-    local f = quest_parse(open[i + 1])
-    if f[1] == activity_type and at >= tonumber(f[6]) and (f[5] == "0" or at < tonumber(f[5])) then
+    -- a record opens with its activity type: parse only the quests this award may advance
+    local f = string.sub(open[i + 1], 1, #prefix) == prefix and quest_parse(open[i + 1])
+    if f and at >= tonumber(f[6]) and (f[5] == "0" or at < tonumber(f[5])) then
       local progress = tonumber(f[3]) + 1
       f[3] = tostring(progress)
       if progress >= tonumber(f[2]) then
