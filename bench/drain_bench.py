@@ -81,7 +81,7 @@ from bench.award_bench import (
 from engine import AwardRequest, ScoringEngine
 from engine.outbox import DrainQueue
 from engine.recovery import RebuildReport, rebuild, reconcile
-from engine.rules import Rules, load_rules
+from engine.rules import Rules, build_rules, load_rules
 from engine.store import SqlStore
 from workers.drain import Drainer
 
@@ -237,6 +237,11 @@ class StepTimer:
         setattr(obj, method, timed)
 
 
+#: The default rules without weekly goals: every outbox entry is then one award, one row (the
+#: goals' cost is engagement_bench's subject).
+AWARDS_ONLY = build_rules({"weekly_goals": {}})
+
+
 def fill_outbox(engine: ScoringEngine, awards: int, users: int) -> float:
     """Award ``awards`` times through ``award_many``; return the awards/s it took."""
     requests = [AwardRequest(uid, t) for uid, t in workload(awards, users, seed=21)]
@@ -253,7 +258,8 @@ def bench_drain(r: redis.Redis, pg: Postgres, sizes: Sizes, batch: int) -> Drain
     """Fill the outbox, then time one drain of it into an empty audit trail."""
     fresh_db(r)
     empty_tables(pg)
-    engine = ScoringEngine(r)  # no drain queue: nothing drains while filling
+    # no drain queue: nothing drains while filling
+    engine = ScoringEngine(r, rules=AWARDS_ONLY)
     fill_rate = fill_outbox(engine, sizes.drain_awards, sizes.drain_users)
     store = SqlStore(pg.url)
     store.ping()  # open the pool's first connection before the clock starts
@@ -294,7 +300,9 @@ def _rq_worker(env: dict[str, str]) -> None:
 def _producer(url: str, seconds: float, users: int, go: Any, results: Any) -> None:
     """A helper process: award LAG_BATCH every LAG_BATCH / LAG_RATE seconds for ``seconds``;
     put (sent, errors, elapsed) on ``results``, ``sent`` a list of (activity id, returned at)."""
-    engine = ScoringEngine(connect(url), drain_queue=DrainQueue.from_url(url, name=RQ_QUEUE))
+    engine = ScoringEngine(
+        connect(url), rules=AWARDS_ONLY, drain_queue=DrainQueue.from_url(url, name=RQ_QUEUE)
+    )
     ticks = int(seconds * LAG_RATE / LAG_BATCH)
     work = workload(ticks * LAG_BATCH, users, seed=31)
     requests = [AwardRequest(uid, t, description=f"lag-{i:08d}") for i, (uid, t) in enumerate(work)]

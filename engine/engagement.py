@@ -34,7 +34,6 @@ from .outbox import FLAG_TTL
 from .periods import WINDOWS, day_to_date, local_day, period_end, period_of, window_boards
 from .results import GoalProgress, LeaderboardEntry, Quest, QuestResult, Reward, UserQuest
 from .rules import QUEST_REWARD_TYPE, STREAK_BONUS_TYPE, reward_id
-from .scripts import scripts
 
 if TYPE_CHECKING:
     from .service import AwardRequest
@@ -67,6 +66,7 @@ class Engagement:
         from .store import SqlStore
 
         redis: Any
+        _quest: Any  # lua/quest.lua with the rules defined
         keys: Keys
         rules: Rules
         store: SqlStore | None
@@ -271,7 +271,7 @@ class Engagement:
         shard = self.keys.shard_of(uid)
         windows = window_boards(now, self.rules)
         now_s = now.timestamp()
-        reply = scripts.get("quest", RULES=self.rules.script_tables)(
+        reply = self._quest(
             self.redis,
             self.keys.quest(uid, shard, [w.board_id for w in windows]),
             [op, uid, quest_id, int(now_s * 1000), int(now_s // 86400), arg,

@@ -126,6 +126,7 @@ class ScoringEngine(Engagement):
         self.drain_queue = drain_queue
         self.store = store
         self._award = scripts.get("award", RULES=self.rules.script_tables)
+        self._quest = scripts.get("quest", RULES=self.rules.script_tables)
         self._tz: dict[str, str] = {}  # users whose zone is not UTC, as last seen
         self._tz_lock = threading.Lock()
         self._window_cache: dict[date, list[WindowBoard]] = {}
