@@ -130,12 +130,12 @@ class Engagement:
                 for member, _ in self.redis.zscan_iter(key, count=5000):
                     users.add(member)
         goals = self.rules.weekly_goals
-        rows = [
+        rows = (  # made as they are inserted, a chunk at a time
             {"user_id": u, "goal_type": goal_id, "week_start": monday,
              "week_end": monday + timedelta(days=6), "current_progress": 0,
              "target_progress": g.target, "is_completed": False, "points_reward": g.reward}
             for u in sorted(users) for goal_id, g in goals.items()
-        ]  # fmt: skip
+        )  # fmt: skip
         return self._sql().insert_weekly_goals(rows)
 
     # -- side quests: the catalog (SQL) ---------------------------------------------------

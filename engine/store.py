@@ -8,8 +8,9 @@ activity) and the ``user_score`` snapshot is upserted only where the incoming ve
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -242,18 +243,20 @@ class SqlStore:
 
     # -- weekly goals, quests, archives ---------------------------------------------------
 
-    def insert_weekly_goals(self, rows: Sequence[dict[str, Any]], *, chunk: int = 5000) -> int:
-        """Insert weekly_goal rows, skipping (user, goal, week) rows that exist; returns how
-        many were new. Chunked multi-row inserts: safe to run twice, and concurrently."""
+    def insert_weekly_goals(self, rows: Iterable[dict[str, Any]], *, chunk: int = 5000) -> int:
+        """Insert weekly_goal rows (read lazily, ``chunk`` per transaction), skipping (user,
+        goal, week) rows that exist; returns how many were new. Safe to run twice, and
+        concurrently."""
         stmt = (
             self._insert(WeeklyGoal)
             .on_conflict_do_nothing(index_elements=["user_id", "goal_type", "week_start"])
             .returning(WeeklyGoal.id)
         )
         added = 0
-        for i in range(0, len(rows), chunk):
+        source = iter(rows)
+        while part := list(itertools.islice(source, chunk)):
             with self.engine.begin() as connection:
-                added += len(connection.execute(stmt, list(rows[i : i + chunk])).all())
+                added += len(connection.execute(stmt, part).all())
         return added
 
     def weekly_goal_rows(self, week_start: date) -> list[WeeklyGoal]:
