@@ -25,6 +25,7 @@ from .errors import (
     QuestNotStarted,
     ScoringError,
     ScriptCode,
+    UnknownBoard,
     UnknownGoal,
     UnknownQuest,
     ValidationError,
@@ -33,7 +34,7 @@ from .errors import (
 from .outbox import FLAG_TTL
 from .periods import WINDOWS, day_to_date, local_day, period_end, period_of, window_boards
 from .results import GoalProgress, LeaderboardEntry, Quest, QuestResult, Reward, UserQuest
-from .rules import QUEST_REWARD_TYPE, STREAK_BONUS_TYPE, reward_id
+from .rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE, reward_id
 
 if TYPE_CHECKING:
     from .service import AwardRequest
@@ -204,7 +205,7 @@ class Engagement:
                     raise ValidationError("is_active must be true or false", field=name)
             elif name == "activity_type":
                 validation.activity_type(self.rules, value)
-                if value in self.rules.script_tables["reward_types"] or value == STREAK_BONUS_TYPE:
+                if value in (GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE):
                     raise ValidationError(
                         f"a quest cannot count rewards ({value})", field="activity_type"
                     )
@@ -330,7 +331,8 @@ class Engagement:
                 points = BONUS_PER_DAY * min(int(streak), BONUS_MAX_DAYS)
                 items.append(AwardRequest(u, STREAK_BONUS_TYPE, points,
                                           f"{int(streak)}-day streak!", key, at))  # fmt: skip
-            for result in self._award_system(items):
+            # remembered longer than the rules' key TTL: as long as the day board lives
+            for result in self.award_many(items, key_ttl=BONUS_KEY_TTL):
                 if isinstance(result, IdempotencyConflict) or (
                     not isinstance(result, ScoringError) and result.replayed
                 ):
@@ -340,10 +342,6 @@ class Engagement:
                 else:
                     report["awarded"] += 1
         return report
-
-    def _award_system(self, items: list[AwardRequest]) -> list[Any]:
-        """award_many for the engine's own awards, remembered for BONUS_KEY_TTL."""
-        return self.award_many(items, key_ttl=BONUS_KEY_TTL)
 
     def _day_users(self, day: date, batch: int) -> Iterator[list[str]]:
         """The members of day ``day``'s board, shard by shard, ``batch`` at a time."""
@@ -430,8 +428,6 @@ def _period_start(window: str, period: str) -> datetime:
 
 def _check_window(board: str) -> None:
     if board not in WINDOWS:
-        from .errors import UnknownBoard
-
         raise UnknownBoard("only day, week and month boards have archived periods", field="board")
 
 
