@@ -18,6 +18,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
 ``<p>:<t>:outbox:failures``    hash: outbox entry id -> times writing it to SQL failed
 ``<p>:<t>:outbox:dead``        stream: entries that failed too often (dead letters)
+``<p>:<t>:feed``               stream: recent tier and level upgrades (capped near 100)
 ``<p>:<t>:lb:all``             zset: all-time leaderboard (scores are negated points)
 ``<p>:<t>:lb:month:2026-11``   zset: monthly board (UTC), expires after retention
 ``<p>:<t>:lb:week:2026-W48``   zset: ISO-week board (UTC), expires after retention
@@ -70,6 +71,9 @@ class Keys:
     def outbox(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox"
 
+    def feed(self, shard: int) -> str:
+        return f"{self.tag(shard)}:feed"
+
     def user_prefix(self, shard: int) -> str:
         """What every user hash key of ``shard`` starts with (the user id follows)."""
         return f"{self.tag(shard)}:u:"
@@ -110,7 +114,7 @@ class Keys:
             self.board(shard, f"type:{activity_type}"), *(self.board(shard, w) for w in windows),
             self.drain_flag(shard), self.goals(user_id, shard), self.quests(user_id, shard),
             self.quests_done(user_id, shard), self.board(shard, f"type:{GOAL_REWARD_TYPE}"),
-            self.board(shard, f"type:{QUEST_REWARD_TYPE}"),
+            self.board(shard, f"type:{QUEST_REWARD_TYPE}"), self.feed(shard),
         ]  # fmt: skip
 
     def quest(self, user_id: str, shard: int, windows: list[str]) -> list[str]:
@@ -119,7 +123,7 @@ class Keys:
             self.user(user_id, shard), self.quests(user_id, shard),
             self.quests_done(user_id, shard), self.outbox(shard), self.board(shard, "all"),
             self.board(shard, f"type:{QUEST_REWARD_TYPE}"),
-            *(self.board(shard, w) for w in windows), self.drain_flag(shard),
+            *(self.board(shard, w) for w in windows), self.drain_flag(shard), self.feed(shard),
         ]  # fmt: skip
 
     def _shard(self, user_id: str, shard: int | None) -> int:

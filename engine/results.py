@@ -263,3 +263,49 @@ class Page:
     page_size: int
     total_users: int
     entries: list[LeaderboardEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardRow:
+    """A board row as a dashboard shows it. ``points`` are the board's (the period's or the
+    activity type's); ``tier``, ``level`` and ``streak`` are the user's (``streak`` is 0 once the
+    run can no longer grow)."""
+
+    rank: int
+    user_id: str
+    name: str
+    points: int
+    tier: str
+    tier_display: str
+    level: int
+    streak: int
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A tier or level change, from the upgrade feed."""
+
+    user_id: str
+    name: str
+    at: datetime
+    from_tier: str
+    tier: str
+    from_level: int
+    level: int
+
+    @property
+    def tier_changed(self) -> bool:
+        return self.tier != self.from_tier
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBoard:
+    """What a live dashboard shows of one board: its top rows, the number of users on it, the
+    users per tier (every tier, lowest first; users with points) and the latest upgrades
+    (newest first)."""
+
+    board: str
+    total_users: int
+    rows: list[BoardRow]
+    tiers: dict[str, int]
+    upgrades: list[Upgrade]

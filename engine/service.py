@@ -31,6 +31,7 @@ from .errors import (
 )
 from .keys import Keys
 from .leaderboard import Leaderboard
+from .live import LiveViews
 from .outbox import FLAG_TTL, DrainQueue
 from .periods import (
     WindowBoard,
@@ -86,7 +87,7 @@ class _Prepared:
     args: list[Any] | None = None
 
 
-class ScoringEngine(Engagement):
+class ScoringEngine(Engagement, LiveViews):
     """Awards points and answers reads. Thread-safe; share one per process.
 
     Args:

@@ -11,6 +11,7 @@
   KEYS[12] user's side quests in progress  KEYS[13] user's completed side quests
            (hashes: quest id -> record, see includes/quest_record.lua)
   KEYS[14] weekly_goal type board    KEYS[15] side_quest type board
+  KEYS[16] shard's upgrade feed (stream of tier and level changes, see includes/feed.lua)
 
   ARGV[1]  activity id (uuid)        ARGV[2]  user id
   ARGV[3]  amount (integer > 0, points)
@@ -63,6 +64,7 @@ local rcall = redis.call
 --- @include "tier_and_level"
 --- @include "day_bit"
 --- @include "run_length"
+--- @include "feed"
 --- @include "credit"
 --- @include "quest_record"
 
@@ -227,6 +229,17 @@ elseif not h[2] then
 end
 rcall("HSET", KEYS[1], unpack(fields))
 
+-- a new user starts from the tier and level of 0 points
+local old_tier, old_level = h[3], h[4]
+if not old_tier then
+  local t, l = tier_and_level(0)
+  old_tier, old_level = t, tostring(l)
+end
+local name = h[16] or h[15] or user
+if tier ~= old_tier or level ~= old_level then
+  feed_upgrade(KEYS[16], user, name, at_ms, old_tier, old_level, tier, level)
+end
+
 local negative = "-" .. ARGV[3]
 rcall("ZINCRBY", KEYS[5], negative, user)
 rcall("ZINCRBY", KEYS[6], negative, user)
@@ -257,8 +270,9 @@ for i = 1, #goal_done do
     "progress", d[3], "target", d[4], "reward", d[5])
 end
 if #rewards > 0 then
-  local st = {key = KEYS[1], user = user, total = total, version = tonumber(version_s),
-    streak = cur_s, longest = longest_s, last_day = last_s, at = at_ms, outbox = KEYS[4],
+  local st = {key = KEYS[1], user = user, name = name, total = total,
+    version = tonumber(version_s), tier = tier, level = level, streak = cur_s,
+    longest = longest_s, last_day = last_s, at = at_ms, outbox = KEYS[4], feed = KEYS[16],
     all_board = KEYS[5], windows = {KEYS[7], KEYS[8], KEYS[9]},
     expiries = {ARGV[11], ARGV[12], ARGV[13]}}
   for i = 1, #rewards do

@@ -5,7 +5,7 @@
   KEYS[3] user's completed side quests (hashes: quest id -> record, see includes/quest_record)
   KEYS[4] shard outbox stream        KEYS[5] all-time board
   KEYS[6] side_quest type board      KEYS[7] day board   KEYS[8] week board   KEYS[9] month board
-  KEYS[10] shard's drain flag
+  KEYS[10] shard's drain flag        KEYS[11] shard's upgrade feed
 
   ARGV[1] "start", "progress" or "complete"
   ARGV[2] user id                    ARGV[3] quest id
@@ -29,6 +29,7 @@ local rcall = redis.call
 --- @define RULES
 --- @include "threshold_index"
 --- @include "tier_and_level"
+--- @include "feed"
 --- @include "credit"
 --- @include "quest_record"
 
@@ -63,10 +64,18 @@ local reward = ""
 if f[7] ~= "" then
   local points = tonumber(f[4])
   local id = "quest:" .. user .. ":" .. qid
-  local h = rcall("HMGET", KEYS[1], "total", "version", "streak", "longest", "last_day")
-  local st = {key = KEYS[1], user = user, total = tonumber(h[1] or "0"),
-    version = tonumber(h[2] or "0"), streak = h[3] or "0", longest = h[4] or "0",
-    last_day = h[5] or ARGV[5], at = now, outbox = KEYS[4], all_board = KEYS[5],
+  local h = rcall("HMGET", KEYS[1], "total", "version", "streak", "longest", "last_day", "tier",
+    "level", "display_name", "username")
+  local tier, level = h[6], h[7]
+  if not tier then
+    local l
+    tier, l = tier_and_level(0)
+    level = tostring(l)
+  end
+  local st = {key = KEYS[1], user = user, name = h[8] or h[9] or user,
+    total = tonumber(h[1] or "0"), version = tonumber(h[2] or "0"), tier = tier, level = level,
+    streak = h[3] or "0", longest = h[4] or "0", last_day = h[5] or ARGV[5], at = now,
+    outbox = KEYS[4], feed = KEYS[11], all_board = KEYS[5],
     windows = {KEYS[7], KEYS[8], KEYS[9]}, expiries = {ARGV[7], ARGV[8], ARGV[9]}}
   if not h[1] then rcall("HSET", KEYS[1], "created_at", now) end
   credit(st, RULES.quest_type, KEYS[6], points, id, "Completed: " .. f[8])

@@ -3,10 +3,12 @@
 -- outbox gets the activity with the user's state after it. Streak fields are left as they are.
 -- The entry carries the reward's key instead of an id; its id is uuid5 of the key (see
 -- engine.rules.reward_id), so a reward given twice would still be one row in SQL.
---   st: {key = user hash, user, total, version (numbers), streak, longest, last_day (strings),
---        at (unix ms string), outbox, all_board, windows = {day, week, month board keys},
---        expiries = {day, week, month} ("0" = leave that board alone)}
--- Needs tier_and_level.
+-- A change of tier or level goes to the upgrade feed.
+--   st: {key = user hash, user, name (shown in the feed), total, version (numbers), tier, level,
+--        streak, longest, last_day (strings), at (unix ms string), outbox, feed, all_board,
+--        windows = {day, week, month board keys}, expiries = {day, week, month} ("0" = leave
+--        that board alone)}
+-- Needs tier_and_level and feed.
 local function credit(st, kind, type_board, amount, reward_key, desc)
   st.total = st.total + amount
   st.version = st.version + 1
@@ -14,6 +16,10 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
   local total_s, level_s, version_s = tostring(st.total), tostring(level), tostring(st.version)
   redis.call("HSET", st.key, "total", total_s, "version", version_s, "tier", tier,
     "level", level_s)
+  if tier ~= st.tier or level_s ~= st.level then
+    feed_upgrade(st.feed, st.user, st.name, st.at, st.tier, st.level, tier, level_s)
+    st.tier, st.level = tier, level_s
+  end
   redis.call("HINCRBY", st.key, "n:" .. kind, 1)
   redis.call("HINCRBY", st.key, "pts:" .. kind, amount)
   redis.call("ZINCRBY", st.all_board, -amount, st.user)
