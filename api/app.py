@@ -6,12 +6,14 @@ do); ``scoring serve`` runs it under uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from engine.errors import ConfigError
 from engine.service import ScoringEngine
@@ -19,8 +21,9 @@ from engine.settings import Settings, get_settings
 
 from . import errors
 from .auth import Authenticator, parse_api_keys
+from .live import LiveHub
 from .metrics import Metrics
-from .routers import awards, engagement, health, leaderboards, me, stats, users
+from .routers import awards, dashboard, engagement, health, leaderboards, me, stats, users
 
 #: Request bodies larger than this are refused with 413 (a batch of 1,000 awards is ~250 KB).
 MAX_BODY = 2 * 1024 * 1024
@@ -35,7 +38,9 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.live.started(asyncio.get_running_loop())
         yield
+        app.state.live.close()
         await app.state.engine.aclose()  # the asyncio Redis client of this worker's loop
 
     app = FastAPI(
@@ -51,11 +56,13 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
         t.strip() for t in settings.self_award_types.split(",") if t.strip()
     )
     app.state.metrics = Metrics(app.state)
+    app.state.live = LiveHub(app.state, settings.stream_interval_ms / 1000)
     errors.install(app)
     app.add_middleware(_Guard)
     for router in (health.router, awards.router, users.router, leaderboards.router,
-                   engagement.router, stats.router, me.router):  # fmt: skip
+                   engagement.router, stats.router, me.router, dashboard.router):  # fmt: skip
         app.include_router(router)
+    app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC), name="dashboard")
     return app
 
 

@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Request
 
 from engine.service import ScoringEngine
 
-from .auth import Principal
+from .auth import Principal, Scope
 
 
 # async: they do no I/O, and FastAPI runs a plain-def dependency in its thread pool (a hop per
@@ -25,8 +25,33 @@ async def get_principal(
     return request.app.state.authenticator.from_headers(x_api_key, authorization)
 
 
+async def get_reader(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(description="a server API key")] = None,
+    authorization: Annotated[str | None, Header(description="Bearer <user token>")] = None,
+) -> Principal | None:
+    """Who reads a leaderboard: None when no credentials are needed (``SCORING_PUBLIC_
+    LEADERBOARDS``: yes, or local and a loopback client), else a key with the read scope or
+    a user token. Credentials that are sent are always checked."""
+    access = request.app.state.settings.leaderboard_access
+    if not x_api_key and not authorization:
+        if access == "yes" or (access == "local" and is_loopback(request)):
+            return None
+    caller = request.app.state.authenticator.from_headers(x_api_key, authorization)
+    caller.require(Scope.READ)
+    return caller
+
+
+def is_loopback(request: Request) -> bool:
+    """Whether the client is on this machine (behind a local proxy, uvicorn puts the
+    X-Forwarded-For address here)."""
+    host = request.client.host if request.client else ""
+    return host == "::1" or host.startswith("127.")
+
+
 Engine = Annotated[ScoringEngine, Depends(get_engine)]
 Caller = Annotated[Principal, Depends(get_principal)]
+Reader = Annotated[Principal | None, Depends(get_reader)]
 
 
 def may_award(request: Request, caller: Principal, user_id: str, activity_type: object) -> None:

@@ -245,6 +245,15 @@ class EntryOut(BaseModel):
         return cls(rank=e.rank, user_id=e.user_id, score=e.score)
 
 
+class BoardInfo(BaseModel):
+    id: str = Field(description="the board's name in /v1/leaderboards/{board}")
+    title: str
+
+
+class BoardsOut(BaseModel):
+    boards: list[BoardInfo]
+
+
 class LeaderboardOut(BaseModel):
     board: str
     period: str | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -94,6 +95,29 @@ class Settings(BaseSettings):
         alias="SCORING_SELF_AWARD_TYPES",
         description="Activity types users may award themselves with a user token (a comma list).",
     )
+
+    public_leaderboards: Literal["yes", "local", "no"] | None = Field(
+        default=None,
+        alias="SCORING_PUBLIC_LEADERBOARDS",
+        description="Who reads leaderboards, their live stream and the dashboard's data without "
+        "credentials: yes (anyone), local (clients on a loopback address), no (nobody: a key "
+        "with the read scope or a user token). Unset: local on the embedded default (no "
+        "REDIS_URL), else no.",
+    )
+    stream_interval_ms: int = Field(
+        default=500,
+        alias="SCORING_STREAM_INTERVAL_MS",
+        ge=50,
+        le=10_000,
+        description="How often each API process looks for changes to a streamed board (ms).",
+    )
+
+    @property
+    def leaderboard_access(self) -> Literal["yes", "local", "no"]:
+        """``public_leaderboards``, or its default for where the state lives."""
+        if self.public_leaderboards:
+            return self.public_leaderboards
+        return "no" if self.redis_url else "local"
 
     def sql_url(self) -> str:
         """The SQLAlchemy URL of the audit trail (a ``postgresql://`` URL uses psycopg 3)."""

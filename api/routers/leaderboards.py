@@ -1,17 +1,19 @@
-"""Leaderboards: top, around a user, a user's standing."""
+"""Leaderboards: the list of boards, top, around a user, a user's standing, and a board's live
+stream (Server-Sent Events)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from engine.periods import WINDOWS
 from engine.results import RankInfo
 
-from ..auth import Scope
-from ..deps import Caller, Engine
-from ..schemas import EntryOut, ErrorOut, LeaderboardOut, RankOut
+from ..deps import Engine, Reader
+from ..schemas import BoardInfo, BoardsOut, EntryOut, ErrorOut, LeaderboardOut, RankOut
 
 router = APIRouter(prefix="/v1/leaderboards", tags=["leaderboards"])
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
@@ -22,11 +24,70 @@ Period = Annotated[
 ]
 
 
+WINDOW_TITLES = {"all_time": "All time", "month": "This month", "week": "This week",
+                 "day": "Today"}  # fmt: skip
+
+
+@router.get("", response_model=BoardsOut, responses=ERRORS, summary="The boards there are")
+def boards(engine: Engine, _: Reader) -> BoardsOut:
+    """The current periods' boards (UTC) and one all-time board per activity type."""
+    types = engine.rules.activity_types
+    return BoardsOut(boards=[
+        *(BoardInfo(id=b, title=t) for b, t in WINDOW_TITLES.items()),
+        *(BoardInfo(id=f"type:{name}", title=spec.display) for name, spec in types.items()),
+    ])  # fmt: skip
+
+
+@router.get(
+    "/{board}/stream",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
+                               "description": "a stream of board, tiers and upgrades events"}},
+    summary="A board's live changes (Server-Sent Events)",
+)  # fmt: skip
+async def stream(
+    request: Request,
+    board: str,
+    engine: Engine,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=100, description="rows of the board")] = 10,
+    upgrades: Annotated[int, Query(ge=0, le=100, description="latest upgrades")] = 20,
+) -> StreamingResponse:
+    """The board of the current period (``all_time``, ``month``, ``week``, ``day`` or
+    ``type:<activity_type>``) as ``text/event-stream``. Three events, each sent when the stream
+    opens and then only when it changed (checked every ``SCORING_STREAM_INTERVAL_MS``):
+
+    - ``board``: ``{board, total_users, rows: [{rank, user_id, name, points, tier,
+      tier_display, level, streak}]}`` (points on this board; tier, level and streak the user's)
+    - ``tiers``: ``{tiers: [{tier, display, users}]}``, users with points per tier, lowest first
+    - ``upgrades``: ``{upgrades: [{user_id, name, at, from_tier, tier, tier_display,
+      from_level, level}]}``, the latest tier and level changes, newest first
+
+    ``error`` (``{code, message}``) says the store is unavailable; the stream goes on and sends
+    everything again when it is back. A comment line is sent every 15 s of silence."""
+    first = await run_in_threadpool(engine.live_board, board, limit, upgrades)  # 404 here
+    hub = request.app.state.live
+    sub = hub.subscribe(board, limit, upgrades, first)
+
+    async def body():  # noqa: ANN202
+        try:
+            async for chunk in sub.messages():
+                yield chunk
+        finally:
+            hub.unsubscribe(board, limit, upgrades, sub)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.get("/{board}", response_model=LeaderboardOut, responses=ERRORS, summary="A leaderboard")
 def leaderboard(
     board: str,
     engine: Engine,
-    caller: Caller,
+    _: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     around: Annotated[str | None, Query(max_length=128, description="a user id")] = None,
@@ -36,7 +97,6 @@ def leaderboard(
     ``period`` is given) and ``type:<activity_type>``. ``around`` lists that user with
     ``limit // 2`` users on each side instead of the page at ``offset``. A past period whose
     final standings were archived (after it ended) is read from the archive in SQL."""
-    caller.require(Scope.READ)
     lb = engine.leaderboard(board, period=period)  # validates board and period
     if period is not None and around is None and board in WINDOWS and engine.store is not None:
         archived = engine.archived_top(board, period, limit=limit, offset=offset)
@@ -61,9 +121,8 @@ def leaderboard(
     summary="A user's rank, score, percentile and points to the next rank",
 )
 def standing(
-    board: str, user_id: str, engine: Engine, caller: Caller, period: Period = None
+    board: str, user_id: str, engine: Engine, _: Reader, period: Period = None
 ) -> RankOut:
-    caller.require(Scope.READ)
     lb = engine.leaderboard(board, period=period)
     if period is not None and board in WINDOWS and engine.store is not None:
         archived = engine.archived_rank(board, period, user_id)
