@@ -33,8 +33,9 @@ class LiveViews:
 
     if TYPE_CHECKING:
 
-        def leaderboard(self, board: str = "all_time", *, period: str | None = None) -> Leaderboard:
-            ...
+        def leaderboard(
+            self, board: str = "all_time", *, period: str | None = None
+        ) -> Leaderboard: ...
 
         def _state(self, uid: str, h: dict[str, str]) -> UserState: ...
 
@@ -44,8 +45,10 @@ class LiveViews:
         upgrades. Raises :class:`~engine.errors.UnknownBoard` and
         :class:`~engine.errors.InvalidPaging` as the board reads do."""
         lb = self.leaderboard(board)
-        if isinstance(upgrades, bool) or not isinstance(upgrades, int) or not (
-            0 <= upgrades <= MAX_UPGRADES
+        if (
+            isinstance(upgrades, bool)
+            or not isinstance(upgrades, int)
+            or not (0 <= upgrades <= MAX_UPGRADES)
         ):
             raise InvalidPaging(f"upgrades must be from 0 to {MAX_UPGRADES}", field="upgrades")
         entries = lb.top(limit)
@@ -99,10 +102,10 @@ def _merge_feeds(feeds: list[list[tuple[str, dict[str, str]]]], limit: int) -> l
         return -int(ms), -int(seq or 0)
 
     out = []
-    for _, f in heapq.merge(*feeds, key=order):
+    for entry_id, f in heapq.merge(*feeds, key=order):
         out.append(Upgrade(
             user_id=f["user"], name=f["name"],
-            at=datetime.fromtimestamp(int(f["at"]) / 1000, tz=UTC),
+            at=datetime.fromtimestamp(int(entry_id.partition("-")[0]) / 1000, tz=UTC),
             from_tier=f["from_tier"], tier=f["tier"],
             from_level=int(f["from_level"]), level=int(f["level"]),
         ))  # fmt: skip

@@ -283,7 +283,7 @@ class BoardRow:
 
 @dataclass(frozen=True, slots=True)
 class Upgrade:
-    """A tier or level change, from the upgrade feed."""
+    """A tier or level change, from the upgrade feed; ``at``: when the engine recorded it."""
 
     user_id: str
     name: str

@@ -237,7 +237,7 @@ if not old_tier then
 end
 local name = h[16] or h[15] or user
 if tier ~= old_tier or level ~= old_level then
-  feed_upgrade(KEYS[16], user, name, at_ms, old_tier, old_level, tier, level)
+  feed_upgrade(KEYS[16], user, name, old_tier, old_level, tier, level)
 end
 
 local negative = "-" .. ARGV[3]

@@ -57,8 +57,12 @@ class EventReader:
         parts = urlsplit(url)
         self.events: queue.Queue[Event] = queue.Queue()
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-        lines = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}",
-                 "Accept: text/event-stream", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        lines = [
+            f"GET {parts.path}?{parts.query} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Accept: text/event-stream",
+            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        ]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.file = self.sock.makefile("rb")
         self.status = int(self.file.readline().split()[1])

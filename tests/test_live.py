@@ -56,7 +56,9 @@ def test_feed_records_tier_and_level_changes_only(engine: ScoringEngine) -> None
     engine.award("ann", "quiz_complete", amount=200)  # 262: spark, level 4
     first, second = engine.live_board().upgrades
     assert (first.user_id, first.name, first.from_tier, first.tier, first.from_level,
-            first.level, first.tier_changed) == ("ann", "Ann", "ember", "spark", 2, 4, True)  # fmt: skip
+            first.level, first.tier_changed) == (
+        "ann", "Ann", "ember", "spark", 2, 4, True,
+    )  # fmt: skip
     assert (second.from_tier, second.tier, second.from_level, second.level) == (
         "ember", "ember", 1, 2,
     )  # fmt: skip
@@ -88,7 +90,9 @@ def test_many_shards_merge_rows_tiers_and_feed(real_redis: redis.Redis, clock) -
 
 
 def test_rewards_that_change_a_tier_are_in_the_feed(
-    real_redis: redis.Redis, clock, store: SqlStore  # noqa: ANN001
+    real_redis: redis.Redis,
+    clock,
+    store: SqlStore,  # noqa: ANN001
 ) -> None:
     eng = ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES)
     qid = eng.create_quest(title="Big one", quest_type="learning", difficulty="hard",

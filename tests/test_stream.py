@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine import ScoringEngine

@@ -120,9 +120,7 @@ def leaderboard(
     responses=ERRORS,
     summary="A user's rank, score, percentile and points to the next rank",
 )
-def standing(
-    board: str, user_id: str, engine: Engine, _: Reader, period: Period = None
-) -> RankOut:
+def standing(board: str, user_id: str, engine: Engine, _: Reader, period: Period = None) -> RankOut:
     lb = engine.leaderboard(board, period=period)
     if period is not None and board in WINDOWS and engine.store is not None:
         archived = engine.archived_rank(board, period, user_id)

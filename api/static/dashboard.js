@@ -3,12 +3,15 @@
 //
 // The stream is read with fetch() rather than EventSource so that, on a server that asks for
 // credentials, the read key travels in the X-API-Key header and never in a URL. The board is
-// chosen with the selector, or with #board=<id> in the address (a screen can open one board).
+// chosen with the selector, or in the address: #board=<id>&rows=<n> (a screen can open one
+// board, with as many rows as it has room for; 10 by default).
 "use strict";
 
-const ROWS = 15;
 const RECONNECT_MS = 1000;
+const UPGRADES = 12;
 const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.hash.slice(1));
+const ROWS = Math.min(100, Math.max(1, parseInt(params.get("rows"), 10) || 10));
 
 let apiKey = sessionStorage.getItem("scoring-read-key") || "";
 let following = null; // the AbortController of the stream being read
@@ -63,7 +66,13 @@ function renderBoard(data) {
     tr.append(tier);
     tr.append(cell(row.level, "num level"));
     tr.append(cell(row.points.toLocaleString(), "num points"));
-    tr.append(cell(row.streak ? `${row.streak} 🔥` : "–", "num streak"));
+    const streak = cell(row.streak || "–", "num streak");
+    if (row.streak) {
+      const unit = document.createElement("small");
+      unit.textContent = row.streak === 1 ? "day" : "days";
+      streak.append(unit);
+    }
+    tr.append(streak);
     const before = lastPoints.get(row.user_id);
     if (before !== undefined && before !== row.points) tr.classList.add("changed");
     seen.set(row.user_id, row.points);
@@ -163,7 +172,7 @@ async function follow(board) {
   lastPoints = new Map();
   setStatus("connecting", "connecting");
   try {
-    const url = `/v1/leaderboards/${encodeURIComponent(board)}/stream?limit=${ROWS}`;
+    const url = `/v1/leaderboards/${encodeURIComponent(board)}/stream?limit=${ROWS}&upgrades=${UPGRADES}`;
     const resp = await fetch(url, { headers: headers(), signal: ctrl.signal, cache: "no-store" });
     if (resp.status === 401 || resp.status === 403) {
       const body = await resp.json().catch(() => ({}));
@@ -194,7 +203,7 @@ async function follow(board) {
 }
 
 function chosenBoard(boards) {
-  const wanted = new URLSearchParams(location.hash.slice(1)).get("board");
+  const wanted = params.get("board");
   return boards.some((b) => b.id === wanted) ? wanted : boards[0].id;
 }
 
@@ -207,7 +216,7 @@ async function start() {
   }
   if (!resp.ok) {
     setStatus(`server error ${resp.status}`, "error");
-    setTimeout(start, 3000);
+    setTimeout(boot, 3000);
     return;
   }
   const { boards } = await resp.json();
@@ -225,7 +234,8 @@ async function start() {
 }
 
 $("board").addEventListener("change", (e) => {
-  history.replaceState(null, "", `#board=${encodeURIComponent(e.target.value)}`);
+  params.set("board", e.target.value);
+  history.replaceState(null, "", `#${params}`);
   follow(e.target.value);
 });
 
@@ -234,11 +244,15 @@ $("keyform").addEventListener("submit", (e) => {
   apiKey = $("key").value.trim();
   sessionStorage.setItem("scoring-read-key", apiKey);
   $("keyform").hidden = true;
-  start().catch(() => setTimeout(start, 3000));
+  boot();
 });
 
+function boot() {
+  start().catch(() => {
+    setStatus("server unreachable", "error");
+    setTimeout(boot, 3000);
+  });
+}
+
 setInterval(refreshTimes, 5000);
-start().catch(() => {
-  setStatus("server unreachable", "error");
-  setTimeout(start, 3000);
-});
+boot();

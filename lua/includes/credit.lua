@@ -17,7 +17,7 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
   redis.call("HSET", st.key, "total", total_s, "version", version_s, "tier", tier,
     "level", level_s)
   if tier ~= st.tier or level_s ~= st.level then
-    feed_upgrade(st.feed, st.user, st.name, st.at, st.tier, st.level, tier, level_s)
+    feed_upgrade(st.feed, st.user, st.name, st.tier, st.level, tier, level_s)
     st.tier, st.level = tier, level_s
   end
   redis.call("HINCRBY", st.key, "n:" .. kind, 1)

@@ -1,8 +1,9 @@
 -- Record a tier or level change in the shard's upgrade feed: a stream capped near FEED_LENGTH
 -- entries (whole listpack nodes are trimmed), read newest first by the dashboard. Written only
 -- when an award or reward changes the user's tier or level, so an award pays for it rarely.
+-- The entry's id tells when (Redis's clock), also for an award dated in the past.
 local FEED_LENGTH = "100"
-local function feed_upgrade(key, user, name, at, from_tier, from_level, tier, level)
+local function feed_upgrade(key, user, name, from_tier, from_level, tier, level)
   redis.call("XADD", key, "MAXLEN", "~", FEED_LENGTH, "*", "user", user, "name", name,
-    "at", at, "from_tier", from_tier, "tier", tier, "from_level", from_level, "level", level)
+    "from_tier", from_tier, "tier", tier, "from_level", from_level, "level", level)
 end
