@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Bootstrap and run the project with nothing but Python installed.
 
-    python3 tasks.py run     # install into .venv if needed, then run the engine
+    python3 tasks.py run     # install into .venv if needed, then run the engine (scoring up --demo)
     python3 tasks.py test    # install into .venv if needed, then run the test suite
 
-Anything after the task name is passed on (``python3 tasks.py test -k leaderboard``).
+Anything after the task name is passed on (``python3 tasks.py test -k leaderboard``,
+``python3 tasks.py run up --port 9000``).
 The virtual environment is rebuilt only when ``pyproject.toml`` changes.
 """
 
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
         return 0 if task == "help" else 2
     ensure_venv()
     if task == "run":
-        cmd = [str(BIN / "scoring"), *(rest or ["demo"])]
+        cmd = [str(BIN / "scoring"), *(rest or ["up", "--demo"])]
     else:
         cmd = [str(BIN / "python"), "-m", "pytest", *rest]
     os.chdir(ROOT)

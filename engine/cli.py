@@ -1,70 +1,72 @@
 """The ``scoring`` command.
 
-scoring demo      award points to a few users and print the live leaderboard
+scoring up        the API (with the dashboard), a worker and the scheduler, until Ctrl-C
+scoring demo      made-up users earning points at a chosen rate
+scoring serve | worker | scheduler    one of them (production runs each on its own)
 scoring rules     print the rules in force (defaults, or SCORING_RULES laid over them)
+scoring db upgrade | rebuild | reconcile    schema and recovery
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import signal
 import sys
-import time
+import threading
 from collections.abc import Sequence
 
 from pydantic import ValidationError as SettingsError
 from sqlalchemy.exc import SQLAlchemyError
 
-from .embedded import state_redis_url
+from .embedded import release_embedded, state_redis_url
 from .errors import ScoringError
 from .rules import load_rules
-from .service import AwardRequest
 from .settings import Settings
 from .store import SqlStore
 
-DEMO_USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
-DEMO_MIX = [("quiz_complete", 30), ("comment", 30), ("reaction", 15), ("project_create", 8),
-            ("project_update", 10), ("daily_login", 5), ("special_event", 2)]  # fmt: skip
+#: The demo's default pace (awards per second).
+DEMO_RATE = 10.0
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from workers.jobs import context
 
+    from .demo import check_demo, run_demo
+
+    check_demo(rate=args.rate, users=args.users, awards=args.awards)
     engine, drainer = context()
     engine.store.upgrade()  # a demo sets itself up, on any database
     where = settings.redis_url or f"embedded Redis under {settings.data_dir.resolve()}"
-    print(
-        f"scoring engine on {where}, {settings.shards} shard(s); SQL: {_safe(engine.store.url)}\n"
-    )
-    rng = random.Random()
-    types = [t for t, _ in DEMO_MIX]
-    weights = [w for _, w in DEMO_MIX]
-    items = [
-        AwardRequest(rng.choice(DEMO_USERS), rng.choices(types, weights)[0], description="demo")
-        for _ in range(args.awards)
-    ]
-    started = time.perf_counter()
-    results = engine.award_many(items)
-    elapsed = time.perf_counter() - started
-    for r in results:
+    pace = f"{args.rate:g} awards/s" if args.rate else "as fast as it goes"
+    until = f"{args.awards} awards" if args.awards is not None else "Ctrl-C"
+    print(f"demo: {args.users} users, {pace}, until {until}; scoring engine on {where}",
+          flush=True)  # fmt: skip
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def show(r: object) -> None:
         if isinstance(r, ScoringError):
-            print(f"refused: {r}")
-        else:
-            if r.tier_upgraded:
-                print(f"  {r.user.user_id} reached {r.user.tier_display} "
-                      f"({r.user.total_points} points)")  # fmt: skip
-            for reward in r.rewards:
-                print(f"  {r.user.user_id} completed {reward.activity_type} {reward.ref} "
-                      f"(+{reward.points})")  # fmt: skip
-    print(f"\n{len(items)} awards in {elapsed * 1000:.1f} ms")
+            print(f"  refused: {r}", flush=True)
+            return
+        u = r.user  # type: ignore[attr-defined]
+        name = u.display_name or u.user_id
+        if r.tier_upgraded:  # type: ignore[attr-defined]
+            print(f"  {name} reached {u.tier_display} ({u.total_points} points)", flush=True)
+        for reward in r.rewards:  # type: ignore[attr-defined]
+            print(f"  {name} completed {reward.activity_type} {reward.ref} "
+                  f"(+{reward.points})", flush=True)  # fmt: skip
+
+    report = run_demo(engine, rate=args.rate, users=args.users, awards=args.awards,
+                      on_result=show, should_stop=stop.is_set)  # fmt: skip
+    print(f"\n{report.awards} awards ({report.refused} refused) in {report.seconds:.1f} s")
     written = sum(drainer.drain(shard).written for shard in range(engine.keys.shards))
     print(f"audit trail: {written} outbox entries written to SQL, "
           f"{engine.store.count_activities()} activities there in all\n")  # fmt: skip
-    print(f"{'rank':>4}  {'user':<8} {'points':>7}  {'tier':<8} {'level':>5} {'streak':>6}")
-    for entry in engine.leaderboard("all_time").top(args.top):
-        u = engine.status(entry.user_id)
-        print(f"{entry.rank:>4}  {u.user_id:<8} {u.total_points:>7}  {u.tier_display:<8} "
-              f"{u.level:>5} {u.current_streak_days:>6}")  # fmt: skip
+    print(f"{'rank':>4}  {'user':<12} {'points':>7}  {'tier':<8} {'level':>5} {'streak':>6}")
+    for row in engine.live_board("all_time", limit=args.top, upgrades=0).rows:
+        print(f"{row.rank:>4}  {row.name:<12} {row.points:>7}  {row.tier_display:<8} "
+              f"{row.level:>5} {row.streak:>6}")  # fmt: skip
     return 0
 
 
@@ -178,8 +180,65 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level.lower(),
         access_log=False,
+        # live streams end on SIGINT/SIGTERM (api.live); this bounds whatever else is open
+        timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.jobs import context
+
+    from .up import Child, Supervisor, port_free, wait_healthy
+
+    if not port_free(args.host, args.port):
+        print(f"scoring up: {args.host}:{args.port} is in use; choose another with --port",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    _default_schema(settings)
+    # on the embedded default this starts the private Redis, which this process then holds
+    # until the others have stopped; either way it fails here on bad settings or no Redis
+    engine, _ = context()
+    engine.redis.ping()
+    me = [sys.executable, "-m", "engine.cli"]
+    children = [
+        Child("api", [*me, "serve", "--host", args.host, "--port", str(args.port),
+                      "--log-level", args.log_level]),
+        Child("worker", [*me, "worker", "--log-level", args.log_level]),
+        Child("scheduler", [*me, "scheduler"]),
+    ]  # fmt: skip
+    if args.demo is not None:
+        children.append(Child("demo", [*me, "demo", "--rate", f"{args.demo:g}"]))
+    supervisor = Supervisor(children)
+    supervisor.handle_signals()
+    supervisor.start()
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else host}:{args.port}"
+    if wait_healthy(url, children[0]):
+        where = (
+            settings.redis_url or f"embedded Redis and SQLite under {settings.data_dir.resolve()}"
+        )
+        supervisor.say(f"\n  scoring engine up on {where}\n"
+                       f"  dashboard   {url}/\n  API docs    {url}/docs\n"
+                       f"  leaderboard reads without credentials: "
+                       f"{settings.leaderboard_access} (SCORING_PUBLIC_LEADERBOARDS)\n"
+                       f"  Ctrl-C stops everything\n")  # fmt: skip
+    failed = supervisor.watch()
+    if failed is not None:
+        supervisor.say(f"scoring up: {failed.name} exited ({failed.proc.returncode}); stopping")
+    else:
+        supervisor.say("scoring up: stopping")
+    clean = supervisor.stop(last="worker")
+    left = _drain_all(settings)  # what the worker had not written yet
+    supervisor.say(f"scoring up: stopped{'' if clean else ' (not cleanly)'}; "
+                   f"{left} outbox entries not yet in SQL")  # fmt: skip
+    if not settings.redis_url:
+        engine.close()
+        if release_embedded(settings.data_dir):
+            supervisor.say("scoring up: embedded Redis shut down, its data saved")
+        else:
+            supervisor.say("scoring up: embedded Redis left running for its other clients")
+    return 1 if failed is not None or not clean else 0
 
 
 def _safe(url: str) -> str:
@@ -193,8 +252,22 @@ def _safe(url: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scoring", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="award points to a few users and print the leaderboard")
-    demo.add_argument("--awards", type=int, default=200, help="number of awards (default 200)")
+    up = sub.add_parser("up", help="run the API, a worker and the scheduler until Ctrl-C")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--log-level", default="INFO")
+    up.add_argument("--demo", type=float, nargs="?", const=DEMO_RATE, metavar="RATE",
+                    help=f"also run the demo at RATE awards/s (default {DEMO_RATE:g})")  # fmt: skip
+    up.set_defaults(run=_up)
+    demo = sub.add_parser("demo", help="made-up users earning points at a chosen rate")
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=DEMO_RATE,
+        help=f"awards per second (default {DEMO_RATE:g}; 0: as fast as possible)",
+    )
+    demo.add_argument("--users", type=int, default=50, help="demo users (default 50)")
+    demo.add_argument("--awards", type=int, help="stop after this many awards (default: Ctrl-C)")
     demo.add_argument("--top", type=int, default=10, help="rows of the leaderboard to print")
     demo.set_defaults(run=_demo)
     rules = sub.add_parser("rules", help="print the rules in force")

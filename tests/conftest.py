@@ -191,5 +191,12 @@ def fresh_settings() -> Iterator[None]:
     get_settings.cache_clear()
     workers.jobs.context.cache_clear()
     yield
+    settings = get_settings()
+    if workers.jobs.context.cache_info().currsize:
+        workers.jobs.context()[0].close()
+    if not settings.redis_url:  # the command started an embedded server: stop it
+        from engine.embedded import release_embedded
+
+        release_embedded(settings.data_dir)
     get_settings.cache_clear()
     workers.jobs.context.cache_clear()

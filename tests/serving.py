@@ -120,6 +120,11 @@ class EventReader:
                 break
         return out
 
+    def ended(self, timeout: float = 5.0) -> bool:
+        """Whether the server ended the stream (within ``timeout``)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def close(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_RDWR)

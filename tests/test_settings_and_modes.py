@@ -56,8 +56,11 @@ def test_invalid_rules_file_fails_at_start(monkeypatch, tmp_path: Path, capsys) 
 EMBEDDED_AWARD = """
 import sys
 from engine import ScoringEngine, Settings
+from engine.embedded import release_embedded
 engine = ScoringEngine.from_settings(Settings(SCORING_DATA_DIR=sys.argv[1]))
 print(engine.award("ann", "quiz_complete", amount=40).user.total_points)
+engine.close()
+print(release_embedded(sys.argv[1]))  # the last client: the server stops
 """
 
 
@@ -68,8 +71,8 @@ def test_embedded_default_keeps_data_across_restarts(tmp_path: Path, monkeypatch
         [sys.executable, "-c", EMBEDDED_AWARD, str(tmp_path)],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.strip()  # fmt: skip
-    assert run() == "40"
-    assert run() == "80"  # a new process, a new server, the same data
+    assert run() == "40\nTrue"
+    assert run() == "80\nTrue"  # a new process, a new server, the same data
     assert (tmp_path / "appendonly.aof").exists()
 
 
@@ -86,13 +89,15 @@ def test_cli_demo_and_rules(capsys, tmp_path: Path, monkeypatch, fresh_settings)
     for name in ("REDIS_URL", "DATABASE_URL", "RQ_REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SCORING_DATA_DIR", str(tmp_path))
-    assert cli_main(["demo", "--awards", "50", "--top", "3"]) == 0
+    assert cli_main(["demo", "--awards", "50", "--rate", "0", "--users", "5", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "50 awards" in out and "rank" in out
     written = re.search(r"(\d+) outbox entries written to SQL, (\d+) activities there in all", out)
-    # 50 awards, plus the weekly goals they completed (a reward activity and a goal row each)
+    # 50 awards, plus the weekly goals they completed (a reward activity and a goal row each),
+    # plus the 5 demo users' profiles
     rewards = out.count(" completed weekly_goal ")
-    assert written and int(written[2]) == 50 + rewards and int(written[1]) == 50 + 2 * rewards
+    assert written and int(written[2]) == 50 + rewards
+    assert int(written[1]) == 50 + 2 * rewards + 5
     assert (tmp_path / "scoring.db").exists()
     assert cli_main(["rules"]) == 0
     assert '"phoenix": 2500' in capsys.readouterr().out
