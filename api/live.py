@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 #: A comment line is sent after this long without an event, so proxies keep the connection
 #: open and a client that went away is noticed.
 HEARTBEAT_S = 15.0
+PING = b": ping\n\n"
 #: What a browser waits before reconnecting (the SSE ``retry`` field), in ms.
 RETRY_MS = 1000
 
@@ -81,14 +82,12 @@ class Subscriber:
         self.ready.set()
 
     async def messages(self) -> AsyncIterator[bytes]:
-        """What to write to the client: its pending events, or a heartbeat comment."""
+        """What to write to the client: its pending events (the watcher offers a heartbeat
+        comment when it has sent nothing for a while; a timer per client would cost a task
+        per message)."""
         yield f"retry: {RETRY_MS}\n\n".encode()
         while not self.closed:
-            try:
-                await asyncio.wait_for(self.ready.wait(), HEARTBEAT_S)
-            except TimeoutError:
-                yield b": ping\n\n"
-                continue
+            await self.ready.wait()
             self.ready.clear()
             if self.closed:
                 return
@@ -109,25 +108,30 @@ class _Watch:
     async def run(self) -> None:
         board, limit, upgrades = self.key
         failing = False
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
         while self.subscribers:
+            changed: dict[str, bytes] = {}
             try:
                 live = await asyncio.to_thread(self.hub.engine.live_board, board, limit, upgrades)
             except Exception as exc:  # noqa: BLE001 - Redis away: tell the clients, keep going
                 if not failing:
                     log.warning("live board %s unavailable: %s", board, exc)
                     self.last = {}  # everything is sent again once it is back
-                    error = event("error", {"code": "unavailable", "message": str(exc)[:200]})
-                    for sub in self.subscribers:
-                        sub.offer({"error": error})
+                    message = str(exc)[:200]
+                    changed = {"error": event("error", {"code": "unavailable", "message": message})}
                 failing = True
             else:
                 failing = False
                 events = encode(live, self.hub.engine.rules)
                 changed = {k: v for k, v in events.items() if self.last.get(k) != v}
                 self.last = events
-                if changed:
-                    for sub in self.subscribers:
-                        sub.offer(changed)
+            if not changed and loop.time() - last_sent >= HEARTBEAT_S:
+                changed = {"ping": PING}
+            if changed:
+                last_sent = loop.time()
+                for sub in self.subscribers:
+                    sub.offer(changed)
             await asyncio.sleep(self.hub.interval)
         self.hub.watches.pop(self.key, None)
 

@@ -71,6 +71,7 @@ class EventReader:
             name, _, value = line.decode().partition(":")
             self.headers[name.lower()] = value.strip()
         self.content_type = self.headers.get("content-type", "")
+        self.comments = 0  # comment lines (heartbeats) seen
         self.sock.settimeout(None)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -88,7 +89,9 @@ class EventReader:
         name, data = "message", []
         try:
             for line in self._lines():
-                if line.startswith("event:"):
+                if line.startswith(":"):
+                    self.comments += 1
+                elif line.startswith("event:"):
                     name = line[6:].strip()
                 elif line.startswith("data:"):
                     data.append(line[5:].strip())

@@ -80,6 +80,20 @@ def test_events_are_sent_only_when_their_part_changed(eng: ScoringEngine, url: s
     typed.close()
 
 
+def test_a_quiet_board_sends_heartbeats_only(
+    eng: ScoringEngine, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.live
+
+    monkeypatch.setattr(api.live, "HEARTBEAT_S", 0.3)
+    reader = EventReader(f"{url}/v1/leaderboards/all_time/stream")
+    reader.drain(0.4)
+    before = reader.comments
+    assert reader.drain(1.0) == []  # no events: nothing changed
+    assert reader.comments - before >= 2  # but a comment line every 0.3 s
+    reader.close()
+
+
 def test_many_clients_share_one_watcher(eng: ScoringEngine) -> None:
     app = create_app(eng, settings(SCORING_STREAM_INTERVAL_MS="100"))
     with serve(app) as base:
