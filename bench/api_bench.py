@@ -456,6 +456,29 @@ API_LOADS = (
 )
 
 
+def db_upgrade(env: dict[str, str]) -> str | None:
+    """``scoring db upgrade`` in the servers' environment; why it failed, or None."""
+    log("scoring db upgrade (SQLite in a temporary folder)")
+    upgrade = subprocess.run(
+        [PYTHON, "-m", "engine.cli", "db", "upgrade"], env=env, cwd=ROOT,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if upgrade.returncode:
+        return f"failed: scoring db upgrade: {upgrade.stderr.strip()}"[:200]
+    return None
+
+
+def scoring_server(env: dict[str, str], tmp: Path) -> Server:
+    """``scoring serve`` with the benchmarks' workers, on a free port, logging to ``tmp``."""
+    port = free_port()
+    return Server(
+        "scoring serve",
+        [PYTHON, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(WORKERS), "--log-level", "warning"],
+        env, port, tmp / "serve.log",
+    )  # fmt: skip
+
+
 def serve_and_measure(
     server: Server,
     loads: Sequence[tuple[str, str, int]],
@@ -504,21 +527,11 @@ def measure(seconds: float) -> Results:
             bare, bare_sync = serve_and_measure(bare_server, loads, scripts, seconds, r, rpid)
 
             fresh_db(r)
-            log("scoring db upgrade (SQLite in a temporary folder)")
-            upgrade = subprocess.run(
-                [PYTHON, "-m", "engine.cli", "db", "upgrade"], env=env, cwd=ROOT,
-                capture_output=True, text=True,
-            )  # fmt: skip
-            if upgrade.returncode:
-                why = f"failed: scoring db upgrade: {upgrade.stderr.strip()}"[:200]
+            why = db_upgrade(env)
+            if why:
                 api_loads = [Load(name, conns, failed=why) for name, _, conns in API_LOADS]
             else:
-                port = free_port()
-                api = Server(
-                    "scoring serve",
-                    [PYTHON, "-m", "engine.cli", "serve", "--port", str(port), *common],
-                    env, port, tmp / "serve.log",
-                )  # fmt: skip
+                api = scoring_server(env, tmp)
                 api_loads = serve_and_measure(api, API_LOADS, scripts, seconds, r, rpid)
         finally:
             fresh_db(r)

@@ -63,10 +63,11 @@ from bench.api_bench import (
     Server,
     children_cpu,
     cpu_seconds,
-    free_port,
+    db_upgrade,
     redis_pid,
     run_wrk,
     running,
+    scoring_server,
     server_env,
     write_scripts,
 )
@@ -529,21 +530,10 @@ def measure(seconds: float, rounds: int, clients: int) -> Results:
         env.update(SCORING_PUBLIC_LEADERBOARDS="yes", SCORING_STREAM_INTERVAL_MS=str(INTERVAL_MS))
         try:
             fresh_db(r)
-            log("scoring db upgrade (SQLite in a temporary folder)")
-            upgrade = subprocess.run(
-                [PYTHON, "-m", "engine.cli", "db", "upgrade"], env=env, cwd=ROOT,
-                capture_output=True, text=True,
-            )  # fmt: skip
-            if upgrade.returncode:
-                res.failed = f"failed: scoring db upgrade: {upgrade.stderr.strip()}"[:200]
+            res.failed = db_upgrade(env)
+            if res.failed:
                 return res
-            port = free_port()
-            server = Server(
-                "scoring serve",
-                [PYTHON, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", str(WORKERS), "--log-level", "warning"],
-                env, port, tmp / "serve.log",
-            )  # fmt: skip
+            server = scoring_server(env, tmp)
             with running(server):
                 res.nofile_server = min(
                     (n for n in map(proc_limit, server.workers()) if n is not None), default=None
