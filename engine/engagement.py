@@ -10,7 +10,7 @@ periodic jobs' work.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,15 @@ from .errors import (
     check_code,
 )
 from .outbox import FLAG_TTL
-from .periods import WINDOWS, day_to_date, local_day, period_end, period_of, window_boards
+from .periods import (
+    WINDOWS,
+    day_to_date,
+    lifetimes,
+    local_day,
+    period_end,
+    period_of,
+    window_boards,
+)
 from .results import GoalProgress, LeaderboardEntry, Quest, QuestResult, Reward, UserQuest
 from .rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE, reward_id
 
@@ -73,7 +81,8 @@ class Engagement:
         store: SqlStore | None
         drain_queue: Any
 
-        def clock(self) -> datetime: ...
+        clock: Callable[[], datetime]
+
         def _sql(self) -> SqlStore: ...
         def award_many(self, items: Any, *, key_ttl: int | None = ...) -> list[Any]: ...
         def leaderboard(self, board: str = ..., *, period: str | None = ...) -> Any: ...
@@ -276,7 +285,7 @@ class Engagement:
             self.redis,
             self.keys.quest(uid, shard, [w.board_id for w in windows]),
             [op, uid, quest_id, int(now_s * 1000), int(now_s // 86400), arg,
-             *(w.expire_at if w.expire_at > now_s else 0 for w in windows), FLAG_TTL],
+             *lifetimes(windows, now), FLAG_TTL],
         )  # fmt: skip
         code = check_code(reply[0])
         if code is ScriptCode.QUEST_STARTED:

@@ -2,10 +2,19 @@
 
 Window boards (day, ISO week, month) follow UTC, so every user competes on the same board.
 Streak days follow each user's own IANA time zone (see :func:`local_day`).
+
+Two clocks are involved, and each governs its own questions (the README's "Clocks"):
+the engine's clock (``ScoringEngine.clock``, the host's UTC time unless a caller injects one)
+answers every calendar question: an activity's time, its periods and streak day, whether a
+period has ended, when a board's retention ends. The Redis server's clock only measures
+durations: a key's TTL runs on it. So the engine never hands Redis an absolute time: a board
+that must live until ``expire_at`` by the engine's clock is given the seconds left until then
+(:func:`lifetimes`), and a skew between the two clocks cannot make a board vanish on write.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -110,7 +119,14 @@ def period_end(window: str, period: str) -> datetime:
 @dataclass(frozen=True, slots=True)
 class WindowBoard:
     board_id: str  # as passed to Keys.board, e.g. "day:2026-11-24"
-    expire_at: int  # unix seconds
+    expire_at: int  # unix seconds, by the engine's clock: when its retention ends
+
+
+def lifetimes(windows: list[WindowBoard], now: datetime) -> list[int]:
+    """Seconds each of ``windows`` still lives after ``now`` (the engine's clock), rounded up:
+    the relative TTL Redis is given. 0 when the board's retention has passed (leave it alone)."""
+    now_s = now.timestamp()
+    return [max(0, math.ceil(w.expire_at - now_s)) for w in windows]
 
 
 def window_boards(ts: datetime, rules: Rules) -> list[WindowBoard]:

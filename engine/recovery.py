@@ -17,10 +17,10 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from .periods import WINDOWS, local_day, period_end, period_of
+from .periods import WindowBoard, lifetimes, local_day, window_boards
 from .store import SqlStore
 
 _CHUNK_USERS = 2000
@@ -96,25 +96,20 @@ def rebuild(
     started = datetime.now(UTC)
     now = engine.clock()
     rules, keys, r = engine.rules, engine.keys, engine.redis
-    retention = {
-        "day": rules.retention.day_days,
-        "week": rules.retention.week_days,
-        "month": rules.retention.month_days,
-    }
-    expiry_of: dict[str, int] = {}  # window period board id -> expire_at, or 0 when passed
+    kept: dict[date, list[str]] = {}  # UTC day -> ids of its window boards still kept
+    windows_of: dict[str, WindowBoard] = {}  # every window board written
 
     def window_ids(at: datetime) -> list[str]:
-        out = []
-        for window in WINDOWS:
-            board_id = f"{window}:{period_of(window, at)}"
-            expire_at = expiry_of.get(board_id)
-            if expire_at is None:
-                end = period_end(window, board_id.split(":", 1)[1]).timestamp()
-                expire_at = int(end + retention[window] * 86400)
-                expiry_of[board_id] = expire_at if expire_at > now.timestamp() else 0
-            if expiry_of[board_id]:
-                out.append(board_id)
-        return out
+        day = at.astimezone(UTC).date()
+        ids = kept.get(day)
+        if ids is None:
+            windows = window_boards(at, rules)
+            ids = kept[day] = []
+            for window, ttl in zip(windows, lifetimes(windows, now)):
+                if ttl:
+                    ids.append(window.board_id)
+                    windows_of[window.board_id] = window
+        return ids
 
     profiles = store.snapshots()
     total = store.count_activities()
@@ -155,14 +150,17 @@ def rebuild(
     for snapshot in profiles.values():  # users with a profile and no activity
         if snapshot.state_version == 0 and snapshot.profile_version > 0:
             _write_profile_only(pipe, engine, snapshot)
-    for board_id, expire_at in expiry_of.items():
-        if expire_at:
-            for shard in range(keys.shards):
-                pipe.expireat(keys.board(shard, board_id), expire_at)
+    boards = list(windows_of.values())
+    for window, ttl in zip(boards, lifetimes(boards, engine.clock())):
+        for shard in range(keys.shards):
+            if ttl:
+                pipe.expire(keys.board(shard, window.board_id), ttl)
+            else:  # its retention ended while the rebuild ran
+                pipe.delete(keys.board(shard, window.board_id))
     pipe.execute()
     if progress is not None:
         progress(report.activities, total)
-    report.boards = 2 + len(rules.activity_types) + sum(1 for e in expiry_of.values() if e)
+    report.boards = 2 + len(rules.activity_types) + len(boards)
     report.seconds = (datetime.now(UTC) - started).total_seconds()
     return report
 

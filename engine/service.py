@@ -36,6 +36,7 @@ from .outbox import FLAG_TTL, DrainQueue
 from .periods import (
     WindowBoard,
     board_id,
+    lifetimes,
     local_day,
     parse_timestamp,
     window_boards,
@@ -82,9 +83,9 @@ class _Prepared:
     description: str
     at: datetime
     fingerprint: str
+    keys: list[str]
+    args: list[Any]
     tz: str = "UTC"
-    keys: list[str] | None = None
-    args: list[Any] | None = None
 
 
 class ScoringEngine(Engagement, LiveViews):
@@ -123,7 +124,7 @@ class ScoringEngine(Engagement, LiveViews):
         self.redis = client
         self.rules = rules or load_rules()
         self.keys = Keys(prefix=key_prefix, shards=shards)
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.drain_queue = drain_queue
         self.store = store
         self._award = scripts.get("award", RULES=self.rules.script_tables)
@@ -300,6 +301,7 @@ class ScoringEngine(Engagement, LiveViews):
                 if isinstance(reply, Exception):
                     results[i] = ScriptError(f"award failed in Redis: {reply}")
                     continue
+                result: AwardResult | ScoringError | None
                 try:
                     result = self._finish(p, reply)
                 except ScoringError as exc:
@@ -352,20 +354,19 @@ class ScoringEngine(Engagement, LiveViews):
         shard = self.keys.shard_of(uid)
         tz = self._tz.get(uid, "UTC")
         windows = self._windows(at.date())
-        now_s = now.timestamp()
-        p = _Prepared(uid, shard, activity_id, activity_type, points, desc, at, fingerprint, tz)
-        p.keys = self.keys.award(
+        keys = self.keys.award(
             uid, shard, activity_id, activity_type, [w.board_id for w in windows]
         )
-        p.args = [
+        args = [
             activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
             local_day(at, tz), tz,
             key_ttl or (idem.key_ttl if key is not None else idem.auto_ttl),
             fingerprint,
-            *(w.expire_at if w.expire_at > now_s else 0 for w in windows),
-            FLAG_TTL, "1" if spec.streak else "0",
+            *lifetimes(windows, now), FLAG_TTL, "1" if spec.streak else "0",
         ]  # fmt: skip
-        return p
+        return _Prepared(
+            uid, shard, activity_id, activity_type, points, desc, at, fingerprint, keys, args, tz
+        )
 
     def _finish(self, p: _Prepared, reply: list[Any]) -> AwardResult | None:
         """Turn a script reply into a result; None when the call must be repeated."""
@@ -567,7 +568,7 @@ def _raised_flag(reply: list[Any]) -> bool:
     return len(reply) > 2 and reply[2] == 1
 
 
-def _fields_of(index: int, item: object) -> tuple[Any, ...]:
+def _fields_of(index: int, item: object) -> tuple[Any, Any, Any, Any, Any, Any]:
     """The award() arguments of one award_many item."""
     if isinstance(item, AwardRequest):
         return (item.user_id, item.activity_type, item.amount, item.description,

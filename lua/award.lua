@@ -21,8 +21,9 @@
   ARGV[8]  time zone the caller assumed for the user ("UTC" when the user has none)
   ARGV[9]  idempotency record TTL (seconds)
   ARGV[10] request fingerprint (stored in the record; compared by the caller on replay)
-  ARGV[11] day board expiry (unix s)  ARGV[12] week board expiry  ARGV[13] month board expiry
-           (0 = the window's retention has passed: leave that board alone)
+  ARGV[11] day board lifetime, ARGV[12] week board's, ARGV[13] month board's (seconds from
+           now until the window's retention ends, by the engine's clock; a relative TTL, so
+           the Redis clock only counts it down; 0 = the retention has passed: leave it alone)
   ARGV[14] how long the drain flag lives if no drain job clears it (seconds)
   ARGV[15] "1" if the activity type counts for the streak, else "0"
   RULES (defined by the engine ahead of this source, so each rule set is its own script):
@@ -244,11 +245,11 @@ local negative = "-" .. ARGV[3]
 rcall("ZINCRBY", KEYS[5], negative, user)
 rcall("ZINCRBY", KEYS[6], negative, user)
 for i = 7, 9 do
-  local expire_at = ARGV[i + 4]
-  if expire_at ~= "0" then
-    -- a user new on a board may be the first entry of a new key: give it its expiry
+  local lifetime = ARGV[i + 4]
+  if lifetime ~= "0" then
+    -- a user new on a board may be the first entry of a new key: give it its lifetime
     if tonumber(rcall("ZINCRBY", KEYS[i], negative, user)) == -amount then
-      rcall("EXPIREAT", KEYS[i], expire_at)
+      rcall("EXPIRE", KEYS[i], lifetime)
     end
   end
 end
@@ -274,7 +275,7 @@ if #rewards > 0 then
     version = tonumber(version_s), tier = tier, level = level, streak = cur_s,
     longest = longest_s, last_day = last_s, at = at_ms, outbox = KEYS[4], feed = KEYS[16],
     all_board = KEYS[5], windows = {KEYS[7], KEYS[8], KEYS[9]},
-    expiries = {ARGV[11], ARGV[12], ARGV[13]}}
+    lifetimes = {ARGV[11], ARGV[12], ARGV[13]}}
   for i = 1, #rewards do
     local r = rewards[i]
     credit(st, r[1], r[6], r[3], r[4], r[5])

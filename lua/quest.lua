@@ -12,7 +12,8 @@
   ARGV[4] now (unix ms)              ARGV[5] today (UTC days since 1970-01-01)
   ARGV[6] start: the quest as "activity type\31target\31reward\31ends ms (0 = never)\31title";
           progress: how many steps to advance (integer > 0)
-  ARGV[7] day board expiry  ARGV[8] week board expiry  ARGV[9] month board expiry (0 = leave)
+  ARGV[7] day board lifetime  ARGV[8] week board's  ARGV[9] month board's (TTLs in seconds,
+          as for award.lua; 0 = leave that board alone)
   ARGV[10] drain flag lifetime (seconds)
   RULES: as for award.lua (tier and level tables, quest_type)
 
@@ -76,7 +77,7 @@ if f[7] ~= "" then
     total = tonumber(h[1] or "0"), version = tonumber(h[2] or "0"), tier = tier, level = level,
     streak = h[3] or "0", longest = h[4] or "0", last_day = h[5] or ARGV[5], at = now,
     outbox = KEYS[4], feed = KEYS[11], all_board = KEYS[5],
-    windows = {KEYS[7], KEYS[8], KEYS[9]}, expiries = {ARGV[7], ARGV[8], ARGV[9]}}
+    windows = {KEYS[7], KEYS[8], KEYS[9]}, lifetimes = {ARGV[7], ARGV[8], ARGV[9]}}
   if not h[1] then rcall("HSET", KEYS[1], "created_at", now) end
   credit(st, RULES.quest_type, KEYS[6], points, id, "Completed: " .. f[8])
   reward = tostring(points) .. "\30" .. id

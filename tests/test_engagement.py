@@ -1,16 +1,18 @@
 """Weekly goals, side quests, streak bonuses and archived periods, on a real Redis and SQL.
 
 These run the default rules (with the weekly goals). Times are passed in through the clock,
-never slept for.
+never slept for; the clock starts on the Tuesday of the run's week (or the one before), 12:00
+UTC.
 """
 
 from __future__ import annotations
 
 import threading
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 import redis
+from conftest import Clock, at_utc, last_weekday, monday_of, week_id
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -32,8 +34,9 @@ from workers.drain import Drainer
 
 
 @pytest.fixture
-def eng(real_redis: redis.Redis, clock, store: SqlStore) -> ScoringEngine:  # noqa: ANN001
-    """The clock starts on Tuesday 2026-11-24, 12:00 UTC."""
+def eng(real_redis: redis.Redis, clock: Clock, store: SqlStore) -> ScoringEngine:
+    """The clock starts on a Tuesday, 12:00 UTC: the run's date, or the last Tuesday before."""
+    clock.now = at_utc(last_weekday(clock.now.date(), 1), 12)
     return ScoringEngine(real_redis, clock=clock, store=store)
 
 
@@ -56,22 +59,23 @@ def keys_and_values(engine: ScoringEngine) -> dict[str, object]:
 # -- weekly goals --------------------------------------------------------------------------
 
 
-def test_goal_reached_by_the_crossing_award_once_per_week(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+def test_goal_reached_by_the_crossing_award_once_per_week(eng: ScoringEngine, clock: Clock) -> None:
+    monday = monday_of(clock.now.date())
     rewards = [eng.award("ann", "quiz_complete").rewards for _ in range(7)]
     assert [len(r) for r in rewards] == [0, 0, 0, 0, 1, 0, 0]  # the 5th quiz, and only it
     (reward,) = rewards[4]
-    week = (date(2026, 11, 23) - date(1970, 1, 1)).days // 7 + 1  # Monday 2026-11-23's week
+    week = (monday - date(1970, 1, 1)).days // 7 + 1  # the engine's number of this week
     assert reward.activity_type == "weekly_goal" and reward.ref == "complete_quizzes"
     assert reward.points == 30
     assert reward.activity_id == reward_id(f"goal:ann:complete_quizzes:{week}")
     assert eng.status("ann").total_points == 7 * 25 + 30
     goal = eng.weekly_goal("ann", "complete_quizzes")
     assert (goal.current_progress, goal.is_completed, goal.week_start) == (
-        7, True, date(2026, 11, 23),
+        7, True, monday,
     )  # fmt: skip
     assert eng.leaderboard("type:weekly_goal").rank("ann").score == 30
 
-    clock.advance(days=6)  # Monday 2026-11-30: a new week starts from nothing
+    clock.advance(days=6)  # next Monday: a new week starts from nothing
     assert eng.weekly_goal("ann", "complete_quizzes").current_progress == 0
     more = [eng.award("ann", "quiz_complete").rewards for _ in range(5)]
     assert [len(r) for r in more] == [0, 0, 0, 0, 1]
@@ -81,26 +85,27 @@ def test_goal_reached_by_the_crossing_award_once_per_week(eng: ScoringEngine, cl
     assert eng.weekly_goal("ann", "complete_quizzes").current_progress == 5
 
     drain(eng)
-    rows = eng.store.weekly_goal_rows(date(2026, 11, 23))
+    rows = eng.store.weekly_goal_rows(monday)
     assert [(g.user_id, g.goal_type, g.is_completed, g.current_progress) for g in rows] == [
         ("ann", "complete_quizzes", True, 5)
     ]
     assert eng.points_by_type("ann")["weekly_goal"] == 60
 
 
-def test_goal_weeks_follow_the_users_zone(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+def test_goal_weeks_follow_the_users_zone(eng: ScoringEngine, clock: Clock) -> None:
     eng.set_profile("kiri", time_zone="Pacific/Auckland")
-    clock.now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # Sunday UTC, Monday 01:00 in Auckland
+    sunday = clock.now.date() + timedelta(days=5)
+    clock.now = at_utc(sunday, 12)  # Sunday UTC, Monday 00:00 or 01:00 in Auckland (UTC+12/13)
     for _ in range(4):
         eng.award("kiri", "project_create", amount=10)
     goal = eng.weekly_goal("kiri", "create_projects")
-    assert goal.week_start == date(2026, 11, 30) and goal.current_progress == 4
+    assert goal.week_start == sunday + timedelta(days=1) and goal.current_progress == 4
     assert goal.is_completed  # the target is 2: the 2nd award completed it
     assert eng.status("kiri").points_by_type["weekly_goal"] == 30
 
 
-def test_points_and_active_day_goals(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
-    clock.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday
+def test_points_and_active_day_goals(eng: ScoringEngine, clock: Clock) -> None:
+    clock.now = at_utc(monday_of(clock.now.date()), 9)  # Monday
     result = eng.award("pat", "special_event", amount=999)
     assert result.rewards == ()
     result = eng.award("pat", "comment", amount=1)  # 1,000 points of awards: earn_points done
@@ -134,23 +139,24 @@ def test_unknown_goal(eng: ScoringEngine) -> None:
         eng.weekly_goal("ann", "climb_everest")
 
 
-def test_create_weekly_goals_twice_writes_once(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+def test_create_weekly_goals_twice_writes_once(eng: ScoringEngine, clock: Clock) -> None:
     for i in range(5):  # active in the last weeks
         eng.award(f"u{i}", "comment", occurred_at=clock.now - timedelta(days=7 * i))
-    clock.now = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # Monday 00:00 UTC
+    monday = clock.now.date() + timedelta(days=6)
+    clock.now = at_utc(monday)  # Monday 00:00 UTC
     added = eng.create_weekly_goals()
     goals = len(eng.rules.weekly_goals)
     assert added == 4 * goals  # u4 was last active 4 weeks before: not in the last 4 weeks
     assert eng.create_weekly_goals() == 0
-    rows = eng.store.weekly_goal_rows(date(2026, 11, 30))
+    rows = eng.store.weekly_goal_rows(monday)
     assert len(rows) == 4 * goals and {r.user_id for r in rows} == {"u0", "u1", "u2", "u3"}
-    assert all(r.week_end == date(2026, 12, 6) and not r.is_completed for r in rows)
+    assert all(r.week_end == monday + timedelta(days=6) and not r.is_completed for r in rows)
 
 
 # -- side quests ---------------------------------------------------------------------------
 
 
-def make_quest(engine: ScoringEngine, **over) -> int:  # noqa: ANN003
+def make_quest(engine: ScoringEngine, **over) -> int:
     fields = {"title": "Quiz master", "quest_type": "learning", "difficulty": "easy",
               "points_reward": 100, "activity_type": "quiz_complete",
               "target_count": 3}  # fmt: skip
@@ -169,7 +175,7 @@ def test_quest_completed_by_progress_rewards_once_under_16_threads(
         try:
             for _ in range(5):
                 results.append(eng.award("zoe", "comment", amount=1))
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(16)]
@@ -232,7 +238,7 @@ def test_explicit_progress(eng: ScoringEngine) -> None:
         eng.advance_quest("val", qid)
 
 
-def test_quest_bad_input_writes_nothing(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+def test_quest_bad_input_writes_nothing(eng: ScoringEngine, clock) -> None:
     inactive = make_quest(eng, is_active=False)
     ended = make_quest(eng, ends_at=clock.now - timedelta(minutes=1))
     future = make_quest(eng, starts_at=clock.now + timedelta(days=1))
@@ -262,7 +268,7 @@ def test_quest_bad_input_writes_nothing(eng: ScoringEngine, clock) -> None:  # n
     assert [q.id for q in eng.quests(active_only=True)] == [ended, future, open_]
 
 
-def test_a_quest_ends(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+def test_a_quest_ends(eng: ScoringEngine, clock) -> None:
     qid = make_quest(eng, ends_at=clock.now + timedelta(hours=1), target_count=2)
     eng.start_quest("eve", qid)
     eng.award("eve", "quiz_complete")
@@ -275,7 +281,7 @@ def test_a_quest_ends(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
 # -- streak bonuses --------------------------------------------------------------------------
 
 
-def test_streak_bonus_once_per_user_and_day(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
+def test_streak_bonus_once_per_user_and_day(eng: ScoringEngine, clock) -> None:
     start = clock.now
     for d in range(3):  # sam: 3 days in a row; lee: today only; old: 2 days ago
         clock.now = start + timedelta(days=d)
@@ -305,29 +311,31 @@ def test_streak_bonus_is_capped_at_100_days(eng: ScoringEngine) -> None:
 # -- archived leaderboard periods ---------------------------------------------------------------
 
 
-def test_ended_periods_archived_and_read_back(eng: ScoringEngine, clock) -> None:  # noqa: ANN001
-    clock.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # Sunday, last day of 2026-W47
+def test_ended_periods_archived_and_read_back(eng: ScoringEngine, clock: Clock) -> None:
+    sunday = last_weekday(clock.now.date(), 6)
+    week = week_id(sunday)
+    clock.now = at_utc(sunday, 12)  # Sunday, the last day of its ISO week
     for user, points in (("a", 50), ("b", 70), ("c", 50)):
         eng.award(user, "special_event", amount=points)
-    clock.now = datetime(2026, 11, 23, 0, 10, tzinfo=UTC)  # the job's time, Monday
+    clock.now = at_utc(sunday + timedelta(days=1), 0, 10)  # the job's time, Monday
     done = eng.archive_ended_periods()
-    assert ("day", "2026-11-22", 3) in done and ("week", "2026-W47", 3) in done
+    assert ("day", sunday.isoformat(), 3) in done and ("week", week, 3) in done
     assert eng.archive_ended_periods() == []  # a second run adds nothing
-    assert eng.archive_period("week", "2026-W48") is None  # not ended
-    eng.redis.delete(*eng.keys.boards("week:2026-W47"))  # the live board expires later
-    users, entries = eng.archived_top("week", "2026-W47", limit=10)
+    assert eng.archive_period("week", week_id(clock.now)) is None  # not ended
+    eng.redis.delete(*eng.keys.boards(f"week:{week}"))  # the live board expires later
+    users, entries = eng.archived_top("week", week, limit=10)
     assert users == 3
     assert [(e.rank, e.user_id, e.score) for e in entries] == [
         (1, "b", 70), (2, "a", 50), (2, "c", 50),
     ]  # fmt: skip
-    assert eng.archived_rank("week", "2026-W47", "c") == (2, 50, 3)
+    assert eng.archived_rank("week", week, "c") == (2, 50, 3)
 
     settings = Settings(SCORING_API_KEYS="dash:read-key-0123456789abcdef:read")
     client = TestClient(create_app(eng, settings))
     headers = {"X-API-Key": "read-key-0123456789abcdef"}
-    body = client.get("/v1/leaderboards/week?period=2026-W47&limit=2", headers=headers).json()
+    body = client.get(f"/v1/leaderboards/week?period={week}&limit=2", headers=headers).json()
     assert body["total_users"] == 3 and [e["user_id"] for e in body["entries"]] == ["b", "a"]
-    rank = client.get("/v1/leaderboards/week/users/c?period=2026-W47", headers=headers).json()
+    rank = client.get(f"/v1/leaderboards/week/users/c?period={week}", headers=headers).json()
     assert rank["rank"] == 2 and rank["score"] == 50
     bad = client.get("/v1/leaderboards/week?period=2026-W99", headers=headers)
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_board"
@@ -336,7 +344,7 @@ def test_ended_periods_archived_and_read_back(eng: ScoringEngine, clock) -> None
 # -- the HTTP API --------------------------------------------------------------------------------
 
 
-def test_quest_and_goal_endpoints(eng: ScoringEngine) -> None:
+def test_quest_and_goal_endpoints(eng: ScoringEngine, clock: Clock) -> None:
     import jwt
 
     settings = Settings(
@@ -380,7 +388,8 @@ def test_quest_and_goal_endpoints(eng: ScoringEngine) -> None:
     assert quests[0]["status"] == "completed" and quests[0]["points_awarded"] == 40
 
     goals = client.get("/v1/users/kim/goals", headers=mine).json()
-    assert goals["week_start"] == "2026-11-23" and goals["week_end"] == "2026-11-29"
+    monday = monday_of(clock.now.date())
+    assert goals["week_start"] == f"{monday}" and goals["week_end"] == f"{monday + timedelta(6)}"
     by_id = {g["goal_id"]: g for g in goals["goals"]}
     assert by_id["post_comments"]["current_progress"] == 1
     r = client.get("/v1/users/kim/goals/nope", headers=mine)

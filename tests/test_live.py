@@ -7,14 +7,14 @@ import time
 
 import pytest
 import redis
+from conftest import PLAIN_RULES
 
 from engine import ScoringEngine
 from engine.errors import InvalidPaging, UnknownBoard
 from engine.store import SqlStore
-from tests.conftest import PLAIN_RULES
 
 
-def test_rows_carry_name_tier_level_points_and_streak(engine: ScoringEngine, clock) -> None:  # noqa: ANN001
+def test_rows_carry_name_tier_level_points_and_streak(engine: ScoringEngine, clock) -> None:
     engine.set_profile("ann", display_name="Ann Lee")
     engine.set_profile("bo", username="bo_dev")
     engine.award("ann", "quiz_complete", amount=300)  # spark, level 5
@@ -76,7 +76,7 @@ def test_feed_is_capped(engine: ScoringEngine) -> None:
     assert len(engine.live_board(upgrades=100).upgrades) == 100
 
 
-def test_many_shards_merge_rows_tiers_and_feed(real_redis: redis.Redis, clock) -> None:  # noqa: ANN001
+def test_many_shards_merge_rows_tiers_and_feed(real_redis: redis.Redis, clock) -> None:
     eng = ScoringEngine(real_redis, clock=clock, rules=PLAIN_RULES, shards=4)
     for i in range(12):
         eng.award(f"user-{i}", "side_quest", amount=50 * (i + 1))
@@ -92,7 +92,7 @@ def test_many_shards_merge_rows_tiers_and_feed(real_redis: redis.Redis, clock) -
 def test_rewards_that_change_a_tier_are_in_the_feed(
     real_redis: redis.Redis,
     clock,
-    store: SqlStore,  # noqa: ANN001
+    store: SqlStore,
 ) -> None:
     eng = ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES)
     qid = eng.create_quest(title="Big one", quest_type="learning", difficulty="hard",

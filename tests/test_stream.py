@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from conftest import PLAIN_RULES
 from fastapi.testclient import TestClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -15,7 +16,6 @@ from redis.retry import Retry
 from api.app import create_app
 from engine import ScoringEngine
 from engine.settings import Settings
-from tests.conftest import PLAIN_RULES
 from tests.serving import EventReader, serve
 
 READ_KEY = "dash-read-key-0123456789"

@@ -6,8 +6,8 @@
 -- A change of tier or level goes to the upgrade feed.
 --   st: {key = user hash, user, name (shown in the feed), total, version (numbers), tier, level,
 --        streak, longest, last_day (strings), at (unix ms string), outbox, feed, all_board,
---        windows = {day, week, month board keys}, expiries = {day, week, month} ("0" = leave
---        that board alone)}
+--        windows = {day, week, month board keys}, lifetimes = {day, week, month} (TTLs in
+--        seconds; "0" = leave that board alone)}
 -- Needs tier_and_level and feed.
 local function credit(st, kind, type_board, amount, reward_key, desc)
   st.total = st.total + amount
@@ -25,10 +25,10 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
   redis.call("ZINCRBY", st.all_board, -amount, st.user)
   redis.call("ZINCRBY", type_board, -amount, st.user)
   for i = 1, 3 do
-    local expire_at = st.expiries[i]
-    if expire_at ~= "0" then
+    local lifetime = st.lifetimes[i]
+    if lifetime ~= "0" then
       if tonumber(redis.call("ZINCRBY", st.windows[i], -amount, st.user)) == -amount then
-        redis.call("EXPIREAT", st.windows[i], expire_at)
+        redis.call("EXPIRE", st.windows[i], lifetime)
       end
     end
   end
