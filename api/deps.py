@@ -8,13 +8,14 @@ from fastapi import Depends, Header, Request
 
 from engine.service import ScoringEngine
 
-from .auth import Principal, Scope
+from .auth import Authenticator, Principal, Scope
 
 
 # async: they do no I/O, and FastAPI runs a plain-def dependency in its thread pool (a hop per
 # dependency per request)
 async def get_engine(request: Request) -> ScoringEngine:
-    return request.app.state.engine
+    engine: ScoringEngine = request.app.state.engine  # set by create_app
+    return engine
 
 
 async def get_principal(
@@ -22,7 +23,7 @@ async def get_principal(
     x_api_key: Annotated[str | None, Header(description="a server API key")] = None,
     authorization: Annotated[str | None, Header(description="Bearer <user token>")] = None,
 ) -> Principal:
-    return request.app.state.authenticator.from_headers(x_api_key, authorization)
+    return _authenticator(request).from_headers(x_api_key, authorization)
 
 
 async def get_reader(
@@ -37,9 +38,14 @@ async def get_reader(
     if not x_api_key and not authorization:
         if access == "yes" or (access == "local" and is_loopback(request)):
             return None
-    caller = request.app.state.authenticator.from_headers(x_api_key, authorization)
+    caller = _authenticator(request).from_headers(x_api_key, authorization)
     caller.require(Scope.READ)
     return caller
+
+
+def _authenticator(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.authenticator  # set by create_app
+    return authenticator
 
 
 def is_loopback(request: Request) -> bool:

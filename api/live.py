@@ -86,7 +86,9 @@ class Subscriber:
         comment when it has sent nothing for a while; a timer per client would cost a task
         per message)."""
         yield f"retry: {RETRY_MS}\n\n".encode()
-        while not self.closed:
+        # closed is checked after each wait: close() also sets ready, so a closed subscriber
+        # never blocks here
+        while True:
             await self.ready.wait()
             self.ready.clear()
             if self.closed:
@@ -147,7 +149,8 @@ class LiveHub:
 
     @property
     def engine(self) -> ScoringEngine:
-        return self.state.engine
+        engine: ScoringEngine = self.state.engine
+        return engine
 
     def subscribe(self, board: str, limit: int, upgrades: int, first: LiveBoard) -> Subscriber:
         """A new client of ``board``; ``first``: the board as just read for it, sent at once

@@ -107,6 +107,16 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
+#: A route's ``responses=`` (FastAPI's type: status code or range such as "4XX" to its
+#: OpenAPI response, e.g. ``{"model": ErrorOut}``).
+Responses = dict[int | str, dict[str, Any]]
+
+
+def error_responses(*statuses: int) -> Responses:
+    """``responses=`` documenting each of ``statuses`` as an :class:`ErrorOut` body."""
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
 class UserOut(BaseModel):
     id: str
     username: str | None

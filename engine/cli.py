@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError as SettingsError
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,13 +29,14 @@ DEMO_RATE = 10.0
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.jobs import context
+    from workers.jobs import context, sql_store
 
     from .demo import check_demo, run_demo
 
     check_demo(rate=args.rate, users=args.users, awards=args.awards)
     engine, drainer = context()
-    engine.store.upgrade()  # a demo sets itself up, on any database
+    store = sql_store(engine)
+    store.upgrade()  # a demo sets itself up, on any database
     where = settings.redis_url or f"embedded Redis under {settings.data_dir.resolve()}"
     pace = f"{args.rate:g} awards/s" if args.rate else "as fast as it goes"
     until = f"{args.awards} awards" if args.awards is not None else "Ctrl-C"
@@ -62,7 +63,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     print(f"\n{report.awards} awards ({report.refused} refused) in {report.seconds:.1f} s")
     written = sum(drainer.drain(shard).written for shard in range(engine.keys.shards))
     print(f"audit trail: {written} outbox entries written to SQL, "
-          f"{engine.store.count_activities()} activities there in all\n")  # fmt: skip
+          f"{store.count_activities()} activities there in all\n")  # fmt: skip
     print(f"{'rank':>4}  {'user':<12} {'points':>7}  {'tier':<8} {'level':>5} {'streak':>6}")
     for row in engine.live_board("all_time", limit=args.top, upgrades=0).rows:
         print(f"{row.rank:>4}  {row.name:<12} {row.points:>7}  {row.tier_display:<8} "
@@ -136,7 +137,7 @@ def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.jobs import context
+    from workers.jobs import context, sql_store
 
     from .recovery import print_progress, rebuild
 
@@ -144,21 +145,21 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     if _drain_all(settings):
         print("scoring: the outbox still holds entries SQL lacks; drain it first", file=sys.stderr)
         return 1
-    report = rebuild(engine, engine.store, progress=print_progress)
+    report = rebuild(engine, sql_store(engine), progress=print_progress)
     print(f"rebuilt {report.users:,} users from {report.activities:,} activities "
           f"in {report.seconds:.1f} s")  # fmt: skip
     return 0
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.jobs import context
+    from workers.jobs import context, sql_store
 
     from .recovery import reconcile
 
     engine, _ = context()
     if not args.no_drain:
         _drain_all(settings)
-    drifts = reconcile(engine, engine.store)
+    drifts = reconcile(engine, sql_store(engine))
     for drift in drifts:
         print(drift)
     print(f"{len(drifts)} user(s) drifted" if drifts else "no drift")
@@ -225,7 +226,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
                        f"  Ctrl-C stops everything\n")  # fmt: skip
     failed = supervisor.watch()
     if failed is not None:
-        supervisor.say(f"scoring up: {failed.name} exited ({failed.proc.returncode}); stopping")
+        supervisor.say(f"scoring up: {failed.name} exited ({failed.returncode}); stopping")
     else:
         supervisor.say("scoring up: stopping")
     clean = supervisor.stop(last="worker")
@@ -298,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings()
-        return args.run(settings, args)
+        run: Callable[[Settings, argparse.Namespace], int] = args.run  # set by each subcommand
+        return run(settings, args)
     except SettingsError as exc:
         print(f"scoring: invalid settings: {exc}", file=sys.stderr)
     except ScoringError as exc:

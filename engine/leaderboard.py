@@ -106,7 +106,8 @@ class Leaderboard:
     # -- internals ------------------------------------------------------------------------
 
     def _score(self, uid: str) -> float:
-        score = self.redis.zscore(self.keys.board(self.keys.shard_of(uid), self.board_id), uid)
+        key = self.keys.board(self.keys.shard_of(uid), self.board_id)
+        score: float | None = self.redis.zscore(key, uid)
         if score is None:
             raise NotRanked(f"user {uid!r} is not on this board", field="user_id")
         return score

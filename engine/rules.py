@@ -67,8 +67,11 @@ DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, int, int]] = {
 #: streak must not extend it).
 DEFAULT_NO_STREAK = frozenset({"streak_bonus"})
 
+#: What a weekly goal counts (see :class:`WeeklyGoal`).
+GoalKind = Literal["count", "points", "active_days"]
+
 #: Goal id: (kind, activity type counted, target, title). Every goal rewards 30 points by default.
-DEFAULT_WEEKLY_GOALS: dict[str, tuple[str, str | None, int, str]] = {
+DEFAULT_WEEKLY_GOALS: dict[str, tuple[GoalKind, str | None, int, str]] = {
     "complete_quizzes": ("count", "quiz_complete", 5, "Complete 5 quizzes"),
     "post_comments": ("count", "comment", 10, "Post 10 comments"),
     "create_projects": ("count", "project_create", 2, "Create 2 projects"),
@@ -137,7 +140,7 @@ class WeeklyGoal(_Strict):
     goal and week.
     """
 
-    kind: Literal["count", "points", "active_days"]
+    kind: GoalKind
     activity_type: TypeName | None = None
     target: int = Field(gt=0, le=1_000_000_000)
     reward: int = Field(default=30, gt=0, le=1_000_000)

@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    Row,
+    Table,
     create_engine,
     event,
     func,
@@ -28,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from .models import (
+    Base,
     LeaderboardArchive,
     LeaderboardPeriod,
     PointActivity,
@@ -259,7 +262,8 @@ class SqlStore:
                 added += len(connection.execute(stmt, part).all())
         return added
 
-    def weekly_goal_rows(self, week_start: date) -> list[WeeklyGoal]:
+    def weekly_goal_rows(self, week_start: date) -> list[Row[Any]]:
+        """The week's ``weekly_goal`` rows (columns as attributes), by user and goal."""
         with self.engine.connect() as connection:
             t = WeeklyGoal.__table__
             q = select(t).where(t.c.week_start == week_start).order_by(t.c.user_id, t.c.goal_type)
@@ -267,13 +271,12 @@ class SqlStore:
 
     def create_quest(self, fields: dict[str, Any]) -> Quest:
         with self.engine.begin() as connection:
-            row = connection.execute(
-                SideQuest.__table__.insert().values(**fields).returning(SideQuest.__table__)
-            ).one()
+            table = _table(SideQuest)
+            row = connection.execute(table.insert().values(**fields).returning(table)).one()
         return _quest(row)
 
     def update_quest(self, quest_id: int, fields: dict[str, Any]) -> Quest | None:
-        t = SideQuest.__table__
+        t = _table(SideQuest)
         with self.engine.begin() as connection:
             if fields:
                 connection.execute(t.update().where(t.c.id == quest_id).values(**fields))
@@ -294,7 +297,8 @@ class SqlStore:
         with self.engine.connect() as connection:
             return [_quest(r) for r in connection.execute(q)]
 
-    def user_quest_rows(self, user_id: str) -> list[UserSideQuest]:
+    def user_quest_rows(self, user_id: str) -> list[Row[Any]]:
+        """The user's ``user_side_quest`` rows (columns as attributes), by quest."""
         t = UserSideQuest.__table__
         with self.engine.connect() as connection:
             q = select(t).where(t.c.user_id == user_id).order_by(t.c.side_quest_id)
@@ -481,11 +485,20 @@ class SqlStore:
                 connection.execute(select(func.count()).select_from(PointActivity)).scalar_one()
             )
 
-    def snapshots(self) -> dict[str, UserScore]:
-        """Every user's snapshot row, by user id."""
+    def snapshots(self) -> dict[str, Row[Any]]:
+        """Every user's ``user_score`` snapshot row (columns as attributes), by user id."""
         with self.engine.connect() as connection:
             rows = connection.execute(select(UserScore.__table__))
             return {r.user_id: r for r in rows}
+
+
+def _table(model: type[Base]) -> Table:
+    """The table ``model`` is mapped to (SQLAlchemy types ``__table__`` as any FromClause,
+    since a class may be mapped to a subquery; every model of ours maps a Table)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is mapped to {type(table).__name__}, not a Table")
+    return table
 
 
 def _quest(row: Any) -> Quest:

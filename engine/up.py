@@ -58,6 +58,11 @@ class Child:
             out(f"{self.name:>9} | {line.decode(errors='replace').rstrip()}")
 
     @property
+    def returncode(self) -> int | None:
+        """The exit status: None while it runs, or if it was never started."""
+        return None if self.proc is None else self.proc.returncode
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -30,7 +30,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(path_regex
 
 
 @pytest.fixture(autouse=True)
-def real_engine_behind_the_app(real_redis: redis.Redis, tmp_path) -> None:  # noqa: ANN001
+def real_engine_behind_the_app(real_redis: redis.Redis, tmp_path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'fuzz.db'}")
     store.upgrade()
     engine = ScoringEngine(real_redis, store=store)
@@ -40,7 +40,7 @@ def real_engine_behind_the_app(real_redis: redis.Redis, tmp_path) -> None:  # no
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_request_gets_a_5xx(case) -> None:  # noqa: ANN001
+def test_no_request_gets_a_5xx(case) -> None:
     assert not isinstance(APP.state.engine.redis, fakeredis.FakeRedis)  # the real server
     for headers in ({"X-API-Key": KEY}, {}):
         response = case.call(headers=headers)

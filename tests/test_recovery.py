@@ -17,7 +17,7 @@ BOARDS = [("all_time", None), ("type:comment", None), ("type:quiz_complete", Non
           ("day", None), ("week", None), ("month", None)]  # fmt: skip
 
 
-def build_history(engine: ScoringEngine, clock) -> list[str]:  # noqa: ANN001
+def build_history(engine: ScoringEngine, clock) -> list[str]:
     rng = random.Random(5)
     users = [f"r{i}" for i in range(15)]
     engine.set_profile("r1", username="kiri", time_zone="Pacific/Auckland")
@@ -34,7 +34,7 @@ def build_history(engine: ScoringEngine, clock) -> list[str]:  # noqa: ANN001
     return [*users, "only-profile"]
 
 
-def picture(engine: ScoringEngine, users: list[str], clock) -> dict:  # noqa: ANN001
+def picture(engine: ScoringEngine, users: list[str], clock) -> dict:
     """Everything a reader can see: every user's state and every board."""
     boards = {}
     for name, period in BOARDS:
@@ -45,7 +45,7 @@ def picture(engine: ScoringEngine, users: list[str], clock) -> dict:  # noqa: AN
     return {"users": {u: engine.status(u) for u in users}, "boards": boards}
 
 
-def test_rebuild_reproduces_the_state(real_redis, clock, store: SqlStore) -> None:  # noqa: ANN001
+def test_rebuild_reproduces_the_state(real_redis, clock, store: SqlStore) -> None:
     engine = ScoringEngine(real_redis, clock=clock, store=store)
     users = build_history(engine, clock)
     Drainer(real_redis, store, engine.keys, engine.rules).drain(0)
@@ -67,7 +67,7 @@ def test_rebuild_reproduces_the_state(real_redis, clock, store: SqlStore) -> Non
 
 def test_reconcile_reports_planted_drift(
     real_redis, clock, store: SqlStore, redis_url, monkeypatch
-) -> None:  # noqa: ANN001, E501
+) -> None:
     engine = ScoringEngine(real_redis, clock=clock, store=store)
     build_history(engine, clock)
     Drainer(real_redis, store, engine.keys, engine.rules).drain(0)
@@ -103,7 +103,7 @@ def test_streaks_function(days: list[int], expected: tuple[int, int]) -> None:
     assert streaks(days) == expected
 
 
-def test_day_bitmap_matches_the_script(real_redis) -> None:  # noqa: ANN001
+def test_day_bitmap_matches_the_script(real_redis) -> None:
     days = {20403, 20405, 20412, 20390}
     day0, bitmap = day_bitmap(days)
     assert day0 == 20384 and day0 % 8 == 0

@@ -171,9 +171,9 @@ class Drainer:
                         self._settle(shard, *in_flight, report)
                         in_flight = None
                         lock.reacquire()  # keep the shard for another lock_ttl seconds
-                        if not entries:
+                        if batch is None:
                             continue  # nothing new: look for pending entries before stopping
-                    elif not entries:
+                    elif batch is None:
                         break
                     report.batches += 1
                     in_flight = (writer.submit(self._write_batch, batch), entries, batch)
@@ -392,13 +392,14 @@ class Drainer:
     def _parse_goal(self, f: dict[str, str], batch: _Batch) -> None:
         """A weekly goal completed (its reward is an activity entry of its own)."""
         start = day_to_date(int(f["week"]) * 7 - 3)  # week n starts on day 7n - 3, a Monday
+        user, goal = f["user"], f["goal"]
         row = {
-            "user_id": f["user"], "goal_type": f["goal"], "week_start": start,
+            "user_id": user, "goal_type": goal, "week_start": start,
             "week_end": start + timedelta(days=6), "current_progress": int(f["progress"]),
             "target_progress": int(f["target"]), "is_completed": True,
             "points_reward": int(f["reward"]),
         }  # fmt: skip
-        batch.goals[(row["user_id"], row["goal_type"], start)] = row
+        batch.goals[(user, goal, start)] = row
 
     # -- trimming -------------------------------------------------------------------------
 

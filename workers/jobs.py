@@ -13,9 +13,11 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
+from engine.errors import ConfigError
 from engine.outbox import FLAG_TTL
 from engine.service import ScoringEngine
 from engine.settings import get_settings
+from engine.store import SqlStore
 
 from .drain import Drainer
 
@@ -32,7 +34,7 @@ def context() -> tuple[ScoringEngine, Drainer]:
     engine = ScoringEngine.from_settings(settings)
     drainer = Drainer(
         engine.redis,
-        engine.store,
+        sql_store(engine),
         engine.keys,
         engine.rules,
         batch=settings.drain_batch,
@@ -40,6 +42,17 @@ def context() -> tuple[ScoringEngine, Drainer]:
         claim_idle_ms=settings.drain_claim_idle_ms,
     )
     return engine, drainer
+
+
+def sql_store(engine: ScoringEngine) -> SqlStore:
+    """The engine's SQL store (the audit trail), which the workers and the ``scoring`` commands
+    need; an engine built by :meth:`ScoringEngine.from_settings` always has one."""
+    if engine.store is None:
+        raise ConfigError(
+            "the scoring engine has no SQL store; build it with ScoringEngine.from_settings "
+            "or pass store="
+        )
+    return engine.store
 
 
 def drain_shard(shard: int) -> dict[str, Any]:

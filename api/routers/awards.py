@@ -11,11 +11,10 @@ from engine.errors import ScoringError
 from engine.service import AwardRequest
 
 from ..deps import Caller, Engine, may_award
-from ..schemas import AwardIn, AwardOut, BatchIn, BatchOut, ErrorOut, award_json
+from ..schemas import AwardIn, AwardOut, BatchIn, BatchOut, award_json, error_responses
 
 router = APIRouter(prefix="/v1", tags=["awards"])
-ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut},
-          422: {"model": ErrorOut}}  # fmt: skip
+ERRORS = error_responses(401, 403, 409, 422)
 
 
 @router.post(

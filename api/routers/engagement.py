@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query
 from ..auth import Forbidden, Principal, Scope
 from ..deps import Caller, Engine
 from ..schemas import (
-    ErrorOut,
     GoalOut,
     GoalsOut,
     ProgressIn,
@@ -18,11 +17,11 @@ from ..schemas import (
     QuestPatch,
     QuestResultOut,
     UserQuestOut,
+    error_responses,
 )
 
 router = APIRouter(prefix="/v1", tags=["goals and quests"])
-ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
-          409: {"model": ErrorOut}, 422: {"model": ErrorOut}}  # fmt: skip
+ERRORS = error_responses(401, 403, 404, 409, 422)
 QuestId = Annotated[int, Path(ge=1, le=2**62)]
 GoalId = Annotated[str, Path(max_length=30)]
 

@@ -3,6 +3,7 @@ stream (Server-Sent Events)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -13,11 +14,10 @@ from engine.periods import WINDOWS
 from engine.results import RankInfo
 
 from ..deps import Engine, Reader
-from ..schemas import BoardInfo, BoardsOut, EntryOut, ErrorOut, LeaderboardOut, RankOut
+from ..schemas import BoardInfo, BoardsOut, EntryOut, LeaderboardOut, RankOut, error_responses
 
 router = APIRouter(prefix="/v1/leaderboards", tags=["leaderboards"])
-ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
-          422: {"model": ErrorOut}}  # fmt: skip
+ERRORS = error_responses(401, 403, 404, 422)
 Period = Annotated[
     str | None,
     Query(max_length=16, description="a past window: 2026-11-24, 2026-W48 or 2026-11"),
@@ -69,7 +69,7 @@ async def stream(
     hub = request.app.state.live
     sub = hub.subscribe(board, limit, upgrades, first)
 
-    async def body():  # noqa: ANN202
+    async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in sub.messages():
                 yield chunk

@@ -14,16 +14,16 @@ from ..deps import Caller, Engine, may_award
 from ..schemas import (
     ActivityOut,
     EntryOut,
-    ErrorOut,
     LeaderboardOut,
     SeedAwardIn,
     SeedAwardOut,
     StatusOut,
     UserOut,
+    error_responses,
 )
 
 router = APIRouter(prefix="/api/v1/me/thrive-circle", tags=["seed-compatible"])
-ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS = error_responses(401, 403, 422)
 UserHeader = Annotated[
     str | None, Header(max_length=128, description="the user, when calling with a server key")
 ]

@@ -13,10 +13,10 @@ from engine.errors import InvalidPaging
 
 from ..auth import Scope
 from ..deps import Caller, Engine
-from ..schemas import ActivityOut, ActivityPage, ErrorOut, ProfileIn, UserOut
+from ..schemas import ActivityOut, ActivityPage, ProfileIn, UserOut, error_responses
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
-ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS = error_responses(401, 403, 422)
 
 
 @router.get("/{user_id}", response_model=UserOut, responses=ERRORS, summary="A user's state")
