@@ -3,9 +3,11 @@
 
     python3 tasks.py run     # install into .venv if needed, then run the engine (scoring up --demo)
     python3 tasks.py test    # install into .venv if needed, then run the test suite
+    python3 tasks.py check   # the gates CI runs before the tests: lint, format, types, imports
 
 Anything after the task name is passed on (``python3 tasks.py test -k leaderboard``,
-``python3 tasks.py run up --port 9000``).
+``python3 tasks.py run up --port 9000``); ``check`` takes the names of the gates to run
+(``python3 tasks.py check types imports``), all of them by default.
 The virtual environment is rebuilt only when ``pyproject.toml`` changes.
 """
 
@@ -38,12 +40,39 @@ def ensure_venv() -> None:
     STAMP.write_text(digest)
 
 
+#: The gates: each a command of the venv, configured in pyproject.toml.
+CHECKS = {
+    "lint": ["ruff", "check", "."],
+    "format": ["ruff", "format", "--check", "."],
+    "types": ["mypy"],  # strict, on engine/, api/ and workers/
+    "imports": ["lint-imports"],  # the layers of DESIGN.md
+}
+
+
+def check(names: list[str]) -> int:
+    """Run the named gates (all by default), each to its end; 1 if any failed."""
+    unknown = set(names) - set(CHECKS)
+    if unknown:
+        print(f"unknown check(s) {sorted(unknown)}; choose from {list(CHECKS)}")
+        return 2
+    failed = []
+    for name in names or CHECKS:
+        program, *args = CHECKS[name]
+        print(f"== {name}: {program} {' '.join(args)}", flush=True)
+        if subprocess.call([str(BIN / program), *args], cwd=ROOT) != 0:
+            failed.append(name)
+    print(f"== failed: {', '.join(failed)}" if failed else "== all checks passed", flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: list[str]) -> int:
     task, rest = (argv[0], argv[1:]) if argv else ("help", [])
-    if task not in {"run", "test"}:
+    if task not in {"run", "test", "check"}:
         print(__doc__)
         return 0 if task == "help" else 2
     ensure_venv()
+    if task == "check":
+        return check(rest)
     if task == "run":
         cmd = [str(BIN / "scoring"), *(rest or ["up", "--demo"])]
     else:

@@ -24,13 +24,19 @@ from typing import Any, TypeVar
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+#: hiredis's C command packer (one command to its wire bytes), or None without hiredis.
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
-    from hiredis import pack_command as _hiredis_pack
+    from hiredis import pack_command
 except ImportError:  # pragma: no cover - hiredis is a dependency; the fallback is redis-py's
     _hiredis_pack = None
+else:
+    _hiredis_pack = pack_command
 
 T = TypeVar("T")
-LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+_HERE = Path(__file__).resolve().parent
+#: ``lua/`` beside ``engine/`` in a checkout (and an editable install); ``engine/lua`` in a wheel.
+LUA_DIR = _HERE / "lua" if (_HERE / "lua").is_dir() else _HERE.parent / "lua"
 _INCLUDE = re.compile(r'^--- @include "([\w.-]+)"\s*$', re.M)
 _DEFINE = re.compile(r"^--- @define (\w+)\s*$", re.M)
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.S)
@@ -47,7 +53,10 @@ class LuaScript:
         self.name = name
         self.source = source
         self.numkeys = max((int(n) for n in _KEY_REF.findall(header.group(1))), default=0)
-        self._script = Script(None, source.encode("utf-8"))
+        # No registered client: every call passes its own, and a bytes script needs no
+        # client's encoder. redis-py annotates the parameter as a required client, though its
+        # Script handles client=None (it only reads registered_client when a call passes none).
+        self._script = Script(None, source.encode("utf-8"))  # type: ignore[arg-type]
 
     @property
     def sha(self) -> str:
