@@ -71,8 +71,8 @@ def base_now() -> datetime:
     """Where every test's clock starts: ``SCORING_TEST_NOW`` (ISO 8601, UTC when it names no
     zone) when set, else the real current time, to the second. No test names a calendar date:
     each builds the dates it needs from this one, so the suite passes on any day (run it with
-    ``SCORING_TEST_NOW=2031-12-31T23:30:00Z`` to see), and Redis, whose own clock expires keys,
-    never meets a time that it has already passed."""
+    ``SCORING_TEST_NOW=2031-12-31T23:30:00Z`` to see). A base far from the Redis server's own
+    clock is fine: the engine gives Redis relative TTLs only (see ``engine/periods.py``)."""
     text = os.environ.get("SCORING_TEST_NOW")
     if not text:
         return datetime.now(UTC).replace(microsecond=0)
