@@ -97,10 +97,9 @@ class Clock:
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
 
-    def noon(self) -> datetime:
+    def noon(self) -> None:
         """Set the clock to 12:00 UTC of its current day (hours of room either way)."""
-        self.now = datetime.combine(self.now.date(), time(12), UTC)
-        return self.now
+        self.now = at_utc(self.now.date(), 12)
 
 
 def week_id(d: date | datetime) -> str:
@@ -120,6 +119,11 @@ def last_weekday(d: date, weekday: int) -> date:
 
 def at_utc(d: date, hour: int = 0, minute: int = 0) -> datetime:
     return datetime.combine(d, time(hour, minute), UTC)
+
+
+def iso(t: datetime) -> str:
+    """``t`` (UTC) as the ISO 8601 text a client sends: ``2026-11-24T12:00:00Z``."""
+    return f"{t.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def dst_change(tz: str, *, before: datetime, forward: bool) -> datetime:
