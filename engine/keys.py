@@ -16,6 +16,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
+``<p>:<t>:outbox:outage``      hash: since, attempts, error while SQL fails the shard's drains
 ``<p>:<t>:outbox:failures``    hash: outbox entry id -> times writing it to SQL failed
 ``<p>:<t>:outbox:dead``        stream: entries that failed too often (dead letters)
 ``<p>:<t>:feed``               stream: recent tier and level upgrades (capped near 100)
@@ -89,6 +90,9 @@ class Keys:
 
     def drain_lock(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:lock"
+
+    def drain_outage(self, shard: int) -> str:
+        return f"{self.tag(shard)}:outbox:outage"
 
     def drain_failures(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:failures"

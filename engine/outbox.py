@@ -5,13 +5,18 @@ atomic call that appends to the outbox; the caller that raised it enqueues the s
 job, and the job lowers the flag when it starts. So a burst of awards queues one job, not one
 per award. If a queued job is lost, the flag lapses after :data:`FLAG_TTL` seconds and the next
 award queues another; the periodic sweep (``workers.jobs.sweep``) catches anything left.
+
+While SQL fails a shard's drains, the drain keeps the flag raised instead, for the current
+backoff (1 s doubling to 60 s; see :mod:`workers.drain`): awards queue nothing until the retry
+is due, then the first award (or the sweep) queues the one retry. So an outage costs one job
+per shard per backoff interval, not one per burst of awards.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-#: Seconds the drain flag lives if no drain job lowers it.
+#: Seconds the drain flag lives if no drain job lowers it (an award raises it for this long).
 FLAG_TTL = 60
 #: Import path of the job RQ runs; a string, so the engine does not import the workers.
 DRAIN_JOB = "workers.jobs.drain_shard"

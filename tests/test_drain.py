@@ -16,7 +16,6 @@ import pytest
 import redis
 from conftest import PLAIN_RULES, Clock
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from engine import AwardRequest, ScoringEngine
 from engine.models import PointActivity, UserScore
@@ -157,8 +156,9 @@ def test_worker_killed_then_another_finishes(
     assert 0 < rows < 400  # it died part way
     pending = engine.redis.xpending(engine.keys.outbox(0), GROUP)["pending"]
     assert pending > 0  # what it read and never acknowledged waits for the next worker
-    # the dead worker's lock on the shard lapses (2 s here); then the next worker takes over
-    report = drainer(engine, store, claim_idle_ms=0).drain(0)
+    # the dead worker's lease on the shard lapses (2 s here); then the next worker takes over,
+    # and its first claim takes what the dead one held at once (claim_idle_ms is 30 s)
+    report = drainer(engine, store).drain(0)
     assert report.complete and report.dead == report.failed == 0
     assert_sql_matches_redis(engine, store, 400)
     assert drainer(engine, store).backlog(0) == 0
@@ -172,15 +172,19 @@ def test_sql_outage_loses_nothing(sql_engine: ScoringEngine, store: SqlStore) ->
         down = SqlStore("postgresql+psycopg://postgres@127.0.0.1:1/test",
                         connect_args={"connect_timeout": 1})  # fmt: skip
     award_some(engine, 120)
-    with pytest.raises(OperationalError):
-        drainer(engine, down).drain(0)
+    report = drainer(engine, down).drain(0)  # the job succeeds: the report says why it stopped
+    assert report.sql_unavailable and not report.complete and report.written == 0
     award_some(engine, 80, start=120)  # awards go on while SQL is away
-    with pytest.raises(OperationalError):
-        drainer(engine, down).drain(0)
+    assert drainer(engine, down).drain(0).sql_unavailable
     assert engine.redis.hlen(engine.keys.drain_failures(0)) == 0  # an outage is no entry's fault
+    outage = engine.redis.hgetall(engine.keys.drain_outage(0))
+    assert outage["attempts"] == "2" and "OperationalError" in outage["error"]
+    assert 0 < engine.redis.pttl(engine.keys.drain_flag(0)) <= 2000  # the second backoff: 2 s
     assert sql_rows(store) == (0, 0)
-    report = drainer(engine, store, claim_idle_ms=0).drain(0)  # SQL is back
-    assert report.written == 200 and report.dead == 0
+    # SQL is back: what the failed attempts read is claimed at once, not after claim_idle_ms
+    report = drainer(engine, store).drain(0)
+    assert report.written == 200 and report.dead == 0 and report.complete
+    assert not engine.redis.exists(engine.keys.drain_outage(0), engine.keys.drain_flag(0))
     assert_sql_matches_redis(engine, store, 200)
 
 
@@ -211,20 +215,20 @@ def test_poison_entries_go_to_the_dead_letters(sql_engine: ScoringEngine, store:
 
 
 def test_a_broken_schema_is_no_entrys_fault(sql_engine: ScoringEngine, store: SqlStore) -> None:
-    """A missing table fails every write: the drain stops, and no entry is counted or dropped."""
+    """A missing table fails every write: the drain stops as in an outage, and no entry is
+    counted or dropped."""
     engine = sql_engine
     award_some(engine, 20)
     with store.engine.begin() as c:
         c.execute(text("ALTER TABLE point_activity RENAME TO point_activity_away"))
     try:
-        with pytest.raises(SQLAlchemyError):
-            drainer(engine, store, max_failures=1).drain(0)
+        assert drainer(engine, store, max_failures=1).drain(0).sql_unavailable
         assert engine.redis.hlen(engine.keys.drain_failures(0)) == 0
         assert engine.redis.xlen(engine.keys.dead_letters(0)) == 0
     finally:
         with store.engine.begin() as c:
             c.execute(text("ALTER TABLE point_activity_away RENAME TO point_activity"))
-    assert drainer(engine, store, claim_idle_ms=0).drain(0).written == 20
+    assert drainer(engine, store).drain(0).written == 20
     assert_sql_matches_redis(engine, store, 20)
 
 
@@ -232,17 +236,33 @@ def test_trimming_keeps_what_is_not_acknowledged(
     sql_engine: ScoringEngine, store: SqlStore
 ) -> None:
     engine = sql_engine
+    outbox = engine.keys.outbox(0)
+    award_some(engine, 10)
+    engine.redis.xadd(outbox, {"id": "not-a-uuid"})  # fails, and stays pending
+    award_some(engine, 20, start=10)
+    report = drainer(engine, store).drain(0)
+    assert report.written == 30 and report.failed == 1
+    assert engine.redis.xlen(outbox) == 21  # the oldest pending entry holds the trim back
+    report = drainer(engine, store, max_failures=2).drain(0)  # its first pass retries it at once
+    assert report.dead == 1 and engine.redis.xlen(outbox) == 0
+    assert_sql_matches_redis(engine, store, 30)
+
+
+def test_a_stalled_consumers_entries_are_taken_at_once(
+    sql_engine: ScoringEngine, store: SqlStore
+) -> None:
+    """Entries another consumer read and never acknowledged are the next drain's at once, not
+    after claim_idle_ms: the drain holds the shard's lock, so their reader is dead or gave the
+    shard up."""
+    engine = sql_engine
     award_some(engine, 30)
     outbox = engine.keys.outbox(0)
     d = drainer(engine, store)
     d._ensure_group(outbox)
-    # another consumer reads 10 entries and stalls
     engine.redis.xreadgroup(GROUP, "stalled", {outbox: ">"}, count=10)
-    report = d.drain(0)  # claim idle 30 s: the stalled consumer's entries are left alone
-    assert report.written == 20
-    assert engine.redis.xlen(outbox) == 30  # the oldest pending entry holds the trim back
-    report = drainer(engine, store, claim_idle_ms=0).drain(0)
-    assert report.written == 10 and engine.redis.xlen(outbox) == 0
+    report = d.drain(0)  # claim_idle_ms is 30 s
+    assert report.written == 30 and report.complete
+    assert engine.redis.xlen(outbox) == 0
     assert_sql_matches_redis(engine, store, 30)
 
 

@@ -1,15 +1,44 @@
 """Drain a shard's outbox into SQL, exactly once, whatever crashes.
 
 Per batch: read entries through the consumer group ``sql`` (first those a dead consumer left
-pending longer than the claim idle time, then new ones), write them to SQL in one transaction
-(while the next batch is read and parsed)
-(activities inserted with ``ON CONFLICT DO NOTHING``, snapshots upserted newest-version-wins),
-commit, and only then acknowledge. A crash before the acknowledgement leaves the entries pending;
-whoever claims them writes them again, which changes nothing. An entry that fails on its own
-(SQL is reachable but refuses it, or it cannot be parsed) counts a failure; after
-``max_failures`` it moves to the dead-letter stream and the rest keep flowing. If SQL cannot be
-reached at all, nothing is acknowledged and the error propagates (the job fails; the entries
-wait). The stream is trimmed only below its oldest unacknowledged entry.
+pending, then new ones), write them to SQL in one transaction (while the next batch is read and
+parsed) (activities inserted with ``ON CONFLICT DO NOTHING``, snapshots upserted
+newest-version-wins), commit, and only then acknowledge. A crash before the acknowledgement
+leaves the entries pending; whoever claims them writes them again, which changes nothing. An
+entry that fails on its own (SQL is reachable but refuses it, or it cannot be parsed) counts a
+failure; after ``max_failures`` it moves to the dead-letter stream and the rest keep flowing.
+
+One drain per shard at a time: a drain holds the shard's lock on a short lease
+(:data:`LOCK_TTL`) that a thread of its own renews every third of it while the drain makes
+progress. Holding the lock proves that no other drain is live, so a run's first pass over the
+pending entries takes them all at once, however recently read (their reader is dead, or gave
+the shard up); later claims in the run take only entries pending for ``claim_idle_ms``, so that
+the run's own failures are not retried in a hot loop.
+
+Worst-case recovery after a worker dies, counted from its death (or from the start of the next
+drain of the shard, if that is later: the shard's next award queues one, the periodic sweep
+within 60 s, or ``scoring worker --burst``):
+
+- killed (SIGKILL, out of memory, host lost) or frozen (SIGSTOP): its lease lapses at most
+  ``LOCK_TTL`` = 5 s after its last renewal; the waiting drain takes the lock within 0.1 s and
+  writes what the dead one held in its first batches: at most 5 s.
+- hung (alive, its drain stuck in a call that never returns): its renewer stops once the drain
+  has made no progress for ``LOCK_GRACE`` = 30 s, or is ``LOCK_GRACE`` past the end of its
+  time slice; the lease lapses ``LOCK_TTL`` later: at most 35 s after its last progress.
+
+A worker that wakes up after losing its lease stops after the batch in hand (written again,
+which changes nothing).
+
+If SQL cannot take the entries at all (unreachable, or refusing every write alike: a missing
+table), nothing is acknowledged or counted against an entry: the run stops, returns
+``sql_unavailable``, and keeps the shard's drain flag raised for a backoff (:data:`OUTAGE_RETRY`:
+1 s doubling to 60 s per failed attempt), so that awards queue no drain job until the retry is
+due. The outage (since, attempts) lives in the shard's ``outbox:outage`` hash, so that any worker
+logs only its start and its end; the first run that commits ends it.
+
+The stream is trimmed exactly below its oldest unacknowledged entry after every batch (never an
+unread one), and consumers idle for :data:`CONSUMER_IDLE_MS` that hold nothing leave the group
+(each worker process joins under a name of its own).
 """
 
 from __future__ import annotations
@@ -18,6 +47,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from redis.exceptions import LockError, ResponseError
+from redis.exceptions import LockError, RedisError, ResponseError
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -44,9 +74,32 @@ log = logging.getLogger(__name__)
 
 GROUP = "sql"
 _LAG_COUNT_LIMIT = 10_000
-#: Seconds a drain holds its shard's lock without renewing it (it renews after every batch);
-#: after a crash, the next drain of the shard waits this long at most.
-LOCK_TTL = 30.0
+#: Seconds of a drain's lease on its shard's lock; renewed every third of it while the drain
+#: makes progress. After a crash, the next drain of the shard waits this long at most.
+LOCK_TTL = 5.0
+#: Seconds without progress (or past the end of its time slice) after which a drain stops
+#: renewing its lease, so that a hung process cannot hold its shard for ever.
+LOCK_GRACE = 30.0
+#: Seconds before the first retry of a shard after SQL failed it, and the most between two: the
+#: wait doubles with each failed attempt.
+OUTAGE_RETRY = (1.0, 60.0)
+#: Seconds the outage record of a shard outlives its last failed attempt.
+OUTAGE_TTL = 3600
+#: A consumer of the group idle this long (ms) and holding no entry is deleted.
+CONSUMER_IDLE_MS = 600_000
+
+#: Delete the named consumers that hold no pending entry, in one atomic step (a consumer that
+#: read an entry between the check and the deletion would lose it from the pending list).
+_FORGET_CONSUMERS = """
+local forgotten = 0
+for i = 2, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"""
 
 
 @dataclass
@@ -60,6 +113,7 @@ class DrainReport:
     batches: int = 0
     trimmed: int = 0
     complete: bool = True  # False when a limit stopped the run before the outbox was empty
+    sql_unavailable: bool = False  # SQL could not take the entries; they wait for the retry
     errors: list[str] = field(default_factory=list)
 
 
@@ -80,6 +134,98 @@ class _Batch:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Outage:
+    """A shard's SQL outage as its record in Redis holds it."""
+
+    since_ms: int  # wall-clock time of the first failed attempt
+    attempts: int  # failed attempts so far
+
+
+class _Lease:
+    """A drain's hold on its shard's lock: a short lease that a thread renews while the drain
+    makes progress, so that a dead process frees its shard within one lease, and a hung one
+    within ``grace`` and one lease, while a long drain keeps it as long as it needs.
+
+    The lock must be built with ``thread_local=False`` (the renewing thread uses its token).
+    ``lost`` becomes True when the lease is no longer this drain's to keep (it stopped renewing,
+    or found it taken); the drain then stops after the batch in hand.
+    """
+
+    def __init__(
+        self, lock: Any, shard: int, ttl: float, grace: float, deadline: float | None
+    ) -> None:
+        self.lock = lock
+        self.shard = shard
+        self.ttl = ttl
+        self.grace = grace
+        self.deadline = deadline
+        self.lost = False
+        self._last_progress = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._renew, name=f"drain-lease-{shard}", daemon=True
+        )
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def progress(self) -> None:
+        """The drain moved on (a batch read or settled)."""
+        self._last_progress = time.monotonic()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            now = time.monotonic()
+            overran = self.deadline is not None and now > self.deadline + self.grace
+            if overran or now - self._last_progress > self.grace:
+                self.lost = True
+                log.warning(
+                    "shard %s: the drain has made no progress for %.0f s (or overran its "
+                    "time slice); it gives up the shard",
+                    self.shard,
+                    now - self._last_progress,
+                )
+                return
+            try:
+                self.lock.reacquire()
+            except LockError:
+                self.lost = True
+                log.warning(
+                    "shard %s: the drain lost its lock (its lease lapsed); it stops", self.shard
+                )
+                return
+            except RedisError:
+                continue  # Redis away for a moment: the next beat tries again
+
+
+@dataclass
+class _Run:
+    """One drain run of one shard (a Drainer may run several at once, from several threads)."""
+
+    shard: int
+    outbox: str
+    report: DrainReport
+    lease: _Lease
+    max_batches: int | None
+    deadline: float | None
+    outage: _Outage | None  # SQL was failing the shard when the run began, and still may be
+    claim_from: str | None = None  # the first pass's next XAUTOCLAIM start; None once done
+    claim_until: str = "0-0"  # the newest entry pending when the run began
+
+    def should_stop(self) -> bool:
+        return (
+            (self.max_batches is not None and self.report.batches >= self.max_batches)
+            or (self.deadline is not None and time.monotonic() > self.deadline)
+            or self.lease.lost
+        )
+
+
 class Drainer:
     """Drains outbox streams into a :class:`~engine.store.SqlStore`.
 
@@ -90,9 +236,15 @@ class Drainer:
         rules: the scoring rules (a new user's tier before any award).
         batch: entries per SQL transaction.
         max_failures: failures after which an entry moves to the dead-letter stream.
-        claim_idle_ms: how long an entry stays pending before another consumer claims it.
+        claim_idle_ms: how long an entry stays pending before a claim other than the run's
+            first pass takes it (in practice: how long the run's own failures wait to be retried).
         consumer: this consumer's name in the group (default: host and process id).
-        lock_ttl: seconds the shard's drain lock lasts unless renewed (see :data:`LOCK_TTL`).
+        lock_ttl: seconds of the lease on the shard's lock (see :data:`LOCK_TTL`).
+        lock_grace: seconds without progress, or past the time slice, after which the lease is
+            no longer renewed (see :data:`LOCK_GRACE`).
+        outage_retry: seconds before the first retry after SQL failed, and the most between two
+            (see :data:`OUTAGE_RETRY`).
+        consumer_idle_ms: idle time after which a consumer that holds nothing is deleted.
     """
 
     def __init__(
@@ -107,6 +259,9 @@ class Drainer:
         claim_idle_ms: int = 30_000,
         consumer: str | None = None,
         lock_ttl: float = LOCK_TTL,
+        lock_grace: float = LOCK_GRACE,
+        outage_retry: tuple[float, float] = OUTAGE_RETRY,
+        consumer_idle_ms: int = CONSUMER_IDLE_MS,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -117,73 +272,90 @@ class Drainer:
         self.claim_idle_ms = claim_idle_ms
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.lock_ttl = lock_ttl
+        self.lock_grace = lock_grace
+        self.outage_retry = outage_retry
+        self.consumer_idle_ms = consumer_idle_ms
+        self._forget_consumers = redis.register_script(_FORGET_CONSUMERS)
 
     def drain(
         self, shard: int, *, max_batches: int | None = None, max_seconds: float | None = None
     ) -> DrainReport:
         """Write what the shard's outbox holds to SQL until it is empty (or a limit is reached:
-        ``report.complete`` is then False); return what was done."""
+        ``report.complete`` is then False); return what was done. If SQL cannot take the
+        entries, ``report.sql_unavailable`` is True and the shard's retry waits its backoff."""
         report = DrainReport(shard)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        outbox = self.keys.outbox(shard)
         # one drain per shard at a time: a second one (a job queued while this one runs) waits
+        # up to one lease and a little more, which outlasts a dead holder
         lock = self.redis.lock(
-            self.keys.drain_lock(shard), timeout=self.lock_ttl, blocking_timeout=self.lock_ttl + 5
+            self.keys.drain_lock(shard),
+            timeout=self.lock_ttl,
+            blocking_timeout=self.lock_ttl + 5,
+            thread_local=False,
         )
         if not lock.acquire():
             report.complete = False  # another drain holds the shard for too long
             return report
         try:
-            # lowered first: an award arriving from now on raises it again and queues the next
-            self.redis.delete(self.keys.drain_flag(shard))
-            self._ensure_group(outbox)
-            self._drain(shard, outbox, report, max_batches, deadline, lock)
+            with _Lease(lock, shard, self.lock_ttl, self.lock_grace, deadline) as lease:
+                outbox, outage = self.keys.outbox(shard), self._outage(shard)
+                self._run(_Run(shard, outbox, report, lease, max_batches, deadline, outage))
         finally:
             with contextlib.suppress(LockError):
                 lock.release()
         return report
 
-    def _drain(
-        self,
-        shard: int,
-        outbox: str,
-        report: DrainReport,
-        max_batches: int | None,
-        deadline: float | None,
-        lock: Any,
-    ) -> None:
+    def _run(self, run: _Run) -> None:
+        """One run, under the shard's lock: drain, end or extend an SQL outage, trim."""
+        if run.outage is None:
+            # lowered first: an award arriving from now on raises it again and queues the next
+            # drain (in an outage it stays raised until SQL takes a write)
+            self.redis.delete(self.keys.drain_flag(run.shard))
+        self._ensure_group(run.outbox)
+        self._start_first_pass(run)
+        try:
+            self._drain(run)
+            if run.outage is not None:  # nothing was written, nothing failed: ask SQL
+                self.store.ping()
+                self._sql_back(run)
+        except SQLAlchemyError as exc:
+            self._sql_failed(run, exc)
+        run.report.trimmed += self.trim(run.shard)
+
+    def _drain(self, run: _Run) -> None:
         """Read and parse the next batch while the last one is being written: the SQL work
         (mostly the database's) overlaps with the Python work of reading and parsing."""
         in_flight: tuple[Future[None], list[tuple[str, dict[str, str]]], _Batch] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-sql") as writer:
             try:
                 while True:
-                    if (max_batches is not None and report.batches >= max_batches) or (
-                        deadline is not None and time.monotonic() > deadline
-                    ):
-                        report.complete = False
+                    run.lease.progress()
+                    if run.should_stop():
+                        run.report.complete = False
                         break
                     # entries left pending are claimed only when no write is in flight (which
                     # would otherwise be claimed back from under itself when claim_idle_ms = 0)
-                    entries = self._read(outbox) if in_flight else self._next(outbox)
+                    entries = self._read(run.outbox) if in_flight else self._next(run)
                     batch = self._parse(entries) if entries else None
                     if in_flight is not None:
-                        self._settle(shard, *in_flight, report)
-                        in_flight = None
-                        lock.reacquire()  # keep the shard for another lock_ttl seconds
+                        settling, in_flight = in_flight, None
+                        self._settle(run, *settling)
+                        run.report.trimmed += self._trim(run.outbox)
                         if batch is None:
                             continue  # nothing new: look for pending entries before stopping
+                        if run.lease.lost:  # what was read waits for the shard's next drain
+                            run.report.complete = False
+                            break
                     elif batch is None:
                         break
-                    report.batches += 1
+                    run.report.batches += 1
                     in_flight = (writer.submit(self._write_batch, batch), entries, batch)
             finally:
                 if in_flight is not None:
-                    self._settle(shard, *in_flight, report)
-        report.trimmed = self._trim(outbox)
+                    self._settle(run, *in_flight)
 
-    def _next(self, outbox: str) -> list[tuple[str, dict[str, str]]]:
-        return self._claim(outbox) or self._read(outbox)
+    def _next(self, run: _Run) -> list[tuple[str, dict[str, str]]]:
+        return self._claim(run) or self._read(run.outbox)
 
     def backlog(self, shard: int) -> int:
         """Entries of the shard's outbox not yet acknowledged (pending or never read). On
@@ -206,12 +378,35 @@ class Drainer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _claim(self, outbox: str) -> list[tuple[str, dict[str, str]]]:
-        """Entries other consumers (or this one, earlier) read but never acknowledged."""
+    def _start_first_pass(self, run: _Run) -> None:
+        """Bound the run's first pass over the pending entries by the newest pending now."""
+        pending = self.redis.xpending(run.outbox, GROUP)
+        if pending["pending"]:
+            run.claim_from, run.claim_until = "0-0", pending["max"]
+
+    def _claim(self, run: _Run) -> list[tuple[str, dict[str, str]]]:
+        """Entries read but never acknowledged. The run's first pass (over those pending when
+        it began) takes them whatever their idle time: this drain holds the shard's lock, so
+        whoever read them is dead or gave the shard up. Later claims take only entries idle
+        for ``claim_idle_ms`` (this run's own failures wait that long before a retry)."""
+        if run.claim_from is None:
+            reply = self.redis.xautoclaim(
+                run.outbox,
+                GROUP,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id="0-0",
+                count=self.batch,
+            )
+            return [e for e in reply[1] if e and e[1] is not None]
         reply = self.redis.xautoclaim(
-            outbox, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=self.batch
+            run.outbox, GROUP, self.consumer, 0, start_id=run.claim_from, count=self.batch
         )
-        return [e for e in reply[1] if e and e[1] is not None]
+        until = _id_key(run.claim_until)
+        cursor = reply[0]
+        run.claim_from = None if cursor == "0-0" or _id_key(cursor) > until else cursor
+        # past the bound: entries this run read itself (they stay pending, and wait)
+        return [e for e in reply[1] if e and e[1] is not None and _id_key(e[0]) <= until]
 
     def _read(self, outbox: str) -> list[tuple[str, dict[str, str]]]:
         reply = self.redis.xreadgroup(GROUP, self.consumer, {outbox: ">"}, count=self.batch)
@@ -221,13 +416,13 @@ class Drainer:
 
     def _settle(
         self,
-        shard: int,
+        run: _Run,
         written: Future[None],
         entries: list[tuple[str, dict[str, str]]],
         batch: _Batch,
-        report: DrainReport,
     ) -> None:
         """Wait for a batch's write; acknowledge it, or sort out which entries SQL refused."""
+        shard, report = run.shard, run.report
         try:
             written.result()
         except SQLAlchemyError as exc:
@@ -237,8 +432,9 @@ class Drainer:
             log.warning(
                 "shard %s: a batch of %d failed (%s); writing one by one", shard, len(entries), exc
             )
-            self._write_one_by_one(shard, entries, batch, report)
+            self._write_one_by_one(run, entries, batch)
             return
+        self._committed(run)
         done = [i for i in batch.ids if i not in batch.broken]
         self._ack(shard, done)
         report.written += len(done)
@@ -259,12 +455,9 @@ class Drainer:
                 time.sleep(0.05 * (attempt + 1))
 
     def _write_one_by_one(
-        self,
-        shard: int,
-        entries: list[tuple[str, dict[str, str]]],
-        batch: _Batch,
-        report: DrainReport,
+        self, run: _Run, entries: list[tuple[str, dict[str, str]]], batch: _Batch
     ) -> None:
+        shard, report = run.shard, run.report
         refused: list[tuple[str, dict[str, str], str]] = []
         written = 0
         first_error: SQLAlchemyError | None = None
@@ -281,6 +474,7 @@ class Drainer:
                 first_error = first_error or exc
                 refused.append((entry_id, fields, f"{type(exc).__name__}: {exc}"))
                 continue
+            self._committed(run)
             self._ack(shard, [entry_id])
             written += 1
         report.written += written
@@ -290,6 +484,70 @@ class Drainer:
             raise first_error
         for entry_id, fields, why in refused:
             self._failed(shard, entry_id, fields, why, report)
+
+    # -- SQL outages ----------------------------------------------------------------------
+
+    def _outage(self, shard: int) -> _Outage | None:
+        record = self.redis.hgetall(self.keys.drain_outage(shard))
+        if not record.get("attempts"):
+            return None
+        return _Outage(int(record.get("since", 0)), int(record["attempts"]))
+
+    def _sql_failed(self, run: _Run, exc: SQLAlchemyError) -> None:
+        """SQL cannot take the shard's entries: they wait, unacknowledged and uncounted. The
+        shard's drain flag stays raised for the next backoff, so that awards queue no drain
+        until the retry is due (then the next award, or the sweep, queues one); a log line
+        when the outage begins, none for the attempts that follow."""
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+        record = self.keys.drain_outage(run.shard)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(record, "since", int(time.time() * 1000))
+        pipe.hincrby(record, "attempts", 1)
+        pipe.hset(record, "error", why)
+        pipe.expire(record, OUTAGE_TTL)
+        attempts = int(pipe.execute()[1])
+        first, longest = self.outage_retry
+        wait = min(first * 2 ** min(attempts - 1, 30), longest)
+        self.redis.set(self.keys.drain_flag(run.shard), "1", px=max(1, round(wait * 1000)))
+        run.report.sql_unavailable = True
+        run.report.complete = False
+        run.report.errors.append(f"sql: {why}")
+        if attempts == 1:
+            log.warning(
+                "shard %s: SQL unavailable (%s); the outbox keeps its entries, and its "
+                "drain retries after %g s, doubling to %g s",
+                run.shard,
+                why,
+                first,
+                longest,
+            )
+        else:
+            log.debug(
+                "shard %s: SQL still unavailable after %d attempts (%s); next in %g s",
+                run.shard,
+                attempts,
+                why,
+                wait,
+            )
+
+    def _committed(self, run: _Run) -> None:
+        """SQL took a write: if the shard was in an outage, it is over."""
+        if run.outage is not None:
+            self._sql_back(run)
+
+    def _sql_back(self, run: _Run) -> None:
+        """End the shard's outage: forget its record and lower its drain flag (an award from
+        now on queues the next drain, as usual); one log line."""
+        outage, run.outage = run.outage, None
+        if outage is None:
+            return
+        self.redis.delete(self.keys.drain_outage(run.shard), self.keys.drain_flag(run.shard))
+        log.warning(
+            "shard %s: SQL reachable again after %.1f s and %d failed attempts",
+            run.shard,
+            max(0.0, time.time() - outage.since_ms / 1000),
+            outage.attempts,
+        )
 
     def _failed(
         self, shard: int, entry_id: str, fields: dict[str, str], why: str, report: DrainReport
@@ -403,12 +661,41 @@ class Drainer:
 
     # -- trimming -------------------------------------------------------------------------
 
+    def trim(self, shard: int) -> int:
+        """Drop the shard's acknowledged entries and forget its idle consumers that hold
+        nothing; return the entries dropped. Safe without the shard's lock (it never drops an
+        unacknowledged entry); the periodic sweep runs it on every shard, for what a drain left
+        (one killed between its last acknowledgement and its trim, say)."""
+        outbox = self.keys.outbox(shard)
+        self._ensure_group(outbox)
+        trimmed = self._trim(outbox)
+        self._forget_idle_consumers(outbox)
+        return trimmed
+
     def _trim(self, outbox: str) -> int:
-        """Drop entries below the oldest one not yet acknowledged (never an unread one)."""
+        """Drop entries below the oldest one not yet acknowledged (never an unread one). Exact:
+        ``XTRIM MINID ~`` drops only whole stream nodes, at most 100 of them per call, and left
+        thousands of acknowledged entries behind every drain."""
+        # the group first: its last delivered id only grows, so a read between the two calls
+        # leaves the floor at or below what it read
         info = next(g for g in self.redis.xinfo_groups(outbox) if g["name"] == GROUP)
         pending = self.redis.xpending(outbox, GROUP)
         floor = pending["min"] if pending["pending"] else _next_id(info["last-delivered-id"])
-        return int(self.redis.xtrim(outbox, minid=floor))
+        return int(self.redis.xtrim(outbox, minid=floor, approximate=False))
+
+    def _forget_idle_consumers(self, outbox: str) -> int:
+        """Delete the consumers idle for ``consumer_idle_ms`` that hold no entry: each worker
+        process joins the group under a name of its own, which would otherwise stay for ever."""
+        idle = [
+            c["name"]
+            for c in self.redis.xinfo_consumers(outbox, GROUP)
+            if not c["pending"]
+            and c["idle"] >= self.consumer_idle_ms
+            and c["name"] != self.consumer
+        ]
+        if not idle:
+            return 0
+        return int(self._forget_consumers(keys=[outbox], args=[GROUP, *idle]))
 
 
 def _entry_error(exc: SQLAlchemyError) -> bool:
@@ -424,3 +711,9 @@ def _entry_error(exc: SQLAlchemyError) -> bool:
 def _next_id(entry_id: str) -> str:
     ms, seq = entry_id.split("-")
     return f"{ms}-{int(seq) + 1}"
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id in the order of the stream."""
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)

@@ -56,10 +56,15 @@ def sql_store(engine: ScoringEngine) -> SqlStore:
 
 
 def drain_shard(shard: int) -> dict[str, Any]:
-    """Write shard ``shard``'s outbox to SQL. Queued by the award path (one per shard at a time)."""
+    """Write shard ``shard``'s outbox to SQL. Queued by the award path (one per shard at a time).
+
+    If SQL cannot take the entries the job still succeeds (a failed job and its traceback per
+    attempt would pile up for a day): the report says ``sql_unavailable``, and the retry waits
+    for the shard's backoff (see :mod:`workers.drain`), queued by the next award or the sweep.
+    """
     engine, drainer = context()
     report = drainer.drain(shard, max_seconds=DRAIN_SLICE_SECONDS)
-    if not report.complete:
+    if not report.complete and not report.sql_unavailable:
         request_drain(engine, drainer, shard)
     if report.dead or report.failed:
         log.warning("drain of shard %s: %s", shard, report)
@@ -67,9 +72,16 @@ def drain_shard(shard: int) -> dict[str, Any]:
 
 
 def sweep() -> list[int]:
-    """Queue a drain of every shard whose outbox has entries not yet in SQL (periodic)."""
+    """Trim every shard's outbox (and forget the group's idle consumers), and queue a drain of
+    every shard whose outbox has entries not yet in SQL (periodic); return the shards queued.
+    Trimming here too bounds an outbox that no drain runs on (nothing new to write)."""
     engine, drainer = context()
-    return [s for s in range(engine.keys.shards) if request_drain(engine, drainer, s)]
+    queued = []
+    for shard in range(engine.keys.shards):
+        drainer.trim(shard)
+        if request_drain(engine, drainer, shard):
+            queued.append(shard)
+    return queued
 
 
 def create_weekly_goals() -> int:
@@ -98,7 +110,8 @@ def archive_periods() -> list[tuple[str, str, int]]:
 
 
 def request_drain(engine: ScoringEngine, drainer: Drainer, shard: int) -> bool:
-    """Queue a drain of ``shard`` if it has a backlog and none is queued; True if queued."""
+    """Queue a drain of ``shard`` if it has a backlog and none is queued (nor, in an SQL outage,
+    is its retry still to come: the flag stays raised until then); True if queued."""
     if drainer.backlog(shard) == 0:
         return False
     if not engine.redis.set(engine.keys.drain_flag(shard), "1", nx=True, ex=FLAG_TTL):

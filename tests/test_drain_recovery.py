@@ -1,0 +1,329 @@
+"""The outbox stays bounded, an SQL outage costs one drain attempt per backoff interval, and a
+dead or hung worker's shard is drained again within seconds (issue 12).
+
+Real Redis, SQLite and PostgreSQL (the ``store`` fixture), real RQ jobs, and real worker
+processes killed with SIGKILL or stopped with SIGSTOP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from conftest import PLAIN_RULES, Clock
+from test_drain import assert_sql_matches_redis, award_some, drainer, sql_rows
+
+import workers.jobs
+from engine import ScoringEngine
+from engine.outbox import DrainQueue
+from engine.store import SqlStore
+from workers.drain import GROUP, Drainer
+
+# -- the outbox stays bounded -------------------------------------------------------------
+
+
+def test_a_drain_trims_every_acknowledged_entry(sql_engine: ScoringEngine, store: SqlStore) -> None:
+    """Approximate trimming (XTRIM MINID ~) left ~10,000 acknowledged entries per drain."""
+    engine = sql_engine
+    outbox = engine.keys.outbox(0)
+    for start in range(0, 24_000, 4_000):
+        award_some(engine, 4_000, start=start)
+    d = drainer(engine, store, batch=2_000)
+    report = d.drain(0)
+    assert report.written == 24_000 and report.complete
+    assert engine.redis.xlen(outbox) == 0
+    # an entry not acknowledged keeps exactly itself and what follows it, nothing older
+    award_some(engine, 2_000, start=24_000)
+    engine.redis.xadd(outbox, {"id": "not-a-uuid"})  # fails, and stays pending
+    award_some(engine, 2_000, start=26_000)
+    report = d.drain(0)
+    assert report.written == 4_000 and report.failed == 1
+    assert engine.redis.xlen(outbox) == 2_001
+    assert drainer(engine, store, max_failures=2).drain(0).dead == 1
+    assert engine.redis.xlen(outbox) == 0
+    assert_sql_matches_redis(engine, store, 28_000)
+
+
+def test_the_sweep_trims_every_shard_with_nothing_pending(
+    real_redis: redis.Redis, clock: Clock, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries acknowledged but never trimmed (a drain killed between its last XACK and its
+    XTRIM, or left by approximate trimming) go at the next sweep, though no shard has a
+    backlog to drain."""
+    engine = ScoringEngine(real_redis, clock=clock, store=store, shards=3, rules=PLAIN_RULES)
+    award_some(engine, 3_000)
+    for shard in range(3):
+        outbox = engine.keys.outbox(shard)
+        real_redis.xgroup_create(outbox, GROUP, id="0")
+        read = real_redis.xreadgroup(GROUP, "gone", {outbox: ">"})
+        real_redis.xack(outbox, GROUP, *(entry_id for entry_id, _ in read[0][1]))
+    assert sum(real_redis.xlen(engine.keys.outbox(s)) for s in range(3)) == 3_000
+    d = Drainer(real_redis, store, engine.keys, engine.rules)
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, d))
+    assert workers.jobs.sweep() == []  # nothing to drain
+    assert [real_redis.xlen(engine.keys.outbox(s)) for s in range(3)] == [0, 0, 0]
+
+
+def test_idle_consumers_without_pending_entries_are_forgotten(
+    sql_engine: ScoringEngine, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker process joins the group under a name of its own (host-pid); the group
+    forgets the idle ones that hold nothing, and keeps any that holds an entry."""
+    engine = sql_engine
+    outbox = engine.keys.outbox(0)
+    for i in range(20):  # twenty worker processes came and went
+        award_some(engine, 5, start=5 * i)
+        drainer(engine, store, consumer=f"host-{i}").drain(0)
+    award_some(engine, 5, start=100)
+    engine.redis.xreadgroup(GROUP, "stalled", {outbox: ">"}, count=2)
+    time.sleep(0.3)
+    consumers = {c["name"] for c in engine.redis.xinfo_consumers(outbox, GROUP)}
+    assert len(consumers) == 21
+    d = drainer(engine, store, consumer="host-now", consumer_idle_ms=200)
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, d))
+    assert workers.jobs.sweep() == []  # it forgets them too (the awards queued a drain)
+    assert {c["name"] for c in engine.redis.xinfo_consumers(outbox, GROUP)} == {"stalled"}
+    d.drain(0)  # its first claim takes the stalled consumer's entries; then it holds nothing
+    assert {c["name"] for c in engine.redis.xinfo_consumers(outbox, GROUP)} == {"host-now"}
+    assert_sql_matches_redis(engine, store, 105)
+
+
+# -- an SQL outage --------------------------------------------------------------------------
+
+
+def unreachable(store: SqlStore) -> SqlStore:
+    """A store of the same dialect that cannot be reached."""
+    if store.engine.dialect.name == "sqlite":
+        return SqlStore("sqlite:////etc/hostname/cannot-open.db")  # a file, not a folder
+    return SqlStore("postgresql+psycopg://postgres@127.0.0.1:1/test",
+                    connect_args={"connect_timeout": 1})  # fmt: skip
+
+
+class CountingQueue(DrainQueue):
+    """A drain queue that also counts the drain jobs requested, per shard."""
+
+    def __init__(self, queue: Any) -> None:
+        super().__init__(queue)
+        self.requests: list[int] = []
+
+    def request(self, shard: int) -> None:
+        self.requests.append(shard)
+        super().request(shard)
+
+
+class NoQueue:
+    """An RQ queue that drops what is enqueued (the test runs the jobs itself)."""
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_an_sql_outage_costs_one_attempt_per_backoff_interval(
+    real_redis: redis.Redis,
+    redis_url: str,
+    clock: Clock,
+    store: SqlStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Awards keep coming in bursts while SQL is away and an RQ worker runs whatever is
+    queued: each shard gets one drain job per backoff interval (0.25 s doubling to 1 s here),
+    no job fails, one log line says SQL is away and one that it is back; then every award
+    lands exactly once."""
+    from rq import Queue, SimpleWorker
+
+    rq_conn = redis.Redis.from_url(redis_url)
+    queue = Queue("outage-test", connection=rq_conn)
+    queue.empty()
+    drains = CountingQueue(queue)
+    engine = ScoringEngine(real_redis, clock=clock, store=store, shards=2, rules=PLAIN_RULES,
+                           drain_queue=drains)  # fmt: skip
+    retry = {"outage_retry": (0.25, 1.0)}
+    down = Drainer(real_redis, unreachable(store), engine.keys, engine.rules, **retry)
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, down))
+    caplog.set_level(logging.DEBUG)
+
+    def burst(awarded: int) -> int:
+        """Awards, then whatever they queued run, as a live worker would run it."""
+        award_some(engine, 12, start=awarded)
+        SimpleWorker([queue], connection=rq_conn).work(burst=True)
+        time.sleep(0.01)
+        return awarded + 12
+
+    awarded = bursts = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 2.5:
+        awarded = burst(awarded)
+        bursts += 1
+    # attempts at about 0, 0.25, 0.75 and 1.75 s on each shard (one more for slack)
+    per_shard = [drains.requests.count(s) for s in range(2)]
+    print(f"{bursts} bursts in 2.5 s of outage: {per_shard} drain jobs per shard")
+    assert bursts > 30 and max(per_shard) <= 5, (bursts, per_shard)
+    assert queue.failed_job_registry.count == 0
+    assert not [r for r in caplog.records if r.exc_info], "no traceback per attempt"
+    away = sorted(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert [m.split(":")[0] for m in away] == ["shard 0", "shard 1"], away
+    assert all("SQL unavailable" in m for m in away), away
+    assert sql_rows(store) == (0, 0)
+    assert real_redis.hlen(engine.keys.drain_failures(0)) == 0  # an outage is no entry's fault
+
+    # SQL is back: the awards that follow, once a shard's backoff lapses, queue its drain
+    caplog.clear()
+    up = Drainer(real_redis, store, engine.keys, engine.rules, **retry)
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, up))
+    back = time.monotonic()
+    while sum(up.backlog(s) for s in range(2)) and time.monotonic() - back < 10:
+        awarded = burst(awarded)
+    assert time.monotonic() - back < 3.0  # the longest backoff is 1 s here
+    assert sum(up.backlog(s) for s in range(2)) == 0
+    assert queue.failed_job_registry.count == 0
+    assert_sql_matches_redis(engine, store, awarded)
+    again = sorted(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert [m.split(":")[0] for m in again] == ["shard 0", "shard 1"], again
+    assert all("SQL reachable again" in m for m in again), again
+    assert not real_redis.exists(engine.keys.drain_outage(0), engine.keys.drain_outage(1))
+    queue.empty()
+
+
+def test_the_sweep_retries_an_outage_without_awards(
+    real_redis: redis.Redis, clock: Clock, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no award arriving, the periodic sweep is what retries: it queues a drain once the
+    backoff has lapsed, never before."""
+    drains = CountingQueue(NoQueue())
+    engine = ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES,
+                           drain_queue=drains)  # fmt: skip
+    award_some(engine, 30)
+    assert drains.requests == [0]
+    d = Drainer(real_redis, unreachable(store), engine.keys, engine.rules,
+                outage_retry=(0.5, 0.5))  # fmt: skip
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, d))
+    report = workers.jobs.drain_shard(0)
+    assert report["sql_unavailable"] and not report["written"]
+    assert drains.requests == [0]  # a failed attempt queues no successor
+    assert workers.jobs.sweep() == []  # the backoff has not lapsed: the flag is still raised
+    time.sleep(0.6)
+    assert workers.jobs.sweep() == [0]
+    d.store = store  # SQL is back
+    assert workers.jobs.drain_shard(0)["written"] == 30
+    assert_sql_matches_redis(engine, store, 30)
+
+
+# -- a dead or hung worker ------------------------------------------------------------------
+
+#: `scoring worker --burst` whose SQL writes are slow: it prints a line before each batch's
+#: write, then sleeps, so the test can kill (or stop) it while it holds entries it read.
+SLOW_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from engine.cli import main
+    from engine.store import SqlStore
+
+    real_write = SqlStore.write
+
+    def write(self, *args, **kwargs):
+        print("writing", flush=True)
+        time.sleep(0.5)
+        return real_write(self, *args, **kwargs)
+
+    SqlStore.write = write
+    sys.exit(main(["worker", "--burst", "--log-level", "WARNING"]))
+    """
+)
+
+
+def worker_env(redis_url: str, store: SqlStore) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": store.url,
+            "SCORING_QUEUE": "recovery-test", "SCORING_DRAIN_BATCH": "100"}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", ["killed", "stopped"])
+def test_a_dead_or_frozen_worker_is_replaced_within_seconds(
+    sql_engine: ScoringEngine, store: SqlStore, redis_url: str, fault: str
+) -> None:
+    """A worker SIGKILLed (or SIGSTOPped: a frozen process) while it writes a batch, with the
+    next one read: the next `scoring worker --burst` takes the shard within the lock's lease
+    and writes what the dead one held at once, not after its claim idle time. A frozen worker
+    that wakes up finds its lease gone and stops; every award is in SQL once."""
+    engine = sql_engine
+    award_some(engine, 1_000)
+    env = worker_env(redis_url, store)
+    victim = subprocess.Popen([sys.executable, "-c", SLOW_WORKER], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert victim.stdout is not None
+        for _ in range(3):  # two batches written, the third being written, a fourth read
+            assert victim.stdout.readline() == "writing\n", victim.stderr
+        victim.send_signal(signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+        if fault == "killed":
+            victim.wait(10)
+        outbox = engine.keys.outbox(0)
+        assert engine.redis.xpending(outbox, GROUP)["pending"] >= 100  # what it holds
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "worker", "--burst", "--log-level", "WARNING"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        took = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        assert drainer(engine, store).backlog(0) == 0, done.stderr
+        assert_sql_matches_redis(engine, store, 1_000)
+        # the lease is 5 s; the new process takes about 2 s to start
+        assert took < 9, f"recovery took {took:.1f} s"
+        print(f"{fault}: recovery took {took:.1f} s")
+        if fault == "stopped":
+            victim.send_signal(signal.SIGCONT)  # it wakes up, writes its batch again, stops
+            assert victim.wait(60) == 0, victim.stderr.read() if victim.stderr else ""
+            assert_sql_matches_redis(engine, store, 1_000)
+            assert drainer(engine, store).backlog(0) == 0
+    finally:
+        if victim.poll() is None:
+            victim.send_signal(signal.SIGCONT)
+            victim.kill()
+            victim.wait(10)
+
+
+def test_a_hung_drain_gives_up_its_shard(sql_engine: ScoringEngine, store: SqlStore) -> None:
+    """A drain stuck in an SQL write that never returns (its process alive, its lease renewer
+    too) stops renewing its lease once it has made no progress for ``lock_grace`` seconds, so
+    another drain takes the shard; when the stuck write returns, the first drain stops."""
+    engine = sql_engine
+    award_some(engine, 300)
+    stuck, release = threading.Event(), threading.Event()
+
+    class HangingStore(SqlStore):
+        def write(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            stuck.set()
+            release.wait(30)
+            return super().write(*args, **kwargs)
+
+    hanging = HangingStore(store.url)
+    options = {"lock_ttl": 0.6, "lock_grace": 1.0, "batch": 100}
+    first: list = []
+    hung = threading.Thread(
+        target=lambda: first.append(drainer(engine, hanging, consumer="hung", **options).drain(0))
+    )
+    hung.start()
+    try:
+        assert stuck.wait(10)
+        started = time.monotonic()
+        report = drainer(engine, store, consumer="next", **options).drain(0)
+        took = time.monotonic() - started
+        assert report.complete and report.written == 300, report
+        assert 0.5 < took < 3.0, took  # about lock_grace + lock_ttl after the write hung
+    finally:
+        release.set()
+        hung.join(30)
+        hanging.close()
+    assert not first[0].complete and first[0].written <= 100  # it stopped after its batch
+    assert_sql_matches_redis(engine, store, 300)
+    assert drainer(engine, store).backlog(0) == 0
