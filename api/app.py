@@ -10,17 +10,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import ConfigError
 from engine.service import ScoringEngine
 from engine.settings import Settings, get_settings
 
 from . import errors
-from .auth import Authenticator, parse_api_keys
+from .auth import PRINCIPAL, Authenticator, AuthError, parse_api_keys
 from .live import LiveHub
 from .metrics import Metrics
 from .routers import awards, dashboard, engagement, health, leaderboards, me, stats, users
@@ -67,8 +70,16 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
 
 
 class _Guard:
-    """Pure ASGI middleware: refuses oversized bodies (413) and times every request for the
-    latency histogram. (Starlette's BaseHTTPMiddleware costs far more per request.)"""
+    """Pure ASGI middleware, in front of everything (Starlette's BaseHTTPMiddleware costs far
+    more per request):
+
+    - refuses a body larger than :data:`MAX_BODY` with 413: at once when ``Content-Length``
+      says so, else as soon as the bytes received pass the limit (a chunked upload), so the
+      rest is never buffered;
+    - authenticates a request that may carry a body (every such route needs credentials)
+      before a byte of the body is read, 401 without them; the dependency reuses the result;
+    - times every request for the latency histogram.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -77,19 +88,86 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
-                response = errors.error(
-                    413, "too_large", f"request bodies are limited to {MAX_BODY} bytes"
-                )
-                await response(scope, receive, send)
-                return
+        state = scope["app"].state
+        refusal = self._refusal(scope, state)
+        if refusal is not None:
+            state.metrics.error(refusal.code)
+            await refusal.response(scope, receive, send)
+            return
         started = time.perf_counter()
+        sent = False
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal sent
+            sent = True
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, _limited(receive), sending)
+        except BodyTooLarge:  # the body outgrew the limit where no handler could answer
+            if sent:
+                raise
+            await _too_large().response(scope, receive, send)
         finally:
-            route = scope.get("route")
-            metrics = scope["app"].state.metrics
-            metrics.latency.labels(scope["method"], getattr(route, "path", "unmatched")).observe(
+            path = getattr(scope.get("route"), "path", "unmatched")
+            state.metrics.latency.labels(scope["method"], path).observe(
                 time.perf_counter() - started
             )
+
+    @staticmethod
+    def _refusal(scope: dict[str, Any], state: Any) -> _Refusal | None:
+        api_key = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
+                return _too_large()
+            if name == b"x-api-key":
+                api_key = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        if scope["method"] in _BODY_METHODS and scope["path"].startswith(_API_PATHS):
+            try:
+                principal = state.authenticator.from_headers(api_key, authorization)
+            except AuthError as exc:
+                return _Refusal(exc.code, errors.error(401, exc.code, exc.message))
+            scope.setdefault("state", {})[PRINCIPAL] = principal
+        return None
+
+
+#: Methods whose requests may carry a body; on the API's paths every such route needs credentials.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_API_PATHS = ("/v1/", "/api/")
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """The body received so far passed :data:`MAX_BODY` (FastAPI re-raises an HTTPException
+    from reading the body, so the error handler answers 413)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, f"request bodies are limited to {MAX_BODY} bytes")
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    code: str
+    response: JSONResponse
+
+
+def _too_large() -> _Refusal:
+    message = f"request bodies are limited to {MAX_BODY} bytes"
+    return _Refusal("too_large", errors.error(413, "too_large", message))
+
+
+def _limited(receive: Any) -> Any:
+    """``receive`` that raises :class:`BodyTooLarge` once the body passes :data:`MAX_BODY`."""
+    received = 0
+
+    async def limited() -> dict[str, Any]:
+        nonlocal received
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY:
+                raise BodyTooLarge
+        return message
+
+    return limited

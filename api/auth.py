@@ -18,6 +18,9 @@ import jwt
 
 from engine.errors import ScoringError
 
+#: Where the request's scope state keeps the :class:`Principal` the guard already authenticated.
+PRINCIPAL = "scoring.principal"
+
 
 class Scope(StrEnum):
     AWARD = "award"

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from engine.errors import ValidationError
 from engine.service import ScoringEngine
 
-from .auth import Authenticator, Principal, Scope
+from .auth import PRINCIPAL, Authenticator, Principal, Scope
 
 
 # async: they do no I/O, and FastAPI runs a plain-def dependency in its thread pool (a hop per
@@ -23,6 +24,9 @@ async def get_principal(
     x_api_key: Annotated[str | None, Header(description="a server API key")] = None,
     authorization: Annotated[str | None, Header(description="Bearer <user token>")] = None,
 ) -> Principal:
+    known: Principal | None = request.scope.get("state", {}).get(PRINCIPAL)
+    if known is not None:  # the guard authenticated it before reading the body (api.app)
+        return known
     return _authenticator(request).from_headers(x_api_key, authorization)
 
 
@@ -53,6 +57,19 @@ def is_loopback(request: Request) -> bool:
     X-Forwarded-For address here)."""
     host = request.client.host if request.client else ""
     return host == "::1" or host.startswith("127.")
+
+
+def header_text(value: str | None, name: str) -> str | None:
+    """A header's value as the client wrote it. HTTP hands over bytes, which Starlette decodes
+    as Latin-1; user ids and keys are UTF-8 everywhere else (a path's ``%C3%A9`` is ``é``), so
+    the same bytes are decoded as UTF-8 here (the same id is the same user on every route),
+    and refused (422 naming the header) if they are not UTF-8."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise ValidationError(f"{name} must be UTF-8 text", field=name) from None
 
 
 Engine = Annotated[ScoringEngine, Depends(get_engine)]

@@ -60,17 +60,27 @@ def install(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         message = first.get("msg", "invalid request")
         if first.get("type") == "json_invalid":
-            app.state.metrics.error("invalid_json")
-            return error(422, "invalid_json", "the request body is not valid JSON")
+            return invalid_json()
         app.state.metrics.error("invalid_request")
         return error(422, "invalid_request", message, ".".join(loc) or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body its JSON parser gave up on (nested too deep, invalid
+            # UTF-8, a number too long to convert): to a client, JSON it cannot use, like any
+            # other invalid JSON
+            return invalid_json()
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
+        if exc.status_code == 413:
+            app.state.metrics.error(code)
         return error(exc.status_code, code, str(exc.detail))
+
+    def invalid_json() -> JSONResponse:
+        app.state.metrics.error("invalid_json")
+        return error(422, "invalid_json", "the request body is not valid JSON")
 
     @app.exception_handler(redis.exceptions.RedisError)
     async def redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:

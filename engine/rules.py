@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +34,17 @@ from pydantic import ValidationError as PydanticValidationError
 from .errors import ConfigError
 
 TypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,29}$")]
+
+
+#: A name or title shown to users (and stored in SQL, e.g. in a goal reward's description): no
+#: control characters, which PostgreSQL (NUL) or a dashboard could not take.
+def _no_control(text: str) -> str:
+    if any(c < " " or c == "\x7f" for c in text):
+        raise ValueError("must not contain control characters")
+    return text
+
+
+Label = Annotated[str, AfterValidator(_no_control)]
 
 DEFAULT_TIERS: dict[str, int] = {
     "ember": 0,
@@ -102,7 +114,7 @@ class _Strict(BaseModel):
 class ActivityType(_Strict):
     """An activity type: display name, default points, and the most one award may carry."""
 
-    display: str = Field(min_length=1, max_length=64)
+    display: Label = Field(min_length=1, max_length=64)
     points: int = Field(gt=0)
     max_points: int = Field(gt=0)
     #: whether an award of this type makes its day an active day for the streak
@@ -144,7 +156,7 @@ class WeeklyGoal(_Strict):
     activity_type: TypeName | None = None
     target: int = Field(gt=0, le=1_000_000_000)
     reward: int = Field(default=30, gt=0, le=1_000_000)
-    title: str = Field(min_length=1, max_length=200)
+    title: Label = Field(min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _type_only_for_count(self) -> WeeklyGoal:
@@ -176,7 +188,7 @@ class Rules(_Strict):
     """The complete, validated rule set. Immutable; build with :func:`load_rules`."""
 
     tiers: dict[TypeName, int] = Field(default_factory=lambda: dict(DEFAULT_TIERS), min_length=1)
-    tier_display: dict[TypeName, str] = Field(default_factory=dict)
+    tier_display: dict[TypeName, Label] = Field(default_factory=dict)
     levels: Levels = Field(default_factory=Levels)
     activity_types: dict[TypeName, ActivityType] = Field(min_length=1)
     weekly_goals: dict[TypeName, WeeklyGoal] = Field(default_factory=lambda: _default_goals())

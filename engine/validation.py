@@ -1,4 +1,10 @@
-"""Input checks shared by every entry point; each raises a ValidationError naming the field."""
+"""Input checks shared by every entry point; each raises a ValidationError naming the field.
+
+Every text accepted here can be stored by every supported SQL backend: PostgreSQL refuses NUL
+characters in text and lone surrogates cannot be encoded as UTF-8, so both are refused before
+anything is written (identifiers, keys and profile texts refuse every control character;
+descriptions keep tabs and newlines).
+"""
 
 from __future__ import annotations
 
@@ -75,6 +81,8 @@ def description(value: object) -> str:
         raise InvalidDescription(
             f"description is longer than {MAX_DESCRIPTION} characters", field="description"
         )
+    if "\x00" in value:  # PostgreSQL cannot store it in text: refused before any write
+        raise InvalidDescription("description must not contain NUL characters", field="description")
     if not value.isprintable() and any(unicodedata.category(c) == "Cs" for c in value):
         raise InvalidDescription("description is not valid Unicode", field="description")
     return value

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from engine.errors import ScoringError
 from engine.service import AwardRequest
 
-from ..deps import Caller, Engine, may_award
+from ..deps import Caller, Engine, header_text, may_award
 from ..schemas import AwardIn, AwardOut, BatchIn, BatchOut, award_json, error_responses
 
 router = APIRouter(prefix="/v1", tags=["awards"])
@@ -38,7 +38,8 @@ async def award(
     # async, on the engine's asyncio Redis client: no thread-pool hop per award
     result = await engine.award_async(
         user_id, body.activity_type, amount=body.amount, description=body.description,
-        idempotency_key=idempotency_key, occurred_at=body.occurred_at,
+        idempotency_key=header_text(idempotency_key, "Idempotency-Key"),
+        occurred_at=body.occurred_at,
     )  # fmt: skip
     request.app.state.metrics.awards.labels("replayed" if result.replayed else "applied").inc()
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None

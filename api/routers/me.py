@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from engine.validation import user_id as check_user_id
 
 from ..auth import AuthError, Principal, Scope
-from ..deps import Caller, Engine, may_award
+from ..deps import Caller, Engine, header_text, may_award
 from ..schemas import (
     ActivityOut,
     EntryOut,
@@ -35,7 +35,7 @@ def me(caller: Principal, x_user_id: str | None, scope: Scope) -> str:
     caller.require(scope)
     if not x_user_id:
         raise AuthError("with a server key, name the user in X-User-Id")
-    return check_user_id(x_user_id)
+    return check_user_id(header_text(x_user_id, "X-User-Id"))
 
 
 @router.post(
