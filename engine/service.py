@@ -377,15 +377,15 @@ class ScoringEngine(Engagement, LiveViews):
             p.args[6] = local_day(p.at, p.tz)
             p.args[7] = p.tz
             return None
-        (fingerprint, created_ms, total, streak, longest, last_day, version, count, points,
-         quizzes, projects, comments, username, display_name,
-         packed) = reply[1].split("\x1f")  # fmt: skip
         replayed = code is ScriptCode.DUPLICATE
+        fingerprint, created_ms, total_after, packed, state = _record(reply)
         if replayed and fingerprint != p.fingerprint:
             raise IdempotencyConflict(
                 "this idempotency key was already used for a different award",
                 field="idempotency_key",
             )
+        (total, streak, longest, last_day, version, count, points, quizzes, projects, comments,
+         username, display_name) = state  # fmt: skip
         rules, kind = self.rules, p.activity_type
         counts = {"quiz_complete": int(quizzes), "project_create": int(projects),
                   "comment": int(comments), kind: int(count)}  # fmt: skip
@@ -393,21 +393,25 @@ class ScoringEngine(Engagement, LiveViews):
         user = UserState.build(
             p.user_id, rules, local_day(self.clock(), p.tz),
             username=username or None, display_name=display_name or None, time_zone=p.tz,
-            total=int(total), streak=int(streak), longest=int(longest), last_day=int(last_day),
+            total=int(total), streak=int(streak), longest=int(longest),
+            last_day=int(last_day) if last_day else None,
             counts=counts, points={kind: int(points)}, version=int(version),
         )  # fmt: skip
         rewards = _rewards(packed)
-        old_total = user.total_points - p.amount - sum(r.points for r in rewards)
+        # the upgrades this award made (a replay: the first call's, whatever came since)
+        new_total = int(total_after)
+        old_total = new_total - p.amount - sum(r.points for r in rewards)
         old_tier, old_level = rules.tier_for(old_total), rules.level_for(old_total)
-        tier_up = old_tier != user.tier
-        level_up = old_level != user.level
+        new_tier, new_level = rules.tier_for(new_total), rules.level_for(new_total)
+        tier_up = old_tier != new_tier
+        level_up = old_level != new_level
         activity = Activity(
             id=p.activity_id,
             user_id=p.user_id,
             amount=p.amount,
             activity_type=kind,
             description=p.description,
-            tier_at_time=user.tier,
+            tier_at_time=rules.tier_for(old_total + p.amount),  # as the outbox has it
             created_at=Activity.time_from_ms(int(created_ms)),
         )
         return AwardResult(
@@ -415,10 +419,10 @@ class ScoringEngine(Engagement, LiveViews):
             activity=activity,
             tier_upgraded=tier_up,
             old_tier=old_tier if tier_up else None,
-            new_tier=user.tier if tier_up else None,
+            new_tier=new_tier if tier_up else None,
             level_upgraded=level_up,
             old_level=old_level if level_up else None,
-            new_level=user.level if level_up else None,
+            new_level=new_level if level_up else None,
             replayed=replayed,
             rewards=rewards,
         )
@@ -560,6 +564,18 @@ def _rewards(packed: str) -> tuple[Reward, ...]:
         kind, ref, points, key = item.split("\x1e")
         out.append(Reward(kind, ref, int(points), reward_id(key)))
     return tuple(out)
+
+
+def _record(reply: list[Any]) -> tuple[str, str, str, str, list[str]]:
+    """(fingerprint, created_at ms, total after, packed rewards, user state fields) of an award
+    script's reply (see ``lua/award.lua``). A record written before 0.2 holds all 15 fields of
+    the state after the first call; its replay answers with that state."""
+    record = reply[1].split("\x1f")
+    if len(record) == 15:
+        fingerprint, created_ms, *state, packed = record
+        return fingerprint, created_ms, state[0], packed, state
+    fingerprint, created_ms, total_after, packed = record
+    return fingerprint, created_ms, total_after, packed, reply[3].split("\x1f")
 
 
 def _raised_flag(reply: list[Any]) -> bool:

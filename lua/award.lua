@@ -32,16 +32,17 @@
   goal_type, quest_type and reward_types (rewards advance no goal or quest)
 
   Returns:
-    {0, record, flag}  applied; flag = 1 when this award raised the drain flag (the caller then
-                  enqueues a drain job), else 0; record = these fields joined by "\31":
-                  fingerprint, created_at ms,
-                  total, current streak, longest streak, last active day, version, count and
-                  points of this activity type, quizzes, projects created, comments, username,
-                  display name (the last two "" when unset), rewards; total and version
-                  are the user's after the rewards too. rewards: one per goal or quest this
-                  award completed, "kind\30ref\30points\30reward key", joined by "\29" (the
-                  reward's activity id is uuid5 of its key: engine.rules.reward_id)
-    {-1, record}  duplicate activity id: nothing changed; record is the first call's
+    {0, record, flag, state}  applied; flag = 1 when this award raised the drain flag (the caller
+                  then enqueues a drain job), else 0. record (also the idempotency record) =
+                  fingerprint, created_at ms, total after the award and its rewards, rewards;
+                  joined by "\31". rewards: one per goal or quest this award completed,
+                  "kind\30ref\30points\30reward key", joined by "\29" (the reward's activity
+                  id is uuid5 of its key: engine.rules.reward_id). state = the user's total,
+                  current streak, longest streak, last active day, version, count and points of
+                  this activity type, quizzes, projects created, comments, username, display
+                  name, joined by "\31"; after the award and its rewards.
+    {-1, record, 0, state}  duplicate activity id: nothing changed; record is the first call's,
+                  state the user's now (last active day "" when there is none)
     {-2, tz}      the user's time zone is tz, not ARGV[8]: nothing changed; call again
 
   Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
@@ -200,14 +201,22 @@ for i = 1, #rewards do
   packed[i] = table.concat({r[1], r[2], tostring(r[3]), r[4]}, "\30")
 end
 
-local record = table.concat({ARGV[10], ARGV[6], tostring(final_total), cur_s, longest_s, last_s,
-  tostring(final_version), count_s, points_s, quizzes, projects, comments, h[15] or "",
-  h[16] or "", table.concat(packed, "\29")}, "\31")
+-- The idempotency record keeps only what a replay cannot read from the user's state: the
+-- request's fingerprint, the award's time, the total it left (for the upgrades it made) and
+-- its rewards. Usually under 45 bytes, so Redis stores it in one allocation with its object.
+local final_total_s = tostring(final_total)
+local record = table.concat({ARGV[10], ARGV[6], final_total_s, table.concat(packed, "\29")},
+  "\31")
 
--- First write: claim the activity id. A duplicate (e.g. a client's retry) changes nothing.
+-- First write: claim the activity id. A duplicate (e.g. a client's retry) changes nothing,
+-- and is answered with the first call's record and the user's state as it is now.
 if not rcall("SET", KEYS[3], record, "NX", "EX", ARGV[9]) then
-  return {-1, rcall("GET", KEYS[3])}
+  local now = {h[2] or "0", h[5] or "0", h[6] or "0", h[7] or "", h[9] or "0", h[10] or "0",
+    h[11] or "0", h[12] or "0", h[13] or "0", h[14] or "0", h[15] or "", h[16] or ""}
+  return {-1, rcall("GET", KEYS[3]), 0, table.concat(now, "\31")}
 end
+local state = table.concat({final_total_s, cur_s, longest_s, last_s, tostring(final_version),
+  count_s, points_s, quizzes, projects, comments, h[15] or "", h[16] or ""}, "\31")
 
 local fields = {"total", total_s, "version", version_s, nkey, count_s, pkey, points_s}
 if tier ~= h[3] then fields[#fields + 1] = "tier"; fields[#fields + 1] = tier end
@@ -284,4 +293,4 @@ end
 
 -- raise the drain flag; whoever raises it enqueues the shard's one drain job
 local flag = rcall("SET", KEYS[10], "1", "NX", "EX", ARGV[14]) and 1 or 0
-return {0, record, flag}
+return {0, record, flag, state}
