@@ -161,6 +161,35 @@ def test_idempotent_replay(engine: ScoringEngine) -> None:
     assert not engine.award("gina", "quiz_complete", amount=300, idempotency_key="req-1").replayed
 
 
+def test_a_replay_after_later_awards(engine: ScoringEngine) -> None:
+    """A replay answers with the first call's activity and upgrades and the user's state now;
+    the record behind it stays small (one allocation in Redis)."""
+    first = engine.award("ivy", "quiz_complete", amount=300, idempotency_key="req-9")
+    engine.award("ivy", "comment", amount=7)
+    again = engine.award("ivy", "quiz_complete", amount=300, idempotency_key="req-9")
+    assert again.replayed and again.activity == first.activity
+    assert (again.tier_upgraded, again.old_tier, again.new_tier) == (True, "ember", "spark")
+    assert again.user.total_points == 307 and again.user.version == first.user.version + 1
+    record = engine.redis.get(engine.keys.idempotency(0, first.activity.id))
+    assert len(record) <= 44, record
+
+
+def test_a_record_written_before_the_short_format_still_replays(engine: ScoringEngine) -> None:
+    """Records from before the short format (the state after the first call, 15 fields) are
+    answered as they were, so an upgrade in the middle of a client's retries awards nothing
+    twice."""
+    first = engine.award("jon", "comment", amount=5, idempotency_key="old-1")
+    key = engine.keys.idempotency(0, first.activity.id)
+    fingerprint, created_ms, *_ = engine.redis.get(key).split("\x1f")
+    last_day = str((first.user.last_activity_date - date(1970, 1, 1)).days)
+    old = [fingerprint, created_ms, "5", "1", "1", last_day, "1", "1", "5", "0", "0", "1", "jonny",
+           "", ""]  # fmt: skip
+    engine.redis.set(key, "\x1f".join(old), keepttl=True)
+    again = engine.award("jon", "comment", amount=5, idempotency_key="old-1")
+    assert again.replayed and again.user.username == "jonny" and again.user.total_points == 5
+    assert engine.status("jon").total_points == 5
+
+
 def test_idempotency_key_reused_for_another_award(engine: ScoringEngine) -> None:
     engine.award("frank", "quiz_complete", amount=30, idempotency_key="req-2")
     before = snapshot(engine)
