@@ -30,6 +30,8 @@ from .routers import awards, dashboard, engagement, health, leaderboards, me, st
 
 #: Request bodies larger than this are refused with 413 (a batch of 1,000 awards is ~250 KB).
 MAX_BODY = 2 * 1024 * 1024
+#: Seconds the next part of an unfinished request body may take to arrive before a 408.
+BODY_TIMEOUT = 30.0
 
 
 def create_app(engine: ScoringEngine | None = None, settings: Settings | None = None) -> FastAPI:
@@ -76,6 +78,7 @@ class _Guard:
     - refuses a body larger than :data:`MAX_BODY` with 413: at once when ``Content-Length``
       says so, else as soon as the bytes received pass the limit (a chunked upload), so the
       rest is never buffered;
+    - answers 408 when an unfinished body stops arriving for :data:`BODY_TIMEOUT` seconds;
     - authenticates a request that may carry a body (every such route needs credentials)
       before a byte of the body is read, 401 without them; the dependency reuses the result;
     - times every request for the latency histogram.
@@ -108,6 +111,10 @@ class _Guard:
             if sent:
                 raise
             await _too_large().response(scope, receive, send)
+        except BodyTooSlow as exc:
+            if sent:
+                raise
+            await errors.error(408, "too_slow", str(exc.detail))(scope, receive, send)
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             state.metrics.latency.labels(scope["method"], path).observe(
@@ -138,6 +145,13 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _API_PATHS = ("/v1/", "/api/")
 
 
+class BodyTooSlow(StarletteHTTPException):
+    """The rest of a body did not arrive within :data:`BODY_TIMEOUT` seconds (408)."""
+
+    def __init__(self) -> None:
+        super().__init__(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s")
+
+
 class BodyTooLarge(StarletteHTTPException):
     """The body received so far passed :data:`MAX_BODY` (FastAPI re-raises an HTTPException
     from reading the body, so the error handler answers 413)."""
@@ -158,16 +172,28 @@ def _too_large() -> _Refusal:
 
 
 def _limited(receive: Any) -> Any:
-    """``receive`` that raises :class:`BodyTooLarge` once the body passes :data:`MAX_BODY`."""
+    """``receive`` that raises :class:`BodyTooLarge` once the body passes :data:`MAX_BODY`, and
+    :class:`BodyTooSlow` when the next part of an unfinished body takes longer than
+    :data:`BODY_TIMEOUT` to arrive (a client trickling a body holds a connection and up to
+    2 MB; once the body is complete, ``receive`` waits for a disconnect as long as it takes)."""
     received = 0
+    complete = False
 
     async def limited() -> dict[str, Any]:
-        nonlocal received
-        message: dict[str, Any] = await receive()
+        nonlocal received, complete
+        if complete:
+            message: dict[str, Any] = await receive()
+            return message
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):  # no task per call, unlike wait_for
+                message = await receive()
+        except TimeoutError:
+            raise BodyTooSlow from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > MAX_BODY:
                 raise BodyTooLarge
+            complete = not message.get("more_body", False)
         return message
 
     return limited

@@ -45,7 +45,7 @@ def server(real_redis: redis.Redis, redis_url: str, clock: Clock, tmp_path) -> I
     store.close()
 
 
-def raw(url: str, head: list[str], body_chunks: Iterator[bytes]) -> tuple[int, dict]:
+def raw(url: str, head: list[str], body_chunks: Iterator[bytes | None]) -> tuple[int, dict]:
     """Send a request by hand on a socket (chunked when the body comes in chunks): the status
     and JSON body of the answer, read as soon as the server sends it, whatever is left unsent."""
     host, port = url.removeprefix("http://").split(":")
@@ -53,8 +53,10 @@ def raw(url: str, head: list[str], body_chunks: Iterator[bytes]) -> tuple[int, d
         sock.sendall(("\r\n".join([*head, f"Host: {host}", "", ""])).encode("utf-8"))
         answer = b""
         for chunk in body_chunks:
-            if select.select([sock], [], [], 0)[0]:
+            if select.select([sock], [], [], 0 if chunk is not None else 0.05)[0]:
                 break  # answered before the body was all sent
+            if chunk is None:
+                continue  # the client pauses
             try:
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             except (BrokenPipeError, ConnectionResetError, TimeoutError):
@@ -350,3 +352,26 @@ def test_a_non_ascii_idempotency_key_header_is_the_same_key_as_in_a_batch(server
     replay = again.json()["results"][0]["result"]
     assert replay["replayed"], again.text
     assert replay["point_activity"]["id"] == first.json()["point_activity"]["id"]
+
+
+def test_a_body_that_stops_arriving_is_408(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sends part of a body and then nothing holds a connection only until the
+    body timeout: 408, not a task waiting for ever."""
+    import api.app
+
+    monkeypatch.setattr(api.app, "BODY_TIMEOUT", 0.5)
+
+    def stalled() -> Iterator[bytes | None]:
+        yield b'{"activity_type": '
+        while True:
+            yield None  # nothing more is sent
+
+    started = time.monotonic()
+    status, body = raw(
+        server,
+        ["POST /v1/users/slow/awards HTTP/1.1", f"X-API-Key: {AWARD_KEY}",
+         "Content-Type: application/json", "Transfer-Encoding: chunked"],
+        stalled(),
+    )  # fmt: skip
+    assert (status, body["error"]["code"]) == (408, "too_slow")
+    assert time.monotonic() - started < 5
