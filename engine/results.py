@@ -141,8 +141,9 @@ class Reward:
 class AwardResult:
     """The outcome of one award. ``old_*``/``new_*`` are None unless that value changed.
 
-    ``replayed`` is True when the idempotency key (or activity id) had been seen before: the
-    result is the first call's and nothing was changed.
+    ``replayed`` is True when the idempotency key (or activity id) had been seen before: nothing
+    was changed; ``activity``, the upgrades and ``rewards`` are the first call's, ``user`` is the
+    user's state now.
     """
 
     user: UserState

@@ -31,7 +31,7 @@ async def award(
     engine: Engine,
     caller: Caller,
     idempotency_key: Annotated[
-        str | None, Header(description="a replay returns the first response, changes nothing")
+        str | None, Header(description="a replay changes nothing and answers as the first call")
     ] = None,
 ) -> JSONResponse:
     may_award(request, caller, user_id, body.activity_type)
