@@ -11,8 +11,9 @@ included, as they are in production). Prints one table; never fails.
   the user's member on the all-time, type, day, week and month boards (the outbox entry and the
   award's idempotency record removed before measuring, each measured on its own below);
 - idempotency record, caller key: kept ``key_ttl`` (24 h by default) per keyed award;
-- idempotency record, engine id: kept ``auto_ttl`` (10 min) per award without a key;
+- idempotency record, engine id: kept ``auto_ttl`` (60 s) per award without a key;
 - outbox entry: kept until a drain has written it to SQL (then trimmed);
+- another activity type: the same users' first award of a second type;
 - board member: one more member of one board (ids of 10 characters).
 """
 
@@ -101,7 +102,13 @@ def measure(n: int) -> list[tuple[str, float, str]]:
         before = used(r)
         users()
         rows.append(("user (state, day bitmap, 5 boards)", (used(r) - before) / n,
-                     "one award today; grows by ~10 bytes per activity type used"))  # fmt: skip
+                     "one award today; its boards: all-time, type, day, week, month"))  # fmt: skip
+        before = used(r)
+        engine.award_many(AwardRequest(f"user{i:06d}", "quiz_complete") for i in range(n))
+        r.delete(outbox)
+        drop_records()
+        rows.append(("another activity type, same user", (used(r) - before) / n,
+                     "two counters and a member of the type's board"))  # fmt: skip
         keyed = [
             AwardRequest(f"user{i:06d}", "comment", idempotency_key=f"order-{i:08d}")
             for i in range(n)
@@ -112,7 +119,7 @@ def measure(n: int) -> list[tuple[str, float, str]]:
         plain = [AwardRequest(f"user{i:06d}", "comment") for i in range(n)]
         rows.append(("idempotency record, engine id", per_item(
             r, n, lambda: (engine.award_many(plain), r.delete(outbox)), drop_records),
-            "kept auto_ttl (10 min default)"))  # fmt: skip
+            "kept auto_ttl (60 s default)"))  # fmt: skip
         rows.append(("outbox entry", per_item(
             r, n, lambda: (engine.award_many(plain), drop_records()), lambda: r.delete(outbox)),
             "kept until drained to SQL, then trimmed"))  # fmt: skip
