@@ -2,14 +2,17 @@
 
 The award and profile scripts raise a per-shard flag (``SET NX`` with a lifetime) in the same
 atomic call that appends to the outbox; the caller that raised it enqueues the shard's drain
-job, and the job lowers the flag when it starts. So a burst of awards queues one job, not one
-per award. If a queued job is lost, the flag lapses after :data:`FLAG_TTL` seconds and the next
-award queues another; the periodic sweep (``workers.jobs.sweep``) catches anything left.
+job, and the job lowers the flag once SQL has taken its first write (it then reads on until
+the outbox is empty, so it also takes what arrived before). So a burst of awards queues one
+job, not one per award. If a queued job is lost, the flag lapses after :data:`FLAG_TTL` seconds
+and the next award queues another; the periodic sweep (``workers.jobs.sweep``) catches anything
+left.
 
-While SQL fails a shard's drains, the drain keeps the flag raised instead, for the current
-backoff (1 s doubling to 60 s; see :mod:`workers.drain`): awards queue nothing until the retry
-is due, then the first award (or the sweep) queues the one retry. So an outage costs one job
-per shard per backoff interval, not one per burst of awards.
+While SQL fails a shard's drains, the flag stays raised, for the current backoff (1 s
+doubling to 60 s; see :mod:`workers.drain`): awards queue nothing until the retry is due. The
+drain job makes the retries of its time slice itself (1, 2, 4, 8, 16 s); after that the first
+award once the flag lapses, or the sweep, queues the one retry. So an outage costs one job per
+shard per time slice or backoff interval, not one per burst of awards.
 """
 
 from __future__ import annotations

@@ -29,12 +29,17 @@ within 60 s, or ``scoring worker --burst``):
 A worker that wakes up after losing its lease stops after the batch in hand (written again,
 which changes nothing).
 
-If SQL cannot take the entries at all (unreachable, or refusing every write alike: a missing
-table), nothing is acknowledged or counted against an entry: the run stops, returns
-``sql_unavailable``, and keeps the shard's drain flag raised for a backoff (:data:`OUTAGE_RETRY`:
-1 s doubling to 60 s per failed attempt), so that awards queue no drain job until the retry is
-due. The outage (since, attempts) lives in the shard's ``outbox:outage`` hash, so that any worker
-logs only its start and its end; the first run that commits ends it.
+The shard's drain flag (see :mod:`engine.outbox`) is lowered once SQL takes the run's first
+write: from then on an award queues the next drain, and what came before, this run reads (if
+the run dies before, the flag lapses within one lease, as the lock does). If
+SQL cannot take the entries at all (unreachable, or refusing every write alike: a missing
+table), nothing is acknowledged or counted against an entry: the run stops, reports
+``sql_unavailable`` and ``retry_in``, and the flag stays raised for a backoff
+(:data:`OUTAGE_RETRY`: 1 s doubling to 60 s per failed attempt), so that awards queue no drain
+job until the retry is due (the drain job waits out the shorter ones itself: see
+:func:`workers.jobs.drain_shard`). The outage (since, attempts, error) lives in the shard's
+``outbox:outage`` hash, so that whichever worker attempts logs only its start and its end; the
+first run that commits ends it.
 
 The stream is trimmed exactly below its oldest unacknowledged entry after every batch (never an
 unread one), and consumers idle for :data:`CONSUMER_IDLE_MS` that hold nothing leave the group
@@ -114,6 +119,7 @@ class DrainReport:
     trimmed: int = 0
     complete: bool = True  # False when a limit stopped the run before the outbox was empty
     sql_unavailable: bool = False  # SQL could not take the entries; they wait for the retry
+    retry_in: float = 0.0  # then: seconds until the shard's retry is due (its flag's lifetime)
     errors: list[str] = field(default_factory=list)
 
 
@@ -215,6 +221,7 @@ class _Run:
     max_batches: int | None
     deadline: float | None
     outage: _Outage | None  # SQL was failing the shard when the run began, and still may be
+    flag_lowered: bool = False  # SQL took a write, and the drain flag was lowered
     claim_from: str | None = None  # the first pass's next XAUTOCLAIM start; None once done
     claim_until: str = "0-0"  # the newest entry pending when the run began
 
@@ -307,17 +314,19 @@ class Drainer:
 
     def _run(self, run: _Run) -> None:
         """One run, under the shard's lock: drain, end or extend an SQL outage, trim."""
-        if run.outage is None:
-            # lowered first: an award arriving from now on raises it again and queues the next
-            # drain (in an outage it stays raised until SQL takes a write)
-            self.redis.delete(self.keys.drain_flag(run.shard))
+        # the flag, if raised, lapses within one lease unless this run lowers it (SQL took a
+        # write) or keeps it (SQL failed): if the run dies first, the next award queues a drain
+        self.redis.pexpire(self.keys.drain_flag(run.shard), round(self.lock_ttl * 1000))
         self._ensure_group(run.outbox)
         self._start_first_pass(run)
         try:
             self._drain(run)
-            if run.outage is not None:  # nothing was written, nothing failed: ask SQL
-                self.store.ping()
-                self._sql_back(run)
+            if not run.flag_lowered:  # nothing was written
+                if run.outage is not None:
+                    self.store.ping()  # is SQL back?
+                self._sql_ok(run)
+                if self._unread(run.outbox):  # appended while the flag was still raised
+                    run.report.complete = False
         except SQLAlchemyError as exc:
             self._sql_failed(run, exc)
         run.report.trimmed += self.trim(run.shard)
@@ -408,6 +417,13 @@ class Drainer:
         # past the bound: entries this run read itself (they stay pending, and wait)
         return [e for e in reply[1] if e and e[1] is not None and _id_key(e[0]) <= until]
 
+    def _unread(self, outbox: str) -> bool:
+        """Whether the outbox holds entries the group has never delivered."""
+        info = next(g for g in self.redis.xinfo_groups(outbox) if g["name"] == GROUP)
+        return bool(
+            self.redis.xinfo_stream(outbox)["last-generated-id"] != info["last-delivered-id"]
+        )
+
     def _read(self, outbox: str) -> list[tuple[str, dict[str, str]]]:
         reply = self.redis.xreadgroup(GROUP, self.consumer, {outbox: ">"}, count=self.batch)
         return reply[0][1] if reply else []
@@ -434,7 +450,7 @@ class Drainer:
             )
             self._write_one_by_one(run, entries, batch)
             return
-        self._committed(run)
+        self._sql_ok(run)
         done = [i for i in batch.ids if i not in batch.broken]
         self._ack(shard, done)
         report.written += len(done)
@@ -474,7 +490,7 @@ class Drainer:
                 first_error = first_error or exc
                 refused.append((entry_id, fields, f"{type(exc).__name__}: {exc}"))
                 continue
-            self._committed(run)
+            self._sql_ok(run)
             self._ack(shard, [entry_id])
             written += 1
         report.written += written
@@ -510,6 +526,7 @@ class Drainer:
         wait = min(first * 2 ** min(attempts - 1, 30), longest)
         self.redis.set(self.keys.drain_flag(run.shard), "1", px=max(1, round(wait * 1000)))
         run.report.sql_unavailable = True
+        run.report.retry_in = wait
         run.report.complete = False
         run.report.errors.append(f"sql: {why}")
         if attempts == 1:
@@ -530,22 +547,25 @@ class Drainer:
                 wait,
             )
 
-    def _committed(self, run: _Run) -> None:
-        """SQL took a write: if the shard was in an outage, it is over."""
-        if run.outage is not None:
-            self._sql_back(run)
-
-    def _sql_back(self, run: _Run) -> None:
-        """End the shard's outage: forget its record and lower its drain flag (an award from
-        now on queues the next drain, as usual); one log line."""
+    def _sql_ok(self, run: _Run) -> None:
+        """SQL took a write (or, with nothing to write, answered): lower the shard's drain flag
+        once, so that an award from now on queues the next drain (this run reads on until the
+        outbox is empty, so it takes whatever came before), and end the shard's outage. Kept
+        raised until then, the flag spares the first failed attempt of an outage the job that
+        every award arriving meanwhile would queue."""
+        if run.flag_lowered:
+            return
+        run.flag_lowered = True
+        self.redis.delete(self.keys.drain_flag(run.shard))
         outage, run.outage = run.outage, None
         if outage is None:
             return
-        self.redis.delete(self.keys.drain_outage(run.shard), self.keys.drain_flag(run.shard))
+        self.redis.delete(self.keys.drain_outage(run.shard))
+        seconds = max(0.0, time.time() - outage.since_ms / 1000)
         log.warning(
             "shard %s: SQL reachable again after %.1f s and %d failed attempts",
             run.shard,
-            max(0.0, time.time() - outage.since_ms / 1000),
+            seconds,
             outage.attempts,
         )
 

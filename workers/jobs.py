@@ -8,6 +8,7 @@ them for every job (``scoring worker`` runs jobs in the worker process itself).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from datetime import date
 from functools import lru_cache
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: A drain job stops after this long and queues its successor, so no job runs for hours.
 DRAIN_SLICE_SECONDS = 60.0
+#: Seconds the drain flag outlives a retry that a drain job, waiting out an SQL outage's
+#: backoff, will make itself (if the job dies meanwhile, awards queue drains again after that).
+RETRY_HOLD_SECONDS = 10.0
 
 
 @lru_cache(maxsize=1)
@@ -59,11 +63,24 @@ def drain_shard(shard: int) -> dict[str, Any]:
     """Write shard ``shard``'s outbox to SQL. Queued by the award path (one per shard at a time).
 
     If SQL cannot take the entries the job still succeeds (a failed job and its traceback per
-    attempt would pile up for a day): the report says ``sql_unavailable``, and the retry waits
-    for the shard's backoff (see :mod:`workers.drain`), queued by the next award or the sweep.
+    attempt would pile up for a day). It retries the shard itself after each backoff that fits
+    in its time slice (1, 2, 4, 8 and 16 s: the first 31 s of an outage), keeping the shard's
+    drain flag raised meanwhile so that no award queues another job; so drains resume within
+    seconds of SQL's return though no award follows, and without the scheduler. Past that the
+    report says ``sql_unavailable``, the flag lapses when the next retry is due, and the next
+    award (or the sweep) queues it. An outage thus holds a worker per failing shard, at most one
+    time slice at a time, as a long drain does.
     """
     engine, drainer = context()
-    report = drainer.drain(shard, max_seconds=DRAIN_SLICE_SECONDS)
+    deadline = time.monotonic() + DRAIN_SLICE_SECONDS
+    while True:
+        report = drainer.drain(shard, max_seconds=max(0.0, deadline - time.monotonic()))
+        if not report.sql_unavailable or report.retry_in > deadline - time.monotonic() - 1:
+            break
+        # the retry is this job's: the flag outlives it a little, so no award queues another
+        hold = report.retry_in + RETRY_HOLD_SECONDS
+        engine.redis.set(engine.keys.drain_flag(shard), "1", px=round(hold * 1000))
+        time.sleep(report.retry_in)
     if not report.complete and not report.sql_unavailable:
         request_drain(engine, drainer, shard)
     if report.dead or report.failed:
