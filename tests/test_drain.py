@@ -214,6 +214,42 @@ def test_poison_entries_go_to_the_dead_letters(sql_engine: ScoringEngine, store:
     assert_sql_matches_redis(engine, store, 80)
 
 
+def test_a_batch_of_nothing_but_refused_entries_reaches_the_dead_letters(
+    sql_engine: ScoringEngine, store: SqlStore
+) -> None:
+    """Entries SQL refuses, alone in their batches (as the retries of a later run are), are
+    counted each time and end in the dead letters; the outbox behind them drains and trims."""
+    engine = sql_engine
+    outbox = engine.keys.outbox(0)
+    postgres = store.engine.dialect.name == "postgresql"
+    poison = [
+        engine.redis.xadd(
+            outbox,
+            {
+                "id": f"0b0c8f55-5a43-4c53-a3f7-a5d0d1a9a00{i}",
+                "user": "user-0",
+                "amount": "5",
+                "type": "t" * 300,
+                "desc": "",
+                "at": "1764000000000",
+                "tier": "ember",
+                # PostgreSQL refuses the type (over 30 characters); SQLite takes any length, so
+                # there the entries are ones the drain cannot read
+                "state": "5 1 1 1 20400 1" if postgres else "5 1 1 1 20400 x",
+            },
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    for _ in range(3):
+        drainer(engine, store, claim_idle_ms=0, max_failures=3).drain(0)
+    assert [f["source_id"] for _, f in engine.redis.xrange(engine.keys.dead_letters(0))] == poison
+    award_some(engine, 10)
+    d = drainer(engine, store)
+    assert d.drain(0).written == 10
+    assert d.backlog(0) == 0 and engine.redis.xlen(outbox) == 0
+    assert_sql_matches_redis(engine, store, 10)
+
+
 def test_a_broken_schema_is_no_entrys_fault(sql_engine: ScoringEngine, store: SqlStore) -> None:
     """A missing table fails every write: the drain stops as in an outage, and no entry is
     counted or dropped."""

@@ -476,7 +476,6 @@ class Drainer:
         shard, report = run.shard, run.report
         refused: list[tuple[str, dict[str, str], str]] = []
         written = 0
-        first_error: SQLAlchemyError | None = None
         for entry_id, fields in entries:
             if entry_id in batch.broken:
                 refused.append((entry_id, fields, batch.broken[entry_id]))
@@ -487,17 +486,16 @@ class Drainer:
             except SQLAlchemyError as exc:
                 if not _entry_error(exc):
                     raise
-                first_error = first_error or exc
                 refused.append((entry_id, fields, f"{type(exc).__name__}: {exc}"))
                 continue
             self._sql_ok(run)
             self._ack(shard, [entry_id])
             written += 1
         report.written += written
-        sql_refused = len(refused) - len(batch.broken)
-        if written == 0 and sql_refused > 1 and first_error is not None:
-            # every readable entry refused alike: the schema or the code is at fault, not them
-            raise first_error
+        # Every entry refused is counted, even when none of the batch went in: a batch can be
+        # made only of entries that failed before (the claims of a later run), and a database
+        # that cannot take any write fails with an error that is no entry's (a missing table
+        # or column, a lost connection), which never reaches this point.
         for entry_id, fields, why in refused:
             self._failed(shard, entry_id, fields, why, report)
 
