@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         default=30_000,
         alias="SCORING_DRAIN_CLAIM_IDLE_MS",
         ge=0,
-        description="How long a read entry stays unacknowledged before another worker claims it.",
+        description="How long an entry that failed in a drain run waits before the run retries it.",
     )
 
     api_keys: str = Field(

@@ -27,6 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from .models import (
@@ -130,6 +131,10 @@ def _pg_write(
         raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
+#: Seconds to wait for a PostgreSQL connection unless the URL says (``?connect_timeout=``).
+CONNECT_TIMEOUT = 10
+
+
 class SqlStore:
     """Access to the audit trail's database. Thread-safe (a pooled SQLAlchemy engine)."""
 
@@ -144,6 +149,11 @@ class SqlStore:
             engine_options.setdefault("connect_args", {"timeout": 30})
         else:
             engine_options.setdefault("pool_pre_ping", True)
+            if "connect_timeout" not in make_url(url).query:
+                # psycopg waits for ever on a host that never answers: each drain attempt of
+                # an outage would stall on it
+                connect_args = engine_options.setdefault("connect_args", {})
+                connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT)
         self.engine: Engine = create_engine(url, **engine_options)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
