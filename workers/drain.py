@@ -73,6 +73,7 @@ from sqlalchemy.exc import (
 from engine.keys import Keys
 from engine.periods import day_to_date
 from engine.rules import Rules, reward_id
+from engine.scripts import scripts
 from engine.store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -92,19 +93,6 @@ OUTAGE_RETRY = (1.0, 60.0)
 OUTAGE_TTL = 3600
 #: A consumer of the group idle this long (ms) and holding no entry is deleted.
 CONSUMER_IDLE_MS = 600_000
-
-#: Delete the named consumers that hold no pending entry, in one atomic step (a consumer that
-#: read an entry between the check and the deletion would lose it from the pending list).
-_FORGET_CONSUMERS = """
-local forgotten = 0
-for i = 2, #ARGV do
-  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
-    forgotten = forgotten + 1
-  end
-end
-return forgotten
-"""
 
 
 @dataclass
@@ -282,7 +270,6 @@ class Drainer:
         self.lock_grace = lock_grace
         self.outage_retry = outage_retry
         self.consumer_idle_ms = consumer_idle_ms
-        self._forget_consumers = redis.register_script(_FORGET_CONSUMERS)
 
     def drain(
         self, shard: int, *, max_batches: int | None = None, max_seconds: float | None = None
@@ -713,7 +700,7 @@ class Drainer:
         ]
         if not idle:
             return 0
-        return int(self._forget_consumers(keys=[outbox], args=[GROUP, *idle]))
+        return int(scripts["forget_consumers"](self.redis, [outbox], [GROUP, *idle]))
 
 
 def _entry_error(exc: SQLAlchemyError) -> bool:

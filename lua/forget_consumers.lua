@@ -1,0 +1,18 @@
+--[[
+  Delete the named consumers of a group that hold no pending entry, in one atomic step (a
+  consumer that read an entry between a check and its deletion would take the entry off the
+  group's pending list, and the entry would never be written).
+
+  KEYS[1] the stream
+  ARGV[1] the group             ARGV[2..] the consumers to delete if they hold nothing
+
+  Returns: how many consumers were deleted.
+]]
+local forgotten = 0
+for i = 2, #ARGV do
+  if #redis.call("XPENDING", KEYS[1], ARGV[1], "-", "+", 1, ARGV[i]) == 0 then
+    redis.call("XGROUP", "DELCONSUMER", KEYS[1], ARGV[1], ARGV[i])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
