@@ -84,6 +84,7 @@ class Engagement:
         clock: Callable[[], datetime]
 
         def _sql(self) -> SqlStore: ...
+        def queue_drain(self, shard: int) -> None: ...
         def award_many(self, items: Any, *, key_ttl: int | None = ...) -> list[Any]: ...
         def leaderboard(self, board: str = ..., *, period: str | None = ...) -> Any: ...
 
@@ -294,8 +295,8 @@ class Engagement:
             raise QuestAlreadyCompleted(f"quest {quest_id} is already completed", field="quest_id")
         if code is ScriptCode.QUEST_NOT_STARTED:
             raise QuestNotStarted(f"quest {quest_id} was not started", field="quest_id")
-        if reply[2] == 1 and self.drain_queue is not None:
-            self.drain_queue.request(shard)
+        if reply[2] == 1:
+            self.queue_drain(shard)
         reward = None
         if reply[3]:
             points, key = reply[3].split("\x1e")

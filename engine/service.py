@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import os
 import threading
 import uuid
@@ -52,6 +54,8 @@ from .rules import Rules, load_rules, reward_id
 from .scripts import scripts, stream_calls
 from .settings import Settings, get_settings
 from .store import SqlStore
+
+log = logging.getLogger(__name__)
 
 #: Namespace of activity ids derived from (user id, idempotency key).
 ACTIVITY_NAMESPACE = uuid.UUID("6f1c3b0e-8a57-4d0b-9a1e-5c2f7d9e4b21")
@@ -205,8 +209,8 @@ class ScoringEngine(Engagement, LiveViews):
             reply = self._award(self.redis, p.keys, p.args)
             result = self._finish(p, reply)
             if result is not None:
-                if _raised_flag(reply) and self.drain_queue is not None:
-                    self.drain_queue.request(p.shard)
+                if _raised_flag(reply):
+                    self.queue_drain(p.shard)
                 return result
         raise ScriptError("the user's time zone kept changing during the award")
 
@@ -237,7 +241,7 @@ class ScoringEngine(Engagement, LiveViews):
             if result is not None:
                 if _raised_flag(reply) and self.drain_queue is not None:
                     # rare (once per drain cycle and shard): RQ's enqueue is blocking I/O
-                    await asyncio.to_thread(self.drain_queue.request, p.shard)
+                    await asyncio.to_thread(self.queue_drain, p.shard)
                 return result
         raise ScriptError("the user's time zone kept changing during the award")
 
@@ -310,8 +314,8 @@ class ScoringEngine(Engagement, LiveViews):
                     retry.append((i, p))  # the user's time zone was not the one assumed
                     continue
                 results[i] = result
-                if _raised_flag(reply) and self.drain_queue is not None:
-                    self.drain_queue.request(p.shard)
+                if _raised_flag(reply):
+                    self.queue_drain(p.shard)
             if reload:
                 self._award.load(self.redis)
                 reload = False
@@ -469,8 +473,8 @@ class ScoringEngine(Engagement, LiveViews):
         args += clear
         keys = [self.keys.user(uid, shard), self.keys.outbox(shard), self.keys.drain_flag(shard)]
         flag, flat = scripts["set_profile"](self.redis, keys, args)
-        if flag == 1 and self.drain_queue is not None:
-            self.drain_queue.request(shard)
+        if flag == 1:
+            self.queue_drain(shard)
         h = dict(zip(flat[::2], flat[1::2]))
         self._remember_tz(uid, h.get("tz", "UTC"))
         return self._state(uid, h)
@@ -544,6 +548,20 @@ class ScoringEngine(Engagement, LiveViews):
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             windows = self._window_cache[day] = window_boards(start, self.rules)
         return windows
+
+    def queue_drain(self, shard: int) -> None:
+        """Queue the shard's drain job: the call that raised its drain flag does. The change
+        that raised it is applied and in the outbox whatever happens here, so a failure to queue
+        (the queue's Redis away) is logged, not raised, and the flag is lowered, so that the
+        next change queues the job (and the sweep catches a shard that has none)."""
+        if self.drain_queue is None:
+            return
+        try:
+            self.drain_queue.request(shard)
+        except Exception as exc:  # noqa: BLE001 - any failure: the award stands, the drain waits
+            log.warning("shard %s: its drain job could not be queued (%s)", shard, exc)
+            with contextlib.suppress(redis.RedisError):
+                self.redis.delete(self.keys.drain_flag(shard))
 
     def _remember_tz(self, uid: str, tz: str) -> None:
         with self._tz_lock:

@@ -331,6 +331,51 @@ def test_award_path_queues_one_drain_job_per_shard(
     queue.empty()
 
 
+def test_an_award_stands_when_its_drain_job_cannot_be_queued(
+    real_redis: redis.Redis, clock, store: SqlStore
+) -> None:
+    """The queue's Redis away: the award is applied and answered, and its shard's flag is
+    lowered so that the next award queues the drain."""
+    from rq import Queue
+
+    nowhere = Queue("scoring-test", connection=redis.Redis(port=1, socket_connect_timeout=0.2))
+    engine = ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES,
+                           drain_queue=DrainQueue(nowhere))  # fmt: skip
+    result = engine.award("user-0", "comment")
+    assert result.user.total_points == 5 and not result.replayed
+    assert not real_redis.exists(engine.keys.drain_flag(0))
+
+
+def test_a_job_that_gives_up_on_the_lock_queues_its_successor(
+    real_redis: redis.Redis, redis_url: str, clock, store: SqlStore, monkeypatch
+) -> None:
+    """A drain job that could not get its shard (another drain held it too long) queues the
+    next one itself: the flag raised for it must not keep the shard's awards from being drained
+    once the holder is done."""
+    from rq import Queue
+
+    import workers.jobs
+
+    queue = Queue("scoring-test", connection=redis.Redis.from_url(redis_url))
+    queue.empty()
+    engine = ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES,
+                           drain_queue=DrainQueue(queue))  # fmt: skip
+    engine.award("user-0", "comment")
+    assert queue.count == 1
+    queue.empty()
+    d = Drainer(real_redis, store, engine.keys, engine.rules, lock_ttl=0.3)
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, d))
+    holder = real_redis.lock(engine.keys.drain_lock(0), timeout=30)  # a drain that runs long
+    assert holder.acquire()
+    try:
+        report = workers.jobs.drain_shard(0)
+    finally:
+        holder.release()
+    assert not report["complete"] and report["written"] == 0
+    assert queue.count == 1  # its successor, whatever the flag said
+    queue.empty()
+
+
 def test_queries(sql_engine: ScoringEngine, store: SqlStore, clock: Clock) -> None:
     engine = sql_engine
     clock.noon()  # so that 13 hours ago is yesterday

@@ -82,7 +82,11 @@ def drain_shard(shard: int) -> dict[str, Any]:
         engine.redis.set(engine.keys.drain_flag(shard), "1", px=round(hold * 1000))
         time.sleep(report.retry_in)
     if not report.complete and not report.sql_unavailable:
-        request_drain(engine, drainer, shard)
+        # this job was the one the flag stood for: its successor is queued whatever the flag
+        # says (if it gave up waiting for the lock, the flag raised for it would otherwise keep
+        # every award from queueing a drain until it lapses, once the holder is done)
+        engine.redis.set(engine.keys.drain_flag(shard), "1", ex=FLAG_TTL)
+        engine.queue_drain(shard)
     if report.dead or report.failed:
         log.warning("drain of shard %s: %s", shard, report)
     return asdict(report)
