@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 #: Seconds the drain flag lives if no drain job lowers it (an award raises it for this long).
-FLAG_TTL = 60
+FLAG_TTL = 15
 #: Import path of the job RQ runs; a string, so the engine does not import the workers.
 DRAIN_JOB = "workers.jobs.drain_shard"
 

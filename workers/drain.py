@@ -312,8 +312,11 @@ class Drainer:
                 if run.outage is not None:
                     self.store.ping()  # is SQL back?
                 self._sql_ok(run)
-                if self._unread(run.outbox):  # appended while the flag was still raised
-                    run.report.complete = False
+            if run.report.complete and self._unread(run.outbox):
+                # appended after the last read: while the flag was still raised, or by an award
+                # whose job was never queued (its caller died, or its reply was lost); the
+                # run's successor takes them
+                run.report.complete = False
         except SQLAlchemyError as exc:
             self._sql_failed(run, exc)
         run.report.trimmed += self.trim(run.shard)

@@ -13,7 +13,9 @@ from typing import Any
 
 #: id -> (job function, seconds between runs); interval jobs start at once
 INTERVAL: dict[str, tuple[str, int]] = {
-    "scoring-sweep": ("workers.jobs.sweep", 60),
+    # a drain job lost with its caller (an API process or a Redis that died between an award
+    # and its enqueue) is queued again within a flag's lifetime and a sweep: 30 s
+    "scoring-sweep": ("workers.jobs.sweep", 15),
 }
 
 #: id -> (job function, cron expression in UTC)
