@@ -117,7 +117,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.burst:
         _drain_all(settings)
     else:
-        sweep()
+        sweep(force=True)  # a flag raised before a crash may stand for a job that was lost
     worker = SimpleWorker([queue], connection=conn)
     worker.work(burst=args.burst, logging_level=args.log_level)
     return 0

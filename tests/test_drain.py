@@ -376,6 +376,26 @@ def test_a_job_that_gives_up_on_the_lock_queues_its_successor(
     queue.empty()
 
 
+def test_a_starting_worker_queues_drains_whatever_the_flags_say(
+    real_redis: redis.Redis, redis_url: str, clock, store: SqlStore, monkeypatch
+) -> None:
+    """After a crash a raised flag may stand for a job that was lost with its caller: the
+    periodic sweep trusts it, a worker starting (``sweep(force=True)``) does not."""
+    from rq import Queue
+
+    import workers.jobs
+
+    queue = Queue("scoring-test", connection=redis.Redis.from_url(redis_url))
+    engine = ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES,
+                           drain_queue=DrainQueue(queue))  # fmt: skip
+    engine.award("user-0", "comment")
+    queue.empty()  # the job is lost; the flag it raised stands
+    monkeypatch.setattr(workers.jobs, "context", lambda: (engine, drainer(engine, store)))
+    assert workers.jobs.sweep() == [] and queue.count == 0
+    assert workers.jobs.sweep(force=True) == [0] and queue.count == 1
+    queue.empty()
+
+
 def test_queries(sql_engine: ScoringEngine, store: SqlStore, clock: Clock) -> None:
     engine = sql_engine
     clock.noon()  # so that 13 hours ago is yesterday

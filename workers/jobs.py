@@ -85,22 +85,22 @@ def drain_shard(shard: int) -> dict[str, Any]:
         # this job was the one the flag stood for: its successor is queued whatever the flag
         # says (if it gave up waiting for the lock, the flag raised for it would otherwise keep
         # every award from queueing a drain until it lapses, once the holder is done)
-        engine.redis.set(engine.keys.drain_flag(shard), "1", ex=FLAG_TTL)
-        engine.queue_drain(shard)
+        request_drain(engine, drainer, shard, force=True)
     if report.dead or report.failed:
         log.warning("drain of shard %s: %s", shard, report)
     return asdict(report)
 
 
-def sweep() -> list[int]:
+def sweep(*, force: bool = False) -> list[int]:
     """Trim every shard's outbox (and forget the group's idle consumers), and queue a drain of
     every shard whose outbox has entries not yet in SQL (periodic); return the shards queued.
-    Trimming here too bounds an outbox that no drain runs on (nothing new to write)."""
+    Trimming here too bounds an outbox that no drain runs on (nothing new to write).
+    ``force``: whatever the flags say (``scoring worker`` starting: see :func:`request_drain`)."""
     engine, drainer = context()
     queued = []
     for shard in range(engine.keys.shards):
         drainer.trim(shard)
-        if request_drain(engine, drainer, shard):
+        if request_drain(engine, drainer, shard, force=force):
             queued.append(shard)
     return queued
 
@@ -130,12 +130,18 @@ def archive_periods() -> list[tuple[str, str, int]]:
     return done
 
 
-def request_drain(engine: ScoringEngine, drainer: Drainer, shard: int) -> bool:
+def request_drain(
+    engine: ScoringEngine, drainer: Drainer, shard: int, *, force: bool = False
+) -> bool:
     """Queue a drain of ``shard`` if it has a backlog and none is queued (nor, in an SQL outage,
-    is its retry still to come: the flag stays raised until then); True if queued."""
+    is its retry still to come: the flag stays raised until then); True if queued.
+
+    ``force``: whatever the flag says, for a caller that knows the flag stands for no queued
+    job: a drain job ending before the outbox is empty (it was that job), or a worker starting
+    (after a crash, a raised flag may stand for a job lost with its caller)."""
     if drainer.backlog(shard) == 0:
         return False
-    if not engine.redis.set(engine.keys.drain_flag(shard), "1", nx=True, ex=FLAG_TTL):
+    if not engine.redis.set(engine.keys.drain_flag(shard), "1", nx=not force, ex=FLAG_TTL):
         return False  # a drain job is already queued
-    engine.drain_queue.request(shard)
+    engine.queue_drain(shard)
     return True
