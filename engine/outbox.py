@@ -38,6 +38,11 @@ class DrainQueue:
 
         return cls(Queue(name, connection=redis.Redis.from_url(url)))
 
+    def queued(self) -> set[int]:
+        """The shards that have a drain job waiting in the queue (a short list by design: one
+        job per shard, and the queue's other jobs are the periodic ones)."""
+        return {job.args[0] for job in self.queue.jobs if job.func_name == DRAIN_JOB and job.args}
+
     def request(self, shard: int) -> None:
         """Queue a drain of ``shard``'s outbox."""
         self.queue.enqueue(

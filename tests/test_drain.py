@@ -393,6 +393,7 @@ def test_a_starting_worker_queues_drains_whatever_the_flags_say(
     monkeypatch.setattr(workers.jobs, "context", lambda: (engine, drainer(engine, store)))
     assert workers.jobs.sweep() == [] and queue.count == 0
     assert workers.jobs.sweep(force=True) == [0] and queue.count == 1
+    assert workers.jobs.sweep(force=True) == [] and queue.count == 1  # a worker more: no job more
     queue.empty()
 
 

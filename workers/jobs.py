@@ -141,6 +141,8 @@ def request_drain(
     (after a crash, a raised flag may stand for a job lost with its caller)."""
     if drainer.backlog(shard) == 0:
         return False
+    if force and engine.drain_queue is not None and shard in engine.drain_queue.queued():
+        return False  # the flag stands for a job after all
     if not engine.redis.set(engine.keys.drain_flag(shard), "1", nx=not force, ex=FLAG_TTL):
         return False  # a drain job is already queued
     engine.queue_drain(shard)
