@@ -107,14 +107,12 @@ class _Guard:
 
         try:
             await self.app(scope, _limited(receive), sending)
-        except BodyTooLarge:  # the body outgrew the limit where no handler could answer
+        except BodyError as exc:  # raised where no error handler answers it
             if sent:
                 raise
-            await _too_large().response(scope, receive, send)
-        except BodyTooSlow as exc:
-            if sent:
-                raise
-            await errors.error(408, "too_slow", str(exc.detail))(scope, receive, send)
+            refusal = _refused(exc)
+            state.metrics.error(refusal.code)
+            await refusal.response(scope, receive, send)
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             state.metrics.latency.labels(scope["method"], path).observe(
@@ -126,7 +124,7 @@ class _Guard:
         api_key = authorization = None
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
-                return _too_large()
+                return _refused(BodyTooLarge())
             if name == b"x-api-key":
                 api_key = value.decode("latin-1")
             elif name == b"authorization":
@@ -145,16 +143,26 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _API_PATHS = ("/v1/", "/api/")
 
 
-class BodyTooSlow(StarletteHTTPException):
+class BodyError(StarletteHTTPException):
+    """A body refused while it is read (FastAPI re-raises an HTTPException from reading the
+    body, so the error handler answers it; the guard answers it where none does)."""
+
+    code: str
+
+
+class BodyTooSlow(BodyError):
     """The rest of a body did not arrive within :data:`BODY_TIMEOUT` seconds (408)."""
+
+    code = "too_slow"
 
     def __init__(self) -> None:
         super().__init__(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s")
 
 
-class BodyTooLarge(StarletteHTTPException):
-    """The body received so far passed :data:`MAX_BODY` (FastAPI re-raises an HTTPException
-    from reading the body, so the error handler answers 413)."""
+class BodyTooLarge(BodyError):
+    """The body received so far passed :data:`MAX_BODY` (413)."""
+
+    code = "too_large"
 
     def __init__(self) -> None:
         super().__init__(413, f"request bodies are limited to {MAX_BODY} bytes")
@@ -166,9 +174,8 @@ class _Refusal:
     response: JSONResponse
 
 
-def _too_large() -> _Refusal:
-    message = f"request bodies are limited to {MAX_BODY} bytes"
-    return _Refusal("too_large", errors.error(413, "too_large", message))
+def _refused(exc: BodyError) -> _Refusal:
+    return _Refusal(exc.code, errors.error(exc.status_code, exc.code, str(exc.detail)))
 
 
 def _limited(receive: Any) -> Any:

@@ -71,10 +71,12 @@ def install(app: FastAPI) -> None:
             # UTF-8, a number too long to convert): to a client, JSON it cannot use, like any
             # other invalid JSON
             return invalid_json()
-        code = {404: "not_found", 405: "method_not_allowed", 408: "too_slow",
-                413: "too_large"}.get(exc.status_code, "http_error")  # fmt: skip
-        if exc.status_code in (408, 413):
-            app.state.metrics.error(code)
+        refused = getattr(exc, "code", None)  # a body the guard refused (api.app.BodyError)
+        if refused is not None:
+            app.state.metrics.error(refused)
+        code = refused or {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return error(exc.status_code, code, str(exc.detail))
 
     def invalid_json() -> JSONResponse:

@@ -642,16 +642,12 @@ class AwardClients:
                     else:
                         ledger.times_5xx.append(time.monotonic())
                         ledger.note(f"{status} {key}: {data[:200]!r}")
-            except TimeoutError:
+            except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
                 with ledger.lock:
-                    ledger.timeouts += 1
-                    ledger.retried.add(key)
-                if conn is not None:
-                    conn.close()
-                conn = None
-            except (OSError, http.client.HTTPException):
-                with ledger.lock:
-                    ledger.conn_errors += 1
+                    if isinstance(exc, TimeoutError):
+                        ledger.timeouts += 1
+                    else:
+                        ledger.conn_errors += 1
                     ledger.retried.add(key)
                 if conn is not None:
                     conn.close()

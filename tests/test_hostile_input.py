@@ -15,7 +15,16 @@ import pytest
 import redis
 from conftest import PLAIN_RULES, Clock
 from serving import serve
-from test_api import ADMIN, AWARD_KEY, AWARDER, READER, token
+from test_api import (
+    ADMIN,
+    ADMIN_KEY,
+    AWARD_KEY,
+    AWARDER,
+    JWT_SECRET,
+    READ_KEY,
+    READER,
+    token,
+)
 
 from api.app import MAX_BODY, create_app
 from engine import ScoringEngine
@@ -25,10 +34,9 @@ from engine.settings import Settings
 from engine.store import SqlStore
 from workers.drain import Drainer
 
-SETTINGS = dict(
-    SCORING_API_KEYS=f"svc:{AWARD_KEY}:award+read, ops:admin-key-0123456789abcdef:admin, "
-    "dash:read-key-0123456789abcdef:read",
-    SCORING_JWT_SECRET="jwt-secret-for-the-tests-0123456789",
+SETTINGS = dict(  # test_api's app: the same keys and secret
+    SCORING_API_KEYS=f"svc:{AWARD_KEY}:award+read, dash:{READ_KEY}:read, ops:{ADMIN_KEY}:admin",
+    SCORING_JWT_SECRET=JWT_SECRET,
     SCORING_SELF_AWARD_TYPES="daily_login",
 )
 
@@ -81,7 +89,7 @@ def raw(url: str, head: list[str], body_chunks: Iterator[bytes | None]) -> tuple
 
 
 def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
-    """``total`` bytes of a JSON-looking body, ``size`` at a time."""
+    """``total`` bytes of a body (JSON whitespace), ``size`` at a time."""
     sent = 0
     while sent < total:
         n = min(size, total - sent)
