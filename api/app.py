@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.errors import ConfigError
-from engine.service import ScoringEngine
-from engine.settings import Settings, get_settings
+from engine.domain.errors import ConfigError
+from engine.runtime.settings import Settings, get_settings
+from engine.services.facade import ScoringEngine
 
 from . import errors
 from .auth import PRINCIPAL, Authenticator, AuthError, parse_api_keys

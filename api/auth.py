@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import jwt
 
-from engine.errors import ScoringError
+from engine.domain.errors import ScoringError
 
 #: Where the request's scope state keeps the :class:`Principal` the guard already authenticated.
 PRINCIPAL = "scoring.principal"

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from engine.errors import ValidationError
-from engine.service import ScoringEngine
+from engine.domain.errors import ValidationError
+from engine.services.facade import ScoringEngine
 
 from .auth import PRINCIPAL, Authenticator, Principal, Scope
 

@@ -18,8 +18,8 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.results import LiveBoard
-from engine.service import ScoringEngine
+from engine.domain.results import LiveBoard
+from engine.services.facade import ScoringEngine
 
 log = logging.getLogger(__name__)
 

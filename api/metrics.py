@@ -7,6 +7,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from engine.storage.outbox import backlog
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -45,16 +47,13 @@ class _Backlog:
         self.state = state
 
     def collect(self) -> Any:
-        from workers.drain import Drainer
-
         gauge = GaugeMetricFamily(
             "scoring_outbox_backlog", "Outbox entries not yet written to SQL", labels=["shard"]
         )
         engine = self.state.engine
-        drainer = Drainer(engine.redis, engine.store, engine.keys, engine.rules)
         try:
             for shard in range(engine.keys.shards):
-                gauge.add_metric([str(shard)], drainer.backlog(shard))
+                gauge.add_metric([str(shard)], backlog(engine.redis, engine.keys.outbox(shard)))
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is away
             return
         yield gauge

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from engine.results import (
+from engine.domain.results import (
     Activity,
     AwardResult,
     GoalProgress,

@@ -460,7 +460,7 @@ def db_upgrade(env: dict[str, str]) -> str | None:
     """``scoring db upgrade`` in the servers' environment; why it failed, or None."""
     log("scoring db upgrade (SQLite in a temporary folder)")
     upgrade = subprocess.run(
-        [PYTHON, "-m", "engine.cli", "db", "upgrade"], env=env, cwd=ROOT,
+        [PYTHON, "-m", "scoring.cli", "db", "upgrade"], env=env, cwd=ROOT,
         capture_output=True, text=True,
     )  # fmt: skip
     if upgrade.returncode:
@@ -473,7 +473,7 @@ def scoring_server(env: dict[str, str], tmp: Path) -> Server:
     port = free_port()
     return Server(
         "scoring serve",
-        [PYTHON, "-m", "engine.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        [PYTHON, "-m", "scoring.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(WORKERS), "--log-level", "warning"],
         env, port, tmp / "serve.log",
     )  # fmt: skip

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import redis
 
 from engine import AwardRequest, ScoringEngine
-from engine.rules import Rules, load_rules
+from engine.domain.rules import Rules, load_rules
 
 T = TypeVar("T")
 

@@ -28,9 +28,9 @@ Measures, in one run, and prints one table (a missed target is marked MISS; it n
    columns as running per-user totals, levels and versions (streaks 1: the rebuild does not read
    them); plus one ``user_score`` row per user, as the drain leaves them (one in ten with a
    profile in a non-UTC time zone, so the rebuild's time-zone path is exercised).
-   Then ``engine.recovery.rebuild(engine, store)`` is timed on an empty Redis database (target:
-   <= 30 s), its result checked with ``reconcile`` (no user may drift), and, for the breakdown,
-   the SQL read it streams (``store.activities_by_user()``) is timed on its own.
+   Then ``engine.services.recovery.rebuild(engine, store)`` is timed on an empty Redis database
+   (target: <= 30 s), its result checked with ``reconcile`` (no user may drift), and, for the
+   breakdown, the SQL read it streams (``store.activities_by_user()``) is timed on its own.
 
 PostgreSQL: ``127.0.0.1:5432``, user ``postgres`` (or the current user), trust authentication.
 The run creates its own database ``scoring_bench`` (dropping a leftover one first), makes the
@@ -79,10 +79,10 @@ from bench.award_bench import (
     workload,
 )
 from engine import AwardRequest, ScoringEngine
-from engine.outbox import DrainQueue
-from engine.recovery import RebuildReport, rebuild, reconcile
-from engine.rules import Rules, build_rules, load_rules
-from engine.store import SqlStore
+from engine.domain.rules import Rules, build_rules, load_rules
+from engine.services.recovery import RebuildReport, rebuild, reconcile
+from engine.storage.outbox import DrainQueue
+from engine.storage.store import SqlStore
 from workers.drain import Drainer
 
 PG_DATABASE = "scoring_bench"

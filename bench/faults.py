@@ -73,8 +73,8 @@ from bench.api_bench import (
 )
 from bench.award_bench import Row, log, render
 from engine import AwardRequest, ScoringEngine
-from engine.keys import Keys
-from engine.outbox import DrainQueue
+from engine.domain.keys import Keys
+from engine.storage.outbox import DrainQueue
 from workers.drain import GROUP
 
 SHARDS = 2
@@ -395,7 +395,7 @@ def process_env(r: RedisServer, sql_url: str, folder: Path) -> dict[str, str]:
 
 
 def worker_proc(env: dict[str, str], folder: Path, name: str, *, burst: bool = False) -> Proc:
-    argv = [PYTHON, "-m", "engine.cli", "worker", "--log-level", "WARNING"]
+    argv = [PYTHON, "-m", "scoring.cli", "worker", "--log-level", "WARNING"]
     return Proc(name, argv + (["--burst"] if burst else []), env, folder / f"{name}.log")
 
 
@@ -412,7 +412,7 @@ class Supervisor:
     @classmethod
     def production(cls, env: dict[str, str], folder: Path, workers: int = 2) -> Supervisor:
         """``workers`` workers and a scheduler, as README's "Running in production" has it."""
-        argv = [PYTHON, "-m", "engine.cli", "scheduler"]
+        argv = [PYTHON, "-m", "scoring.cli", "scheduler"]
         scheduler = Proc("scheduler", argv, env, folder / "scheduler.log")
         return cls([*(worker_proc(env, folder, f"worker-{i}") for i in range(workers)), scheduler])
 
@@ -728,7 +728,7 @@ def check_drained(report: Report, r: redis.Redis, since: float, what: str, wait:
 def reconcile(report: Report, env: dict[str, str], label: str) -> None:
     """``scoring reconcile`` (which drains every shard first)."""
     started = time.monotonic()
-    done = subprocess.run([PYTHON, "-m", "engine.cli", "reconcile"], env=env, cwd=ROOT,
+    done = subprocess.run([PYTHON, "-m", "scoring.cli", "reconcile"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     lines = done.stdout.strip().splitlines()
     errors = [x for x in done.stderr.splitlines() if x.startswith("scoring:")]

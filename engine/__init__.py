@@ -1,10 +1,10 @@
 """Redis-native real-time scoring engine: points, tiers, levels, streaks and leaderboards."""
 
-from .errors import ScoringError
-from .results import Activity, AwardResult, LeaderboardEntry, Page, RankInfo, UserState
-from .rules import Rules, load_rules
-from .service import AwardRequest, ScoringEngine
-from .settings import Settings, get_settings
+from engine.domain.errors import ScoringError
+from engine.domain.results import Activity, AwardResult, LeaderboardEntry, Page, RankInfo, UserState
+from engine.domain.rules import Rules, load_rules
+from engine.runtime.settings import Settings, get_settings
+from engine.services.facade import AwardRequest, ScoringEngine
 
 __all__ = [
     "Activity",

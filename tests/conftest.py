@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from engine import ScoringEngine
-from engine.rules import build_rules
-from engine.testing import fake_redis
+from engine.domain.rules import build_rules
+from engine.runtime.testing import fake_redis
 
 MARKER = "scoring-tests:marker"
 LOCAL_URL = "redis://127.0.0.1:6379/13"
@@ -53,7 +53,7 @@ def _pick_url() -> str:
         redis.Redis.from_url(LOCAL_URL, socket_connect_timeout=0.5).ping()
         return LOCAL_URL
     except redis.RedisError:
-        from engine.embedded import embedded_redis_url
+        from engine.runtime.embedded import embedded_redis_url
 
         return embedded_redis_url(tempfile.mkdtemp(prefix="scoring-tests-"))
 
@@ -198,7 +198,7 @@ def _pg_server_url() -> str | None:
     """A URL of a reachable PostgreSQL server (DATABASE_URL when set, else the local one)."""
     from sqlalchemy import create_engine, text
 
-    from engine.settings import normalize_sql_url
+    from engine.runtime.settings import normalize_sql_url
 
     url = DEPLOYMENT_ENV.get("DATABASE_URL")
     url = normalize_sql_url(url) if url and url.startswith("postgres") else PG_SERVER_URL
@@ -218,7 +218,7 @@ def pg_url() -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from engine.store import SqlStore
+    from engine.storage.store import SqlStore
 
     server = _pg_server_url()
     if server is None:
@@ -254,7 +254,7 @@ def _empty(store) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path):
     """The audit trail on SQLite and on PostgreSQL, empty."""
-    from engine.store import SqlStore
+    from engine.storage.store import SqlStore
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'scoring.db'}"
@@ -277,7 +277,7 @@ def fresh_settings() -> Iterator[None]:
     """Settings read anew from the environment (and the workers' cached context rebuilt), for
     tests that set environment variables and run commands."""
     import workers.jobs
-    from engine.settings import get_settings
+    from engine.runtime.settings import get_settings
 
     get_settings.cache_clear()
     workers.jobs.context.cache_clear()
@@ -286,7 +286,7 @@ def fresh_settings() -> Iterator[None]:
     if workers.jobs.context.cache_info().currsize:
         workers.jobs.context()[0].close()
     if not settings.redis_url:  # the command started an embedded server: stop it
-        from engine.embedded import release_embedded
+        from engine.runtime.embedded import release_embedded
 
         release_embedded(settings.data_dir)
     get_settings.cache_clear()

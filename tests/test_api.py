@@ -15,8 +15,8 @@ from redis.retry import Retry
 
 from api.app import create_app
 from engine import ScoringEngine
-from engine.settings import Settings
-from engine.store import SqlStore
+from engine.runtime.settings import Settings
+from engine.storage.store import SqlStore
 from workers.drain import Drainer
 
 AWARD_KEY = "award-key-0123456789abcdef"
@@ -230,7 +230,7 @@ def test_credentials(client: TestClient) -> None:
 
 
 def test_bad_api_keys_setting_fails_at_start(api_engine: ScoringEngine) -> None:
-    from engine.errors import ConfigError
+    from engine.domain.errors import ConfigError
 
     for bad in ["svc:short:award", "svc:0123456789abcdef01:fly", "justaname"]:
         with pytest.raises(ConfigError, match="SCORING_API_KEYS"):

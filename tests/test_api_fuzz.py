@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 
 from api.app import create_app
 from engine import ScoringEngine
-from engine.settings import Settings
-from engine.store import SqlStore
-from engine.testing import fake_engine
+from engine.runtime.settings import Settings
+from engine.runtime.testing import fake_engine
+from engine.storage.store import SqlStore
 
 KEY = "fuzz-admin-key-0123456789abcdef"
 

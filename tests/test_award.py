@@ -12,7 +12,7 @@ import pytest
 from conftest import BASE, Clock, at_utc, iso, week_id
 
 from engine import AwardRequest, ScoringEngine
-from engine.errors import (
+from engine.domain.errors import (
     IdempotencyConflict,
     InvalidAmount,
     InvalidDescription,
@@ -320,7 +320,7 @@ def async_engine(request: pytest.FixtureRequest, clock) -> ScoringEngine:
     if request.param == "redis":
         request.getfixturevalue("real_redis")  # flushed, marked
         return ScoringEngine.from_url(request.getfixturevalue("redis_url"), clock=clock)
-    from engine.testing import fake_engine
+    from engine.runtime.testing import fake_engine
 
     return fake_engine(clock=clock)
 

@@ -67,9 +67,9 @@ def test_client_retry_after_timeout_does_not_award_twice(real_redis: redis.Redis
     The same prepared call is sent twice, as a retry would, and applies once.
     """
     engine = ScoringEngine(real_redis, clock=clock)
-    p = engine._prepare("rita", "quiz_complete", 40, "", None, None)
-    first = engine._finish(p, engine._award(real_redis, p.keys, p.args))
-    second = engine._finish(p, engine._award(real_redis, p.keys, p.args))
+    p = engine.awards._prepare("rita", "quiz_complete", 40, "", None, None)
+    first = engine.awards._finish(p, engine.awards._award(real_redis, p.keys, p.args))
+    second = engine.awards._finish(p, engine.awards._award(real_redis, p.keys, p.args))
     assert not first.replayed and second.replayed
     assert second.user == first.user
     assert engine.status("rita").total_points == 40

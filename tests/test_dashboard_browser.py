@@ -30,7 +30,7 @@ from serving import serve
 
 from api.app import create_app
 from engine import ScoringEngine
-from engine.settings import Settings
+from engine.runtime.settings import Settings
 
 AWARD_KEY = "browser-award-key-0123456789"
 PEOPLE = [("ann", "Ann Lee"), ("bo", "Bo Sørensen"), ("cy", "Cy Okafor"), ("dee", "Dee Park"),

@@ -18,9 +18,9 @@ from conftest import PLAIN_RULES, Clock
 from sqlalchemy import func, select, text
 
 from engine import AwardRequest, ScoringEngine
-from engine.models import PointActivity, UserScore
-from engine.outbox import DrainQueue
-from engine.store import SqlStore
+from engine.storage.models import PointActivity, UserScore
+from engine.storage.outbox import DrainQueue
+from engine.storage.store import SqlStore
 from workers.drain import GROUP, Drainer
 
 USERS = [f"user-{i}" for i in range(9)]
@@ -110,7 +110,7 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     import redis
     from engine import ScoringEngine
-    from engine.store import SqlStore
+    from engine.storage.store import SqlStore
     from workers.drain import Drainer
 
     redis_url, sql_url, mode = sys.argv[1:4]
@@ -123,7 +123,7 @@ CHILD = textwrap.dedent(
         calls["write"] += 1
         if mode == "mid-batch" and calls["write"] == 3:
             # half a batch inside an open transaction, then the process dies
-            from engine.models import PointActivity
+            from engine.storage.models import PointActivity
             with self.engine.begin() as c:
                 c.execute(self._insert(PointActivity), list(activities)[: len(activities) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -424,7 +424,7 @@ def test_queries(sql_engine: ScoringEngine, store: SqlStore, clock: Clock) -> No
 
 
 def test_queries_need_a_store(engine: ScoringEngine) -> None:
-    from engine.errors import ConfigError
+    from engine.domain.errors import ConfigError
 
     with pytest.raises(ConfigError):
         engine.points_awarded_today()

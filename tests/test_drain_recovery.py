@@ -26,8 +26,8 @@ from test_drain import assert_sql_matches_redis, award_some, drainer
 
 import workers.jobs
 from engine import ScoringEngine
-from engine.outbox import DrainQueue
-from engine.store import SqlStore
+from engine.storage.outbox import DrainQueue
+from engine.storage.store import SqlStore
 from workers.drain import GROUP, Drainer
 
 # -- the outbox stays bounded -------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_workers_ride_out_an_sql_outage(
                            drain_queue=drains)  # fmt: skip
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": later.url,
            "SCORING_SHARDS": "2", "SCORING_QUEUE": queue.name}  # fmt: skip
-    command = [sys.executable, "-m", "engine.cli", "worker", "--log-level", "WARNING"]
+    command = [sys.executable, "-m", "scoring.cli", "worker", "--log-level", "WARNING"]
     procs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]  # fmt: skip
     try:
@@ -263,8 +263,8 @@ def test_the_sweep_retries_an_outage_without_awards(
 SLOW_WORKER = textwrap.dedent(
     """
     import sys, time
-    from engine.cli import main
-    from engine.store import SqlStore
+    from scoring.cli import main
+    from engine.storage.store import SqlStore
 
     real_write = SqlStore.write
 
@@ -308,7 +308,7 @@ def test_a_dead_or_frozen_worker_is_replaced_within_seconds(
         assert engine.redis.xpending(outbox, GROUP)["pending"] >= 100  # what it holds
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "worker", "--burst", "--log-level", "WARNING"],
+            [sys.executable, "-m", "scoring.cli", "worker", "--burst", "--log-level", "WARNING"],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         took = time.monotonic() - started

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine import ScoringEngine
-from engine.errors import (
+from engine.domain.errors import (
     QuestAlreadyCompleted,
     QuestAlreadyStarted,
     QuestInactive,
@@ -27,9 +27,9 @@ from engine.errors import (
     UnknownQuest,
     ValidationError,
 )
-from engine.rules import reward_id
-from engine.settings import Settings
-from engine.store import SqlStore
+from engine.domain.rules import reward_id
+from engine.runtime.settings import Settings
+from engine.storage.store import SqlStore
 from workers.drain import Drainer
 
 

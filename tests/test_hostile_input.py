@@ -28,10 +28,10 @@ from test_api import (
 
 from api.app import MAX_BODY, create_app
 from engine import ScoringEngine
-from engine.errors import ConfigError, ValidationError
-from engine.rules import build_rules
-from engine.settings import Settings
-from engine.store import SqlStore
+from engine.domain.errors import ConfigError, ValidationError
+from engine.domain.rules import build_rules
+from engine.runtime.settings import Settings
+from engine.storage.store import SqlStore
 from workers.drain import Drainer
 
 SETTINGS = dict(  # test_api's app: the same keys and secret

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from engine import AwardRequest, ScoringEngine
-from engine.errors import InvalidPaging, NotRanked, UnknownBoard
-from engine.periods import period_end, period_of
-from engine.testing import fake_redis
+from engine.domain.errors import InvalidPaging, NotRanked, UnknownBoard
+from engine.domain.periods import period_end, period_of
+from engine.runtime.testing import fake_redis
 
 
 def fill(engine: ScoringEngine, scores: dict[str, int]) -> None:

@@ -10,8 +10,8 @@ import redis
 from conftest import PLAIN_RULES
 
 from engine import ScoringEngine
-from engine.errors import InvalidPaging, UnknownBoard
-from engine.store import SqlStore
+from engine.domain.errors import InvalidPaging, UnknownBoard
+from engine.storage.store import SqlStore
 
 
 def test_rows_carry_name_tier_level_points_and_streak(engine: ScoringEngine, clock) -> None:

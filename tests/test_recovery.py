@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from engine import AwardRequest, ScoringEngine
-from engine.cli import main as cli_main
-from engine.recovery import day_bitmap, rebuild, reconcile, streaks
-from engine.store import SqlStore
+from engine.services.recovery import day_bitmap, rebuild, reconcile, streaks
+from engine.storage.store import SqlStore
+from scoring.cli import main as cli_main
 from workers.drain import Drainer
 
 BOARDS = [("all_time", None), ("type:comment", None), ("type:quiz_complete", None),

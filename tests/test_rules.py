@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.rules import DEFAULT_ACTIVITY_TYPES, build_rules, load_rules
+from engine.domain.errors import ConfigError
+from engine.domain.rules import DEFAULT_ACTIVITY_TYPES, build_rules, load_rules
 
 RULES = load_rules()
 

@@ -11,8 +11,8 @@ import redis
 from conftest import PLAIN_RULES
 
 from engine import AwardRequest, ScoringEngine
-from engine.rules import build_rules, load_rules
-from engine.scripts import LUA_DIR, ScriptRegistry, lua_literal, run_calls, scripts
+from engine.commands.scripts import LUA_DIR, ScriptRegistry, lua_literal, run_calls, scripts
+from engine.domain.rules import build_rules, load_rules
 
 
 def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None:
@@ -140,7 +140,7 @@ def test_connection_dropped_in_the_middle_of_a_batch(
     on a new connection and, thanks to their activity ids, every award applies exactly once."""
     engine = ScoringEngine(real_redis, rules=PLAIN_RULES)
     killer = redis.Redis.from_url(redis_url)
-    original = engine._call
+    original = engine.awards._call
     killed = []
 
     def call_then_kill(item):
@@ -148,7 +148,7 @@ def test_connection_dropped_in_the_middle_of_a_batch(
             killed.append(killer.client_kill_filter(_type="normal", skipme=True))
         return original(item)
 
-    engine._call = call_then_kill
+    engine.awards._call = call_then_kill
     results = engine.award_many(AwardRequest(f"k{i % 7}", "comment", amount=1) for i in range(1500))
     assert killed and killed[0] >= 1
     assert all(r.activity.amount == 1 for r in results)

@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from engine import ScoringEngine, Settings
-from engine.cli import main as cli_main
-from engine.errors import ConfigError
-from engine.testing import fake_engine
+from engine.domain.errors import ConfigError
+from engine.runtime.testing import fake_engine
+from scoring.cli import main as cli_main
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_invalid_rules_file_fails_at_start(monkeypatch, tmp_path: Path, capsys) 
 EMBEDDED_AWARD = """
 import sys
 from engine import ScoringEngine, Settings
-from engine.embedded import release_embedded
+from engine.runtime.embedded import release_embedded
 engine = ScoringEngine.from_settings(Settings(SCORING_DATA_DIR=sys.argv[1]))
 print(engine.award("ann", "quiz_complete", amount=40).user.total_points)
 engine.close()

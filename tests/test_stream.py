@@ -15,7 +15,7 @@ from redis.retry import Retry
 
 from api.app import create_app
 from engine import ScoringEngine
-from engine.settings import Settings
+from engine.runtime.settings import Settings
 from tests.serving import EventReader, serve
 
 READ_KEY = "dash-read-key-0123456789"

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.store import SqlStore
-from engine.up import port_free
+from engine.storage.store import SqlStore
+from scoring.up import port_free
 from tests.serving import EventReader
 
 KEY = "up-test-key-0123456789abcdef"
@@ -40,7 +40,7 @@ class Up:
                 "SCORING_QUEUE": "up-test"}  # fmt: skip
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "up", "--port", str(port), *extra],
+            [sys.executable, "-m", "scoring.cli", "up", "--port", str(port), *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -138,7 +138,7 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "up", "--port", str(port)],
+            [sys.executable, "-m", "scoring.cli", "up", "--port", str(port)],
             env={**os.environ, "SCORING_DATA_DIR": str(tmp_path)},
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -149,7 +149,7 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--rate", "-1"], ["--users", "0"], ["--awards", "-5"]])
 def test_demo_refuses_bad_numbers(args: list[str], tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "demo", *args],
+        [sys.executable, "-m", "scoring.cli", "demo", *args],
         env={**os.environ, "SCORING_DATA_DIR": str(tmp_path)},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -11,7 +11,7 @@ from conftest import PLAIN_RULES
 from rq_scheduler import Scheduler
 
 from engine import AwardRequest, ScoringEngine
-from engine.store import SqlStore
+from engine.storage.store import SqlStore
 from workers.schedule import CRON, INTERVAL, PERIODIC, register
 
 
@@ -26,10 +26,10 @@ def test_worker_burst_drains_into_sql(real_redis: redis.Redis, redis_url: str, t
         "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
         "SCORING_QUEUE": "burst-test",
     }
-    subprocess.run([sys.executable, "-m", "engine.cli", "db", "upgrade"], env=env, check=True,
+    subprocess.run([sys.executable, "-m", "scoring.cli", "db", "upgrade"], env=env, check=True,
                    capture_output=True, timeout=120)  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "worker", "--burst", "--log-level", "WARNING"],
+        [sys.executable, "-m", "scoring.cli", "worker", "--burst", "--log-level", "WARNING"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -29,7 +29,7 @@ within 60 s, or ``scoring worker --burst``):
 A worker that wakes up after losing its lease stops after the batch in hand (written again,
 which changes nothing).
 
-The shard's drain flag (see :mod:`engine.outbox`) is lowered once SQL takes the run's first
+The shard's drain flag (see :mod:`engine.storage.outbox`) is lowered once SQL takes the run's first
 write: from then on an award queues the next drain, and what came before, this run reads (if
 the run dies before, the flag lapses within one lease, as the lock does). If
 SQL cannot take the entries at all (unreachable, or refusing every write alike: a missing
@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from redis.exceptions import LockError, RedisError, ResponseError
+from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -70,16 +70,15 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
-from engine.keys import Keys
-from engine.periods import day_to_date
-from engine.rules import Rules, reward_id
-from engine.scripts import scripts
-from engine.store import SqlStore
+from engine.commands.scripts import scripts
+from engine.domain.keys import Keys
+from engine.domain.periods import day_to_date
+from engine.domain.rules import Rules, reward_id
+from engine.storage.outbox import GROUP, backlog, ensure_group, next_id
+from engine.storage.store import SqlStore
 
 log = logging.getLogger(__name__)
 
-GROUP = "sql"
-_LAG_COUNT_LIMIT = 10_000
 #: Seconds of a drain's lease on its shard's lock; renewed every third of it while the drain
 #: makes progress. After a crash, the next drain of the shard waits this long at most.
 LOCK_TTL = 5.0
@@ -222,7 +221,7 @@ class _Run:
 
 
 class Drainer:
-    """Drains outbox streams into a :class:`~engine.store.SqlStore`.
+    """Drains outbox streams into a :class:`~engine.storage.store.SqlStore`.
 
     Args:
         redis: client of the scoring Redis (``decode_responses=True``).
@@ -357,25 +356,13 @@ class Drainer:
         return self._claim(run) or self._read(run.outbox)
 
     def backlog(self, shard: int) -> int:
-        """Entries of the shard's outbox not yet acknowledged (pending or never read). On
-        Redis < 7 (the embedded server is 6.2) entries never read count up to 10,000 at most."""
-        outbox = self.keys.outbox(shard)
-        self._ensure_group(outbox)
-        info = next(g for g in self.redis.xinfo_groups(outbox) if g["name"] == GROUP)
-        lag = info.get("lag")
-        if lag is None:  # Redis < 7 reports no lag: count what follows the last delivered entry
-            start = _next_id(info["last-delivered-id"])
-            lag = len(self.redis.xrange(outbox, start, "+", count=_LAG_COUNT_LIMIT))
-        return int(info["pending"]) + int(lag)
+        """Entries of the shard's outbox not yet in SQL (:func:`~engine.storage.outbox.backlog`)."""
+        return backlog(self.redis, self.keys.outbox(shard))
 
     # -- reading --------------------------------------------------------------------------
 
     def _ensure_group(self, outbox: str) -> None:
-        try:
-            self.redis.xgroup_create(outbox, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        ensure_group(self.redis, outbox)
 
     def _start_first_pass(self, run: _Run) -> None:
         """Bound the run's first pass over the pending entries by the newest pending now."""
@@ -688,7 +675,7 @@ class Drainer:
         # leaves the floor at or below what it read
         info = next(g for g in self.redis.xinfo_groups(outbox) if g["name"] == GROUP)
         pending = self.redis.xpending(outbox, GROUP)
-        floor = pending["min"] if pending["pending"] else _next_id(info["last-delivered-id"])
+        floor = pending["min"] if pending["pending"] else next_id(info["last-delivered-id"])
         return int(self.redis.xtrim(outbox, minid=floor, approximate=False))
 
     def _forget_idle_consumers(self, outbox: str) -> int:
@@ -714,11 +701,6 @@ def _entry_error(exc: SQLAlchemyError) -> bool:
     if isinstance(exc, IntegrityError | DataError):
         return True
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
-
-
-def _next_id(entry_id: str) -> str:
-    ms, seq = entry_id.split("-")
-    return f"{ms}-{int(seq) + 1}"
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -14,11 +14,11 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.outbox import FLAG_TTL
-from engine.service import ScoringEngine
-from engine.settings import get_settings
-from engine.store import SqlStore
+from engine.domain.errors import ConfigError
+from engine.runtime.settings import get_settings
+from engine.services.facade import ScoringEngine
+from engine.storage.outbox import FLAG_TTL
+from engine.storage.store import SqlStore
 
 from .drain import Drainer
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from engine.errors import ScoringError
-from engine.service import AwardRequest
+from engine.domain.errors import ScoringError
+from engine.services.facade import AwardRequest
 
 from ..deps import Caller, Engine, header_text, may_award
 from ..schemas import AwardIn, AwardOut, BatchIn, BatchOut, award_json, error_responses

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from engine.periods import WINDOWS
-from engine.results import RankInfo
+from engine.domain.periods import WINDOWS
+from engine.domain.results import RankInfo
 
 from ..deps import Engine, Reader
 from ..schemas import BoardInfo, BoardsOut, EntryOut, LeaderboardOut, RankOut, error_responses

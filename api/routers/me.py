@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
-from engine.validation import user_id as check_user_id
+from engine.domain.validation import user_id as check_user_id
 
 from ..auth import AuthError, Principal, Scope
 from ..deps import Caller, Engine, header_text, may_award

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from engine.errors import InvalidPaging
+from engine.domain.errors import InvalidPaging
 
 from ..auth import Scope
 from ..deps import Caller, Engine

@@ -34,9 +34,9 @@ else:
     _hiredis_pack = pack_command
 
 T = TypeVar("T")
-_HERE = Path(__file__).resolve().parent
+_ENGINE = Path(__file__).resolve().parent.parent
 #: ``lua/`` beside ``engine/`` in a checkout (and an editable install); ``engine/lua`` in a wheel.
-LUA_DIR = _HERE / "lua" if (_HERE / "lua").is_dir() else _HERE.parent / "lua"
+LUA_DIR = _ENGINE / "lua" if (_ENGINE / "lua").is_dir() else _ENGINE.parent / "lua"
 _INCLUDE = re.compile(r'^--- @include "([\w.-]+)"\s*$', re.M)
 _DEFINE = re.compile(r"^--- @define (\w+)\s*$", re.M)
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.S)

@@ -1,66 +1,43 @@
-"""The scoring service: awards, status, profiles and leaderboards over Redis."""
+"""Awards: one atomic script call per award (``lua/award.lua``), singly, batched or awaited.
+
+An award is validated and prepared in Python (ids, the idempotency fingerprint, the window
+boards it counts in, the zone the user is assumed to be in), then applied by the script, which
+decides everything that depends on the user's state in Redis; its reply becomes an
+:class:`~engine.domain.results.AwardResult`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import logging
 import os
-import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
-import redis
 from redis.exceptions import NoScriptError
 
-from . import validation
-from .embedded import state_redis_url
-from .engagement import Engagement
-from .errors import (
-    ConfigError,
+from engine.commands.scripts import scripts, stream_calls
+from engine.domain import validation
+from engine.domain.errors import (
     IdempotencyConflict,
-    InvalidPaging,
     ScoringError,
     ScriptCode,
     ScriptError,
     ValidationError,
     check_code,
 )
-from .keys import Keys
-from .leaderboard import Leaderboard
-from .live import LiveViews
-from .outbox import FLAG_TTL, DrainQueue
-from .periods import (
-    WindowBoard,
-    board_id,
-    lifetimes,
-    local_day,
-    parse_timestamp,
-    window_boards,
-    zone,
-)
-from .results import (
-    Activity,
-    AwardResult,
-    Reward,
-    UserState,
-)
-from .rules import Rules, load_rules, reward_id
-from .scripts import scripts, stream_calls
-from .settings import Settings, get_settings
-from .store import SqlStore
-
-log = logging.getLogger(__name__)
+from engine.domain.periods import WindowBoard, lifetimes, local_day, parse_timestamp, window_boards
+from engine.domain.results import Activity, AwardResult, Reward, UserState
+from engine.domain.rules import reward_id
+from engine.services.context import Context
+from engine.storage.outbox import FLAG_TTL
 
 #: Namespace of activity ids derived from (user id, idempotency key).
 ACTIVITY_NAMESPACE = uuid.UUID("6f1c3b0e-8a57-4d0b-9a1e-5c2f7d9e4b21")
-_UNSET: Any = object()
-_TZ_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,87 +69,29 @@ class _Prepared:
     tz: str = "UTC"
 
 
-class ScoringEngine(Engagement, LiveViews):
-    """Awards points and answers reads. Thread-safe; share one per process.
+class Awards:
+    """Awards points (the facade's ``award``, ``award_async`` and ``award_many``).
 
     Args:
-        client: a redis-py client created with ``decode_responses=True``.
-        rules: the scoring rules (defaults: the seed's).
-        shards: number of user shards K; every read merges them.
-        key_prefix: prefix of every key.
-        clock: returns the current aware UTC time (tests pass their own).
-        drain_queue: where to request a drain of a shard's outbox when an award raises its
-            drain flag (see :mod:`engine.outbox`); None leaves draining to the periodic sweep
-            and ``scoring worker --burst``.
-        store: the SQL audit trail, for the queries over it (recent activities, stats).
-        async_client: makes an asyncio client (``redis.asyncio``) of the same Redis, for
-            :meth:`award_async`; called once per event loop (a client belongs to the loop that
-            made it). :meth:`from_url` supplies one; without it :meth:`award_async` runs
-            :meth:`award` in a worker thread.
+        ctx: the engine's context.
+        async_client: makes an asyncio client of the same Redis for :meth:`award_async`; called
+            once per event loop. Without it :meth:`award_async` runs :meth:`award` in a thread.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        rules: Rules | None = None,
-        shards: int = 1,
-        key_prefix: str = "scoring",
-        clock: Callable[[], datetime] | None = None,
-        drain_queue: DrainQueue | None = None,
-        store: SqlStore | None = None,
-        async_client: Callable[[], Any] | None = None,
-    ) -> None:
-        if shards < 1:
-            raise ValueError("shards must be >= 1")
-        self.redis = client
-        self.rules = rules or load_rules()
-        self.keys = Keys(prefix=key_prefix, shards=shards)
-        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
-        self.drain_queue = drain_queue
-        self.store = store
-        self._award = scripts.get("award", RULES=self.rules.script_tables)
-        self._quest = scripts.get("quest", RULES=self.rules.script_tables)
-        self._tz: dict[str, str] = {}  # users whose zone is not UTC, as last seen
-        self._tz_lock = threading.Lock()
+    def __init__(self, ctx: Context, async_client: Callable[[], Any] | None = None) -> None:
+        self.ctx = ctx
+        self._award = scripts.get("award", RULES=ctx.rules.script_tables)
         self._window_cache: dict[date, list[WindowBoard]] = {}
         self._async_factory = async_client
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
 
-    # -- construction ---------------------------------------------------------------------
-
-    @classmethod
-    def from_url(cls, redis_url: str, **kwargs: Any) -> ScoringEngine:
-        """An engine over the Redis at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``)."""
-        from redis import asyncio as aioredis
-
-        kwargs.setdefault(
-            "async_client", lambda: aioredis.Redis.from_url(redis_url, decode_responses=True)
-        )
-        return cls(redis.Redis.from_url(redis_url, decode_responses=True), **kwargs)
-
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> ScoringEngine:
-        """An engine configured by :class:`~engine.settings.Settings` (the environment).
-
-        With no ``REDIS_URL``, starts (or joins) the embedded Redis under the data directory.
-        """
-        settings = settings or get_settings()
-        url = state_redis_url(settings)
-        kwargs.setdefault("rules", load_rules(settings.rules_path))
-        kwargs.setdefault("shards", settings.shards)
-        kwargs.setdefault("key_prefix", settings.key_prefix)
-        if "drain_queue" not in kwargs:
-            kwargs["drain_queue"] = DrainQueue.from_url(
-                settings.rq_redis_url or url, name=settings.queue_name
-            )
-        if "store" not in kwargs:
-            kwargs["store"] = SqlStore.from_settings(settings)
-        return cls.from_url(url, **kwargs)
-
-    # -- awards ---------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the running event loop's asyncio client, if one was made."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def award(
         self,
@@ -206,11 +125,11 @@ class ScoringEngine(Engagement, LiveViews):
         """
         p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
         for _ in range(3):
-            reply = self._award(self.redis, p.keys, p.args)
+            reply = self._award(self.ctx.redis, p.keys, p.args)
             result = self._finish(p, reply)
             if result is not None:
                 if _raised_flag(reply):
-                    self.queue_drain(p.shard)
+                    self.ctx.queue_drain(p.shard)
                 return result
         raise ScriptError("the user's time zone kept changing during the award")
 
@@ -239,9 +158,9 @@ class ScoringEngine(Engagement, LiveViews):
             reply = await self._award.acall(client, p.keys, p.args)
             result = self._finish(p, reply)
             if result is not None:
-                if _raised_flag(reply) and self.drain_queue is not None:
+                if _raised_flag(reply) and self.ctx.drain_queue is not None:
                     # rare (once per drain cycle and shard): RQ's enqueue is blocking I/O
-                    await asyncio.to_thread(self.queue_drain, p.shard)
+                    await asyncio.to_thread(self.ctx.queue_drain, p.shard)
                 return result
         raise ScriptError("the user's time zone kept changing during the award")
 
@@ -254,22 +173,6 @@ class ScoringEngine(Engagement, LiveViews):
         if client is None:
             client = self._async_clients[loop] = self._async_factory()
         return client
-
-    def close(self) -> None:
-        """Close this engine's connections: Redis, the drain queue's Redis and SQL (a later
-        call opens them again)."""
-        self.redis.connection_pool.disconnect()
-        connection = getattr(getattr(self.drain_queue, "queue", None), "connection", None)
-        if connection is not None:
-            connection.connection_pool.disconnect()
-        if self.store is not None:
-            self.store.engine.dispose()
-
-    async def aclose(self) -> None:
-        """Close the running event loop's asyncio client, if one was made."""
-        client = self._async_clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
 
     def award_many(
         self, items: Iterable[AwardRequest | Mapping[str, Any]], *, key_ttl: int | None = None
@@ -296,7 +199,7 @@ class ScoringEngine(Engagement, LiveViews):
         pending: Iterable[tuple[int, _Prepared]] = prepared()
         for attempt in range(3):
             retry: list[tuple[int, _Prepared]] = []
-            calls = stream_calls(self.redis, pending, self._call, inline=attempt == 2)
+            calls = stream_calls(self.ctx.redis, pending, self._call, inline=attempt == 2)
             for (i, p), reply in calls:
                 if isinstance(reply, NoScriptError):
                     retry.append((i, p))
@@ -315,9 +218,9 @@ class ScoringEngine(Engagement, LiveViews):
                     continue
                 results[i] = result
                 if _raised_flag(reply):
-                    self.queue_drain(p.shard)
+                    self.ctx.queue_drain(p.shard)
             if reload:
-                self._award.load(self.redis)
+                self._award.load(self.ctx.redis)
                 reload = False
             pending = retry
             if not pending:
@@ -339,13 +242,13 @@ class ScoringEngine(Engagement, LiveViews):
         occurred_at: Any,
         key_ttl: int | None = None,
     ) -> _Prepared:
-        rules, idem = self.rules, self.rules.idempotency
+        rules, idem = self.ctx.rules, self.ctx.rules.idempotency
         uid = validation.user_id(user_id)
         spec = validation.activity_type(rules, activity_type)
         points = validation.amount(spec, amount)
         desc = validation.description(description)
         key = validation.idempotency_key(idempotency_key)
-        now = self.clock()
+        now = self.ctx.clock()
         at = parse_timestamp(occurred_at, now=now)
         if key is None:
             activity_id = str(_uuid7(now))
@@ -355,10 +258,10 @@ class ScoringEngine(Engagement, LiveViews):
         fingerprint = (
             "" if key is None else _fingerprint(activity_type, points, desc, at, occurred_at)
         )
-        shard = self.keys.shard_of(uid)
-        tz = self._tz.get(uid, "UTC")
+        shard = self.ctx.keys.shard_of(uid)
+        tz = self.ctx.zones.get(uid)
         windows = self._windows(at.date())
-        keys = self.keys.award(
+        keys = self.ctx.keys.award(
             uid, shard, activity_id, activity_type, [w.board_id for w in windows]
         )
         args = [
@@ -376,7 +279,7 @@ class ScoringEngine(Engagement, LiveViews):
         """Turn a script reply into a result; None when the call must be repeated."""
         code = check_code(reply[0])
         if code is ScriptCode.TZ_MISMATCH:
-            self._remember_tz(p.user_id, reply[1])
+            self.ctx.zones.remember(p.user_id, reply[1])
             p.tz = reply[1]
             p.args[6] = local_day(p.at, p.tz)
             p.args[7] = p.tz
@@ -390,12 +293,12 @@ class ScoringEngine(Engagement, LiveViews):
             )
         (total, streak, longest, last_day, version, count, points, quizzes, projects, comments,
          username, display_name) = state  # fmt: skip
-        rules, kind = self.rules, p.activity_type
+        rules, kind = self.ctx.rules, p.activity_type
         counts = {"quiz_complete": int(quizzes), "project_create": int(projects),
                   "comment": int(comments), kind: int(count)}  # fmt: skip
         counts = {k: v for k, v in counts.items() if v or k == kind}
         user = UserState.build(
-            p.user_id, rules, local_day(self.clock(), p.tz),
+            p.user_id, rules, local_day(self.ctx.clock(), p.tz),
             username=username or None, display_name=display_name or None, time_zone=p.tz,
             total=int(total), streak=int(streak), longest=int(longest),
             last_day=int(last_day) if last_day else None,
@@ -431,146 +334,14 @@ class ScoringEngine(Engagement, LiveViews):
             rewards=rewards,
         )
 
-    # -- users ----------------------------------------------------------------------------
-
-    def status(self, user_id: str) -> UserState:
-        """The user's current state (a user never awarded has zero points, tier one, level 1)."""
-        uid = validation.user_id(user_id)
-        h = self.redis.hgetall(self.keys.user(uid))
-        self._remember_tz(uid, h.get("tz", "UTC"))
-        return self._state(uid, h)
-
-    def set_profile(
-        self,
-        user_id: str,
-        *,
-        username: str | None = _UNSET,
-        display_name: str | None = _UNSET,
-        time_zone: str | None = _UNSET,
-    ) -> UserState:
-        """Set a user's username, display name and IANA time zone (omitted: left as is;
-        None: cleared). The zone decides which calendar day an activity counts for."""
-        uid = validation.user_id(user_id)
-        fields: dict[str, str] = {}
-        clear: list[str] = []
-        for name, value, limit in (
-            ("username", username, validation.MAX_USERNAME),
-            ("display_name", display_name, validation.MAX_DISPLAY_NAME),
-        ):
-            if value is None:
-                clear.append(name)
-            elif value is not _UNSET:
-                fields[name] = validation.profile_text(value, field=name, limit=limit)
-        if time_zone is None:
-            clear.append("tz")
-        elif time_zone is not _UNSET:
-            zone(time_zone)
-            fields["tz"] = time_zone
-        shard = self.keys.shard_of(uid)
-        args: list[Any] = [uid, int(self.clock().timestamp() * 1000), FLAG_TTL, len(fields)]
-        for k, v in fields.items():
-            args += [k, v]
-        args += clear
-        keys = [self.keys.user(uid, shard), self.keys.outbox(shard), self.keys.drain_flag(shard)]
-        flag, flat = scripts["set_profile"](self.redis, keys, args)
-        if flag == 1:
-            self.queue_drain(shard)
-        h = dict(zip(flat[::2], flat[1::2]))
-        self._remember_tz(uid, h.get("tz", "UTC"))
-        return self._state(uid, h)
-
-    # -- leaderboards ---------------------------------------------------------------------
-
-    def leaderboard(self, board: str = "all_time", *, period: str | None = None) -> Leaderboard:
-        """A board: ``all_time``, ``month``, ``week``, ``day`` (current UTC period unless
-        ``period`` is given: ``2026-11``, ``2026-W48``, ``2026-11-24``), or
-        ``type:<activity_type>``."""
-        bid = board_id(board, period=period, now=self.clock(), rules=self.rules)
-        return Leaderboard(self.redis, self.keys, bid)
-
-    # -- the audit trail (SQL) ------------------------------------------------------------
-
-    def recent_activities(
-        self,
-        user_id: str,
-        *,
-        limit: int = 20,
-        activity_type: str | None = None,
-        before: tuple[datetime, str] | None = None,
-    ) -> list[Activity]:
-        """A user's activities from SQL, newest first, optionally of one type. ``before`` is
-        the (created_at, id) of the last activity already seen (cursor paging). Activities
-        reach SQL when a worker drains the outbox, normally within a second."""
-        uid = validation.user_id(user_id)
-        if activity_type is not None:
-            validation.activity_type(self.rules, activity_type)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise InvalidPaging("limit must be a whole number from 1 to 1000", field="limit")
-        return self._sql().recent_activities(
-            uid, limit=limit, activity_type=activity_type, before=before
-        )
-
-    def points_by_type(self, user_id: str) -> dict[str, int]:
-        """The user's points per activity type, summed in SQL."""
-        return self._sql().points_by_type(validation.user_id(user_id))
-
-    def points_awarded_today(self) -> int:
-        """Points awarded since midnight UTC (SQL)."""
-        now = self.clock()
-        start = datetime(now.year, now.month, now.day, tzinfo=UTC)
-        return self._sql().points_between(start, start + timedelta(days=1))
-
-    def tier_distribution(self) -> dict[str, int]:
-        """Users per tier (SQL snapshots), every tier of the rules listed, lowest first."""
-        counts = self._sql().tier_distribution()
-        return {tier: counts.get(tier, 0) for tier in self.rules.tier_names}
-
-    def most_active_users(self, *, days: int = 7, limit: int = 10) -> list[tuple[str, int]]:
-        """(user id, points) of the users with the most points over the last ``days`` days."""
-        return self._sql().most_active(self.clock() - timedelta(days=days), limit=limit)
-
-    def _sql(self) -> SqlStore:
-        if self.store is None:
-            raise ConfigError("this engine has no SQL store (pass store= or use from_settings)")
-        return self.store
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _state(self, uid: str, h: dict[str, str]) -> UserState:
-        today = local_day(self.clock(), h.get("tz", "UTC"))
-        return UserState.from_hash(uid, h, self.rules, today)
-
     def _windows(self, day: date) -> list[WindowBoard]:
         windows = self._window_cache.get(day)
         if windows is None:
             if len(self._window_cache) > 64:
                 self._window_cache.clear()
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            windows = self._window_cache[day] = window_boards(start, self.rules)
+            windows = self._window_cache[day] = window_boards(start, self.ctx.rules)
         return windows
-
-    def queue_drain(self, shard: int) -> None:
-        """Queue the shard's drain job: the call that raised its drain flag does. The change
-        that raised it is applied and in the outbox whatever happens here, so a failure to queue
-        (the queue's Redis away) is logged, not raised, and the flag is lowered, so that the
-        next change queues the job (and the sweep catches a shard that has none)."""
-        if self.drain_queue is None:
-            return
-        try:
-            self.drain_queue.request(shard)
-        except Exception as exc:  # noqa: BLE001 - any failure: the award stands, the drain waits
-            log.warning("shard %s: its drain job could not be queued (%s)", shard, exc)
-            with contextlib.suppress(redis.RedisError):
-                self.redis.delete(self.keys.drain_flag(shard))
-
-    def _remember_tz(self, uid: str, tz: str) -> None:
-        with self._tz_lock:
-            if tz == "UTC":
-                self._tz.pop(uid, None)
-                return
-            if len(self._tz) >= _TZ_CACHE_SIZE:
-                self._tz.clear()
-            self._tz[uid] = tz
 
 
 def _rewards(packed: str) -> tuple[Reward, ...]:
@@ -598,7 +369,7 @@ def _record(reply: list[Any]) -> tuple[str, str, str, str, list[str]]:
 
 def _raised_flag(reply: list[Any]) -> bool:
     """Whether an applied award raised its shard's drain flag (its caller then queues the
-    shard's drain job; see :mod:`engine.outbox`)."""
+    shard's drain job; see :mod:`engine.storage.outbox`)."""
     return len(reply) > 2 and reply[2] == 1
 
 

@@ -17,11 +17,11 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidPaging, NotRanked
-from .keys import Keys
-from .results import LeaderboardEntry, Page, RankInfo
-from .scripts import run_calls, scripts
-from .validation import user_id as check_user_id
+from engine.commands.scripts import run_calls, scripts
+from engine.domain.errors import InvalidPaging, NotRanked
+from engine.domain.keys import Keys
+from engine.domain.results import LeaderboardEntry, Page, RankInfo
+from engine.domain.validation import user_id as check_user_id
 
 MAX_LIMIT = 1000
 MAX_AROUND = 100

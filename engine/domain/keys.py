@@ -33,7 +33,7 @@ from __future__ import annotations
 from binascii import crc32
 from dataclasses import dataclass
 
-from .rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE
+from engine.domain.rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ class Keys:
         return f"{self.tag(shard)}:outbox:dead"
 
     def board(self, shard: int, board_id: str) -> str:
-        """A leaderboard key; ``board_id`` from :mod:`engine.periods` (``all``, ``day:...``)."""
+        """A leaderboard key; ``board_id`` from :mod:`~engine.domain.periods` (``all``, ...)."""
         return f"{self.tag(shard)}:lb:{board_id}"
 
     def boards(self, board_id: str) -> list[str]:

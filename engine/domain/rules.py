@@ -4,7 +4,7 @@ The defaults are the seed design's (see DESIGN.md). A TOML rules file (``SCORING
 override any section; a section given in the file replaces that section's defaults, except
 ``[activity_types.*]``, where each named type is merged over its default (so a file can change
 one type's cap without restating the other ten) and new types may be added. An invalid file fails
-at start-up with a :class:`~engine.errors.ConfigError` naming the field.
+at start-up with a :class:`~engine.domain.errors.ConfigError` naming the field.
 
 Tier and level are pure functions of total points. The award script computes them from the
 thresholds this module hands it, so the rules live here and only here.
@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
-from .errors import ConfigError
+from engine.domain.errors import ConfigError
 
 TypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,29}$")]
 
@@ -89,6 +89,14 @@ DEFAULT_WEEKLY_GOALS: dict[str, tuple[GoalKind, str | None, int, str]] = {
     "create_projects": ("count", "project_create", 2, "Create 2 projects"),
     "earn_points": ("points", None, 1000, "Earn 1000 points"),
     "active_days": ("active_days", None, 5, "Be active on 5 days"),
+}
+
+#: The lifetime counters a user's state shows (``lifetime_<name>``): name -> the activity type
+#: whose awards it counts. The seed's three.
+DEFAULT_LIFETIME: dict[str, str] = {
+    "quizzes_completed": "quiz_complete",
+    "projects_created": "project_create",
+    "comments_posted": "comment",
 }
 
 #: The activity types of the rewards the engine itself awards.
@@ -198,9 +206,16 @@ class Rules(_Strict):
     weekly_goals: dict[TypeName, WeeklyGoal] = Field(default_factory=lambda: _default_goals())
     retention: Retention = Field(default_factory=Retention)
     idempotency: Idempotency = Field(default_factory=Idempotency)
+    #: ``lifetime_<name>`` counters of a user's state: name -> activity type counted
+    lifetime: dict[TypeName, TypeName] = Field(default_factory=lambda: dict(DEFAULT_LIFETIME))
 
     @model_validator(mode="after")
     def _known_references(self) -> Rules:
+        for name, activity_type in self.lifetime.items():
+            if activity_type not in self.activity_types:
+                raise ValueError(
+                    f"lifetime counter {name!r} counts unknown activity type {activity_type!r}"
+                )
         for name in (GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE):
             if name not in self.activity_types:
                 raise ValueError(f"activity type {name!r} is required (the engine awards it)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from engine.models import Base
+from engine.storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata

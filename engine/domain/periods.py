@@ -21,8 +21,8 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import InvalidTimestamp, UnknownBoard, UnknownTimeZone
-from .rules import Rules
+from engine.domain.errors import InvalidTimestamp, UnknownBoard, UnknownTimeZone
+from engine.domain.rules import Rules
 
 WINDOWS = ("day", "week", "month")
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -168,3 +168,8 @@ def board_id(board: str, *, period: str | None, now: datetime, rules: Rules) -> 
         f"unknown board {board!r}; use all_time, month, week, day or type:<activity_type>",
         field="board",
     )
+
+
+def week_of(day: int) -> int:
+    """The week number (Monday first) of day number ``day``; week n starts on day 7n - 3."""
+    return (day + 3) // 7

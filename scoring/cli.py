@@ -18,20 +18,19 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError as SettingsError
 from sqlalchemy.exc import SQLAlchemyError
 
-from .embedded import release_embedded, state_redis_url
-from .errors import ScoringError
-from .rules import load_rules
-from .settings import Settings
-from .store import SqlStore
+from engine.domain.errors import ScoringError
+from engine.domain.rules import load_rules
+from engine.runtime.embedded import release_embedded, state_redis_url
+from engine.runtime.settings import Settings
+from engine.storage.store import SqlStore
 
 #: The demo's default pace (awards per second).
 DEMO_RATE = 10.0
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from scoring.demo import check_demo, run_demo
     from workers.jobs import context, sql_store
-
-    from .demo import check_demo, run_demo
 
     check_demo(rate=args.rate, users=args.users, awards=args.awards)
     engine, drainer = context()
@@ -137,9 +136,8 @@ def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.services.recovery import print_progress, rebuild
     from workers.jobs import context, sql_store
-
-    from .recovery import print_progress, rebuild
 
     engine, _ = context()
     if _drain_all(settings):
@@ -152,9 +150,8 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.services.recovery import reconcile
     from workers.jobs import context, sql_store
-
-    from .recovery import reconcile
 
     engine, _ = context()
     if not args.no_drain:
@@ -188,9 +185,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from scoring.up import Child, Supervisor, port_free, wait_healthy
     from workers.jobs import context
-
-    from .up import Child, Supervisor, port_free, wait_healthy
 
     if not port_free(args.host, args.port):
         print(f"scoring up: {args.host}:{args.port} is in use; choose another with --port",
@@ -201,7 +197,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     # until the others have stopped; either way it fails here on bad settings or no Redis
     engine, _ = context()
     engine.redis.ping()
-    me = [sys.executable, "-m", "engine.cli"]
+    me = [sys.executable, "-m", "scoring.cli"]
     children = [
         Child("api", [*me, "serve", "--host", args.host, "--port", str(args.port),
                       "--log-level", args.log_level]),

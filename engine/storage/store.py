@@ -30,7 +30,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from .models import (
+from engine.domain.results import Activity, LeaderboardEntry, Quest
+from engine.storage.models import (
     Base,
     LeaderboardArchive,
     LeaderboardPeriod,
@@ -40,7 +41,6 @@ from .models import (
     UserSideQuest,
     WeeklyGoal,
 )
-from .results import Activity, LeaderboardEntry, Quest
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _STATE_COLUMNS = ("total_points", "tier", "level", "current_streak_days", "longest_streak_days",
@@ -163,7 +163,7 @@ class SqlStore:
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> SqlStore:
-        from .settings import get_settings
+        from engine.runtime.settings import get_settings
 
         return cls((settings or get_settings()).sql_url())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from .errors import (
+from engine.domain.errors import (
     InvalidAmount,
     InvalidDescription,
     InvalidIdempotencyKey,
@@ -18,7 +18,7 @@ from .errors import (
     InvalidUserId,
     UnknownActivityType,
 )
-from .rules import ActivityType, Rules
+from engine.domain.rules import ActivityType, Rules
 
 MAX_USER_ID_BYTES = 128
 MAX_DESCRIPTION = 255

@@ -19,6 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ResponseError
+
+#: The consumer group of every outbox stream: the drain's (entries it acknowledged are in SQL).
+GROUP = "sql"
+#: On Redis < 7 (no ``lag`` in XINFO GROUPS) entries never read are counted up to this many.
+LAG_COUNT_LIMIT = 10_000
 #: Seconds the drain flag lives if no drain job lowers it (an award raises it for this long).
 FLAG_TTL = 15
 #: Import path of the job RQ runs; a string, so the engine does not import the workers.
@@ -52,3 +58,31 @@ class DrainQueue:
             result_ttl=300,
             failure_ttl=86400,
         )
+
+
+def ensure_group(client: Any, outbox: str) -> None:
+    """Create the outbox stream's consumer group (and the stream) unless it exists."""
+    try:
+        client.xgroup_create(outbox, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def backlog(client: Any, outbox: str) -> int:
+    """Entries of an outbox not yet acknowledged by the drain (pending or never read). On
+    Redis < 7 (the embedded server is 6.2) entries never read count up to
+    :data:`LAG_COUNT_LIMIT` at most."""
+    ensure_group(client, outbox)
+    info = next(g for g in client.xinfo_groups(outbox) if g["name"] == GROUP)
+    lag = info.get("lag")
+    if lag is None:  # Redis < 7 reports no lag: count what follows the last delivered entry
+        start = next_id(info["last-delivered-id"])
+        lag = len(client.xrange(outbox, start, "+", count=LAG_COUNT_LIMIT))
+    return int(info["pending"]) + int(lag)
+
+
+def next_id(entry_id: str) -> str:
+    """The stream entry id right after ``entry_id``."""
+    ms, seq = entry_id.split("-")
+    return f"{ms}-{int(seq) + 1}"

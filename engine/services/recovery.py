@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .periods import WindowBoard, lifetimes, local_day, window_boards
-from .store import SqlStore
+from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
+from engine.storage.store import SqlStore
 
 _CHUNK_USERS = 2000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from .periods import day_to_date
-from .rules import Rules
+from engine.domain.periods import day_to_date
+from engine.domain.rules import Rules
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import ScoringError, ValidationError
-from .service import AwardRequest, ScoringEngine
+from engine.domain.errors import ScoringError, ValidationError
+from engine.services.facade import AwardRequest, ScoringEngine
 
 #: (activity type, weight): what people do most.
 MIX = [("quiz_complete", 30), ("comment", 30), ("reaction", 15), ("project_update", 10),

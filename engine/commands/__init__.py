@@ -1,0 +1,1 @@
+"""The Redis commands: the script registry and one module per Lua command."""

@@ -1,0 +1,159 @@
+"""The one exception hierarchy of the engine.
+
+Every error the engine raises on purpose is a :class:`ScoringError`. Each class carries a stable
+machine-readable ``code`` (used by the HTTP API) and, for input errors, the ``field`` at fault.
+Input errors are raised before anything is written.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ScoringError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+    code = "scoring_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        """The error as the API's ``{"code", "message", "field"?}`` object."""
+        out = {"code": self.code, "message": self.message}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class ConfigError(ScoringError):
+    """Settings or the rules file are invalid; raised at start-up."""
+
+    code = "config_error"
+
+
+class ValidationError(ScoringError):
+    """An argument is invalid; nothing was written."""
+
+    code = "invalid_input"
+
+
+class InvalidUserId(ValidationError):
+    code = "invalid_user_id"
+
+
+class InvalidAmount(ValidationError):
+    code = "invalid_amount"
+
+
+class UnknownActivityType(ValidationError):
+    code = "unknown_activity_type"
+
+
+class InvalidDescription(ValidationError):
+    code = "invalid_description"
+
+
+class UnknownTimeZone(ValidationError):
+    code = "unknown_time_zone"
+
+
+class InvalidTimestamp(ValidationError):
+    code = "invalid_timestamp"
+
+
+class InvalidIdempotencyKey(ValidationError):
+    code = "invalid_idempotency_key"
+
+
+class InvalidProfile(ValidationError):
+    code = "invalid_profile"
+
+
+class UnknownBoard(ValidationError):
+    code = "unknown_board"
+
+
+class InvalidPaging(ValidationError):
+    code = "invalid_paging"
+
+
+class IdempotencyConflict(ScoringError):
+    """An idempotency key was reused with a different request."""
+
+    code = "idempotency_conflict"
+
+
+class NotFound(ScoringError):
+    """The thing asked about does not exist."""
+
+    code = "not_found"
+
+
+class UnknownQuest(NotFound):
+    code = "unknown_quest"
+
+
+class UnknownGoal(NotFound):
+    code = "unknown_goal"
+
+
+class QuestStateError(ScoringError):
+    """The quest cannot do what was asked in its current state; nothing was written."""
+
+    code = "quest_state"
+
+
+class QuestInactive(QuestStateError):
+    code = "quest_inactive"
+
+
+class QuestNotOpen(QuestStateError):
+    """The quest has not begun yet or has ended."""
+
+    code = "quest_not_open"
+
+
+class QuestAlreadyStarted(QuestStateError):
+    code = "quest_already_started"
+
+
+class QuestAlreadyCompleted(QuestStateError):
+    code = "quest_already_completed"
+
+
+class QuestNotStarted(QuestStateError):
+    code = "quest_not_started"
+
+
+class NotRanked(ScoringError):
+    """The user has no score on the board asked about."""
+
+    code = "not_ranked"
+
+
+class ScriptError(ScoringError):
+    """A script answered with a code the engine does not know (a programming error)."""
+
+    code = "script_error"
+
+
+class ScriptCode(IntEnum):
+    """Expected outcomes returned by the Lua scripts as their first reply element."""
+
+    OK = 0
+    DUPLICATE = -1
+    TZ_MISMATCH = -2
+    QUEST_STARTED = -3
+    QUEST_COMPLETED = -4
+    QUEST_NOT_STARTED = -5
+
+
+def check_code(code: int) -> ScriptCode:
+    """Map a script's reply code to :class:`ScriptCode`, with an explicit unknown branch."""
+    try:
+        return ScriptCode(int(code))
+    except (ValueError, TypeError):
+        raise ScriptError(f"script returned unknown code {code!r}") from None

@@ -1,0 +1,1 @@
+"""How the engine runs: its settings, the embedded Redis and the testing mode."""

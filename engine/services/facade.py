@@ -1,0 +1,206 @@
+"""The facade applications use: :class:`ScoringEngine`, one object over the engine's services.
+
+Each service is an object of its own, given the engine's :class:`~engine.services.context.Context`
+(its Redis client, keys, rules, clock, SQL store and drain queue):
+
+==================  ===================================================================
+``awards``          awards, single, batched and awaited (``lua/award.lua``)
+``users``           a user's state and profile
+``boards``          leaderboard reads and the live dashboard view
+``archives``        ended periods' standings in SQL
+``goals``           weekly goals
+``side_quests``     the side quest catalog and users' quests (``lua/quest.lua``)
+``streaks``         the daily streak bonus job
+``stats``           queries over the SQL audit trail
+==================  ===================================================================
+
+The facade's methods are the services' own (``engine.award is engine.awards.award``), so each
+is defined, documented and typed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from engine.domain.keys import Keys
+from engine.domain.rules import Rules, load_rules
+from engine.runtime.embedded import state_redis_url
+from engine.runtime.settings import Settings, get_settings
+from engine.services.archives import Archives
+from engine.services.awards import AwardRequest, Awards
+from engine.services.boards import Boards
+from engine.services.context import Context
+from engine.services.goals import Goals
+from engine.services.quests import Quests
+from engine.services.stats import Stats
+from engine.services.streaks import Streaks
+from engine.services.users import Users
+from engine.storage.outbox import DrainQueue
+from engine.storage.store import SqlStore
+
+__all__ = ["AwardRequest", "ScoringEngine"]
+
+
+class ScoringEngine:
+    """Awards points and answers reads. Thread-safe; share one per process.
+
+    Args:
+        client: a redis-py client created with ``decode_responses=True``.
+        rules: the scoring rules (defaults: the seed's).
+        shards: number of user shards K; every read merges them.
+        key_prefix: prefix of every key.
+        clock: returns the current aware UTC time (tests pass their own).
+        drain_queue: where to request a drain of a shard's outbox when an award raises its
+            drain flag (see :mod:`engine.storage.outbox`); None leaves draining to the periodic
+            sweep and ``scoring worker --burst``.
+        store: the SQL audit trail, for the queries over it (recent activities, stats).
+        async_client: makes an asyncio client (``redis.asyncio``) of the same Redis, for
+            :meth:`award_async`; called once per event loop (a client belongs to the loop that
+            made it). :meth:`from_url` supplies one; without it :meth:`award_async` runs
+            :meth:`award` in a worker thread.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        rules: Rules | None = None,
+        shards: int = 1,
+        key_prefix: str = "scoring",
+        clock: Callable[[], datetime] | None = None,
+        drain_queue: DrainQueue | None = None,
+        store: SqlStore | None = None,
+        async_client: Callable[[], Any] | None = None,
+    ) -> None:
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self.ctx = ctx = Context(
+            redis=client,
+            keys=Keys(prefix=key_prefix, shards=shards),
+            rules=rules or load_rules(),
+            clock=clock or (lambda: datetime.now(UTC)),
+            store=store,
+            drain_queue=drain_queue,
+        )
+        self.awards = Awards(ctx, async_client)
+        self.users = Users(ctx)
+        self.boards = Boards(ctx)
+        self.archives = Archives(ctx, self.boards)
+        self.goals = Goals(ctx)
+        self.side_quests = Quests(ctx)
+        self.streaks = Streaks(ctx, self.awards)
+        self.stats = Stats(ctx)
+
+        # the documented methods, each its service's own
+        self.award = self.awards.award
+        self.award_async = self.awards.award_async
+        self.award_many = self.awards.award_many
+        self.status = self.users.status
+        self.set_profile = self.users.set_profile
+        self.leaderboard = self.boards.leaderboard
+        self.live_board = self.boards.live_board
+        self.archive_ended_periods = self.archives.archive_ended_periods
+        self.archive_period = self.archives.archive_period
+        self.archived_top = self.archives.archived_top
+        self.archived_rank = self.archives.archived_rank
+        self.weekly_goals = self.goals.weekly_goals
+        self.weekly_goal = self.goals.weekly_goal
+        self.goal_week = self.goals.goal_week
+        self.create_weekly_goals = self.goals.create_weekly_goals
+        self.create_quest = self.side_quests.create_quest
+        self.update_quest = self.side_quests.update_quest
+        self.quest = self.side_quests.quest
+        self.quests = self.side_quests.quests
+        self.start_quest = self.side_quests.start_quest
+        self.advance_quest = self.side_quests.advance_quest
+        self.complete_quest = self.side_quests.complete_quest
+        self.user_quests = self.side_quests.user_quests
+        self.streak_bonuses = self.streaks.streak_bonuses
+        self.recent_activities = self.stats.recent_activities
+        self.points_by_type = self.stats.points_by_type
+        self.points_awarded_today = self.stats.points_awarded_today
+        self.tier_distribution = self.stats.tier_distribution
+        self.most_active_users = self.stats.most_active_users
+        self.queue_drain = ctx.queue_drain
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, redis_url: str, **kwargs: Any) -> ScoringEngine:
+        """An engine over the Redis at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        from redis import asyncio as aioredis
+
+        kwargs.setdefault(
+            "async_client", lambda: aioredis.Redis.from_url(redis_url, decode_responses=True)
+        )
+        return cls(redis.Redis.from_url(redis_url, decode_responses=True), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> ScoringEngine:
+        """An engine configured by :class:`~engine.runtime.settings.Settings` (the environment).
+
+        With no ``REDIS_URL``, starts (or joins) the embedded Redis under the data directory.
+        """
+        settings = settings or get_settings()
+        url = state_redis_url(settings)
+        kwargs.setdefault("rules", load_rules(settings.rules_path))
+        kwargs.setdefault("shards", settings.shards)
+        kwargs.setdefault("key_prefix", settings.key_prefix)
+        if "drain_queue" not in kwargs:
+            kwargs["drain_queue"] = DrainQueue.from_url(
+                settings.rq_redis_url or url, name=settings.queue_name
+            )
+        if "store" not in kwargs:
+            kwargs["store"] = SqlStore.from_settings(settings)
+        return cls.from_url(url, **kwargs)
+
+    # -- what the services share ----------------------------------------------------------
+
+    @property
+    def redis(self) -> Any:
+        """The Redis client (a redis-py client made with ``decode_responses=True``)."""
+        return self.ctx.redis
+
+    @redis.setter
+    def redis(self, client: Any) -> None:
+        self.ctx.redis = client
+
+    @property
+    def keys(self) -> Keys:
+        return self.ctx.keys
+
+    @property
+    def rules(self) -> Rules:
+        return self.ctx.rules
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.ctx.clock
+
+    @property
+    def store(self) -> SqlStore | None:
+        return self.ctx.store
+
+    @property
+    def drain_queue(self) -> DrainQueue | None:
+        return self.ctx.drain_queue
+
+    # -- connections ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this engine's connections: Redis, the drain queue's Redis and SQL (a later
+        call opens them again)."""
+        self.redis.connection_pool.disconnect()
+        connection = getattr(getattr(self.drain_queue, "queue", None), "connection", None)
+        if connection is not None:
+            connection.connection_pool.disconnect()
+        if self.store is not None:
+            self.store.engine.dispose()
+
+    async def aclose(self) -> None:
+        """Close the running event loop's asyncio client, if one was made."""
+        await self.awards.aclose()

@@ -1,0 +1,69 @@
+"""A user's state and profile (the user hash, ``lua/set_profile.lua``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.commands.scripts import scripts
+from engine.domain import validation
+from engine.domain.periods import zone
+from engine.domain.results import UserState
+from engine.services.context import Context
+from engine.storage.outbox import FLAG_TTL
+
+#: "leave as is", for a profile field not given.
+UNSET: Any = object()
+
+
+class Users:
+    """Reads a user's state and sets a user's profile."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def status(self, user_id: str) -> UserState:
+        """The user's current state (a user never awarded has zero points, tier one, level 1)."""
+        uid = validation.user_id(user_id)
+        h = self.ctx.redis.hgetall(self.ctx.keys.user(uid))
+        self.ctx.zones.remember(uid, h.get("tz", "UTC"))
+        return self.ctx.state(uid, h)
+
+    def set_profile(
+        self,
+        user_id: str,
+        *,
+        username: str | None = UNSET,
+        display_name: str | None = UNSET,
+        time_zone: str | None = UNSET,
+    ) -> UserState:
+        """Set a user's username, display name and IANA time zone (omitted: left as is;
+        None: cleared). The zone decides which calendar day an activity counts for."""
+        ctx = self.ctx
+        uid = validation.user_id(user_id)
+        fields: dict[str, str] = {}
+        clear: list[str] = []
+        for name, value, limit in (
+            ("username", username, validation.MAX_USERNAME),
+            ("display_name", display_name, validation.MAX_DISPLAY_NAME),
+        ):
+            if value is None:
+                clear.append(name)
+            elif value is not UNSET:
+                fields[name] = validation.profile_text(value, field=name, limit=limit)
+        if time_zone is None:
+            clear.append("tz")
+        elif time_zone is not UNSET:
+            zone(time_zone)
+            fields["tz"] = time_zone
+        shard = ctx.keys.shard_of(uid)
+        args: list[Any] = [uid, int(ctx.clock().timestamp() * 1000), FLAG_TTL, len(fields)]
+        for k, v in fields.items():
+            args += [k, v]
+        args += clear
+        keys = [ctx.keys.user(uid, shard), ctx.keys.outbox(shard), ctx.keys.drain_flag(shard)]
+        flag, flat = scripts["set_profile"](ctx.redis, keys, args)
+        if flag == 1:
+            ctx.queue_drain(shard)
+        h = dict(zip(flat[::2], flat[1::2]))
+        ctx.zones.remember(uid, h.get("tz", "UTC"))
+        return ctx.state(uid, h)

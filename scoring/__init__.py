@@ -1,0 +1,1 @@
+"""Entry points: the ``scoring`` command line, ``scoring up`` and the demo."""
