@@ -14,8 +14,8 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``stats``           queries over the SQL audit trail
 ==================  ===================================================================
 
-The facade's methods are the services' own (``engine.award is engine.awards.award``), so each
-is defined, documented and typed once.
+The facade's methods are the services' own bound methods (``engine.award`` is
+``engine.awards.award``), so each is defined, documented and typed once.
 """
 
 from __future__ import annotations
