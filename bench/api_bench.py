@@ -39,62 +39,59 @@ Without ``wrk`` on PATH, every row says how to install it.
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
-import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from bench.award_bench import (
+from bench.bare_app import KEY as BARE_KEY
+from bench.harness import (
+    API_KEY,
+    CONNECTIONS,
+    PYTHON,
+    WARMUP,
+    WORKERS,
+    WRK_MISSING,
+    WRK_THREADS,
+    CpuMeter,
+    Load,
     Row,
+    Server,
     command_stats,
     connect,
+    db_upgrade,
+    free_port,
     fresh_db,
     log,
+    parser,
+    redis_pid,
     redis_url,
     render,
     reset_stats,
+    run_wrk,
+    running,
+    scoring_server,
+    server_env,
+    summary,
     verdict,
 )
-from bench.bare_app import KEY as BARE_KEY
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-
-WORKERS = 2
-WRK_THREADS = 1
-CONNECTIONS = 50
 LOW_CONNECTIONS = 2
 BATCH_CONNECTIONS = 8
 BATCH = 500
 BATCH_BODIES = 16
 USERS = 10_000
-WARMUP = 2.0
-API_KEY = "bench-key-0123456789abcdef"
-API_KEYS = f"bench:{API_KEY}:award+read"
-QUEUE = "scoring-bench"
 
 AWARD_VS_BARE = 0.80
 AWARD_P99_MS = 10.0
 BATCH_TARGET = 30_000
-
-START_TIMEOUT = 60.0  # seconds a server may take to answer /healthz with all its workers
-STOP_TIMEOUT = 15.0
-WRK_MISSING = "skipped: install wrk (apt-get install wrk)"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- wrk scripts -------------------------------------------------------------------------------
@@ -190,177 +187,7 @@ def write_scripts(folder: Path) -> dict[str, Path]:
     return paths
 
 
-# -- processes and their CPU -------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a live process, from /proc; None if it is not visible."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (uvicorn's workers and multiprocessing's helpers)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        out += children
-        todo += children
-    return out
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_pid(r: redis.Redis) -> int | None:
-    """The Redis server's pid if it runs on this machine where /proc shows it."""
-    try:
-        pid = int(r.info("server")["process_id"])
-        return pid if Path(f"/proc/{pid}/comm").read_text().startswith("redis") else None
-    except (OSError, KeyError, ValueError, redis.RedisError):
-        return None
-
-
-class Server:
-    """One uvicorn server, started in a session of its own so that it can be stopped whole."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log_path: Path):
-        self.name, self.argv, self.env, self.port, self.log_path = name, argv, env, port, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}): {self.tail()}")
-            if len(self.workers()) >= WORKERS and self._healthy():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not answer /healthz in {START_TIMEOUT:g} s")
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def workers(self) -> list[int]:
-        assert self.proc is not None
-        return [p for p in descendants(self.proc.pid) if "spawn_main" in cmdline(p)]
-
-    def pids(self) -> list[int]:
-        assert self.proc is not None
-        return [self.proc.pid, *descendants(self.proc.pid)]
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # our own session: the server and workers
-            self.proc.wait()
-
-
-@contextmanager
-def running(server: Server) -> Iterator[Server]:
-    try:
-        log(f"starting {server.name} on {server.url}")
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 # -- wrk ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Load:
-    """One wrk measure: what it did and what it cost whom."""
-
-    name: str
-    connections: int
-    requests: int = 0
-    seconds: float = 0.0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
-    non2xx: int = 0
-    socket_errors: int = 0
-    bad: int = 0  # responses the script's response() refused (batch: not 200 or items refused)
-    cpu: dict[str, float | None] = field(default_factory=dict)  # who: % of one core
-    worker_cpu: list[float] = field(default_factory=list)  # each uvicorn worker: % of one core
-    script_calls: int = 0  # EVALSHA calls Redis counted during the timed run
-    script_usec: int = 0  # and their Redis-side time
-    failed: str | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    @property
-    def errors(self) -> int:
-        return self.non2xx + self.socket_errors
-
-
-def children_cpu(usage: resource.struct_rusage) -> float:
-    return usage.ru_utime + usage.ru_stime
-
-
-BENCH_LINE = re.compile(r"^BENCH (.*)$", re.M)
-
-
-def run_wrk(script: Path, url: str, connections: int, seconds: float) -> dict[str, int]:
-    """One wrk run; the figures its done() printed."""
-    argv = [
-        "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
-        "--latency", "-s", str(script), url,
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    match = BENCH_LINE.search(done.stdout)
-    if done.returncode or not match:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
-    return {k: int(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
 
 
 def measure_load(
@@ -378,42 +205,18 @@ def measure_load(
     try:
         log(f"{name}: {connections} connections, {WARMUP:g} s warm-up + {seconds:g} s")
         run_wrk(script, server.url, connections, WARMUP)
-        pids, workers = server.pids(), server.workers()
-        before_workers = [cpu_seconds(p) or 0.0 for p in workers]
-        before_server = sum(c or 0.0 for c in map(cpu_seconds, pids))
-        before_redis = cpu_seconds(rpid) if rpid else None
-        before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
+        meter = CpuMeter(server, rpid)
         reset_stats(r)
-        started = time.perf_counter()
+        meter.start()
         figures = run_wrk(script, server.url, connections, seconds)
-        wall = time.perf_counter() - started
-        after_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
-        after_redis = cpu_seconds(rpid) if rpid else None
-        after_server = sum(c or 0.0 for c in map(cpu_seconds, pids))
-        after_workers = [cpu_seconds(p) or 0.0 for p in workers]
+        meter.stop()
         load.script_calls, load.script_usec = command_stats(r).get("evalsha", (0, 0))
     except (RuntimeError, OSError, subprocess.TimeoutExpired, redis.RedisError) as exc:
         load.failed = f"failed: {exc}"[:200]
         return load
-    load.requests = figures["requests"]
-    load.seconds = figures["duration_us"] / 1e6
-    load.p50_ms = figures["p50_us"] / 1000
-    load.p99_ms = figures["p99_us"] / 1000
-    load.max_ms = figures["max_us"] / 1000
-    load.non2xx = figures["non2xx"]
-    load.socket_errors = sum(figures[k] for k in ("connect", "read", "write", "timeout"))
+    load.take(figures)
     load.bad = figures["bad"]
-    wrk_cpu = children_cpu(after_wrk) - children_cpu(before_wrk)
-    load.cpu = {
-        "server": 100 * (after_server - before_server) / wall,
-        "redis": (
-            100 * (after_redis - before_redis) / wall
-            if after_redis is not None and before_redis is not None
-            else None
-        ),
-        "wrk": 100 * wrk_cpu / wall,
-    }
-    load.worker_cpu = [100 * (a - b) / wall for a, b in zip(after_workers, before_workers)]
+    meter.into(load)
     return load
 
 
@@ -430,23 +233,6 @@ class Results:
     batch: Load
 
 
-def server_env(url: str, tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("SCORING_RULES", "SCORING_KEY_PREFIX", "SCORING_JWT_SECRET"):
-        env.pop(name, None)  # the default rules and keys: what the workload assumes
-    env.update(
-        REDIS_URL=url,
-        RQ_REDIS_URL=url,
-        SCORING_QUEUE=QUEUE,
-        SCORING_SHARDS="1",
-        DATABASE_URL=f"sqlite:///{tmp / 'scoring.db'}",
-        SCORING_DATA_DIR=str(tmp),
-        SCORING_API_KEYS=API_KEYS,
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
-    )
-    return env
-
-
 #: (measure name, wrk script, connections), in the order they run against the real server.
 API_LOADS = (
     ("award", "award", CONNECTIONS),
@@ -454,29 +240,6 @@ API_LOADS = (
     ("leaderboard", "leaderboard", CONNECTIONS),
     ("batch", "batch", BATCH_CONNECTIONS),
 )
-
-
-def db_upgrade(env: dict[str, str]) -> str | None:
-    """``scoring db upgrade`` in the servers' environment; why it failed, or None."""
-    log("scoring db upgrade (SQLite in a temporary folder)")
-    upgrade = subprocess.run(
-        [PYTHON, "-m", "scoring.cli", "db", "upgrade"], env=env, cwd=ROOT,
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if upgrade.returncode:
-        return f"failed: scoring db upgrade: {upgrade.stderr.strip()}"[:200]
-    return None
-
-
-def scoring_server(env: dict[str, str], tmp: Path) -> Server:
-    """``scoring serve`` with the benchmarks' workers, on a free port, logging to ``tmp``."""
-    port = free_port()
-    return Server(
-        "scoring serve",
-        [PYTHON, "-m", "scoring.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(WORKERS), "--log-level", "warning"],
-        env, port, tmp / "serve.log",
-    )  # fmt: skip
 
 
 def serve_and_measure(
@@ -685,11 +448,7 @@ def skipped_rows() -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.api_bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="3 s per measure, for a smoke run")
-    args = parser.parse_args(argv)
+    args = parser("api_bench", __doc__, "3 s per measure, for a smoke run").parse_args(argv)
     seconds = 3.0 if args.quick else 10.0
     started = time.perf_counter()
     if shutil.which("wrk") is None:
@@ -698,9 +457,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = rows_for(measure(seconds))
     print(render(rows))
     print(
-        f"\n{'quick' if args.quick else 'full'} run, {os.cpu_count()} cores, {redis_url()}, "
-        f"{WORKERS} uvicorn workers, wrk -t{WRK_THREADS}, {seconds:g} s per measure after "
-        f"{WARMUP:g} s warm-up, {time.perf_counter() - started:.0f} s"
+        summary(
+            args.quick,
+            started,
+            redis_url(),
+            f"{WORKERS} uvicorn workers, wrk -t{WRK_THREADS}",
+            f"{seconds:g} s per measure after {WARMUP:g} s warm-up",
+        )
     )
     return 0
 

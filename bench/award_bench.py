@@ -26,12 +26,9 @@ three times; the last row names any phase that stayed mixed.
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import multiprocessing as mp
-import os
 import random
-import statistics
 import sys
 import threading
 import time
@@ -43,13 +40,25 @@ from typing import Any, TypeVar
 
 import redis
 
+from bench.harness import (
+    Row,
+    Skipped,
+    command_stats,
+    connect,
+    fresh_db,
+    log,
+    parser,
+    redis_url,
+    render,
+    reset_stats,
+    summary,
+    timed_calls,
+    verdict,
+)
 from engine import AwardRequest, ScoringEngine
 from engine.domain.rules import Rules, load_rules
 
 T = TypeVar("T")
-
-DEFAULT_URL = "redis://127.0.0.1:6379/12"
-MARKER_KEY = "scoring:bench-db"  # a bench-only key, outside the engine's namespace of shards
 
 #: Relative frequency of each activity type in the synthetic workload (default amounts).
 ACTIVITY_MIX = {
@@ -65,7 +74,6 @@ AWARD_TARGET_VS_SEED = 15.0
 SCRIPT_TARGET_VS_BARE = 3.0
 READ_TARGET_US = 1000.0
 READ_COMMANDS = ("zrange", "zcount", "zrank", "zscore", "zcard", "zrevrangebyscore", "evalsha")
-IGNORED_COMMANDS = ("info", "config|resetstat", "config|get", "ping", "select", "client|setinfo")
 ATTEMPTS = 3
 CLIENT_TIMEOUT = 300  # seconds a client process may take to start or to finish
 
@@ -88,14 +96,6 @@ class Sizes:
 
 FULL = Sizes(10_000, 20_000, 100_000, 200_000, 10.0, 1_000_000, 2_000)
 QUICK = Sizes(1_000, 2_000, 10_000, 20_000, 2.0, 100_000, 300)
-
-
-@dataclass
-class Row:
-    measure: str
-    value: str
-    target: str = ""
-    result: str = ""
 
 
 @dataclass
@@ -122,40 +122,7 @@ class Phase:
         return usec / (calls or 1)
 
 
-# -- Redis helpers -----------------------------------------------------------------------------
-
-
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL") or DEFAULT_URL
-
-
-def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True)
-
-
-def fresh_db(r: redis.Redis) -> None:
-    """Flush the benchmark's database, refusing one that holds anything but our own data."""
-    if r.dbsize() and not r.exists(MARKER_KEY):
-        raise SystemExit(
-            f"refusing to flush {redis_url()}: it is not empty and lacks the marker key "
-            f"{MARKER_KEY!r} (point REDIS_URL at an empty database)"
-        )
-    r.flushdb()
-    r.set(MARKER_KEY, "1")
-
-
-def reset_stats(r: redis.Redis) -> None:
-    r.config_resetstat()
-
-
-def command_stats(r: redis.Redis) -> dict[str, tuple[int, int]]:
-    """``INFO commandstats`` as {command: (calls, usec)}, without the benchmark's own probes."""
-    out = {}
-    for name, v in r.info("commandstats").items():
-        command = name.removeprefix("cmdstat_")
-        if command not in IGNORED_COMMANDS:
-            out[command] = (int(v["calls"]), int(v["usec"]))
-    return out
+# -- measured again while others were counted --------------------------------------------------
 
 
 def isolated(
@@ -206,16 +173,10 @@ def bench_award_single(r: redis.Redis, sizes: Sizes) -> Phase:
     engine = ScoringEngine(r, shards=1)
     work = workload(sizes.single_awards, sizes.users, seed=1)
     warm_up(engine)
-    latencies = []
     reset_stats(r)
-    start = time.perf_counter()
-    for uid, activity_type in work:
-        t = time.perf_counter()
-        engine.award(uid, activity_type)
-        latencies.append(time.perf_counter() - t)
-    seconds = time.perf_counter() - start
+    seconds, p50_us = timed_calls(lambda w: engine.award(*w), work)
     stats = command_stats(r)
-    return Phase(len(work), seconds, stats, p50_us=statistics.median(latencies) * 1e6)
+    return Phase(len(work), seconds, stats, p50_us=p50_us)
 
 
 # -- 2. award_many(), batches from 1..N processes ----------------------------------------------
@@ -357,10 +318,6 @@ def pg_schema_sql(rules: Rules, users: int) -> list[str]:
     ]
 
 
-class Skipped(Exception):
-    """A phase that could not run here; the message says why."""
-
-
 def pg_conninfo() -> str:
     """A conninfo that connects to the ``test`` database, as ``postgres`` or the current user."""
     import psycopg
@@ -480,12 +437,8 @@ def time_reads(
 ) -> ReadResult:
     for uid in users[:20]:
         read(uid)
-    latencies = []
     reset_stats(r)
-    for uid in users:
-        t = time.perf_counter()
-        read(uid)
-        latencies.append(time.perf_counter() - t)
+    _, p50_us = timed_calls(read, users)
     stats = command_stats(r)
     n = len(users)
     used = {c: stats[c] for c in READ_COMMANDS if c in stats}
@@ -493,7 +446,7 @@ def time_reads(
         name,
         sum(usec for _, usec in used.values()) / n,
         {c: calls / n for c, (calls, _) in used.items()},
-        statistics.median(latencies) * 1e6,
+        p50_us,
     )
 
 
@@ -537,10 +490,6 @@ def rate(x: float) -> str:
 
 def script_us(phase: Phase) -> str:
     return f"{phase.usec_per_call('evalsha'):.2f} us/call"
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def award_rows(res: Results) -> list[Row]:
@@ -642,23 +591,7 @@ def isolation_row(res: Results) -> Row:
     )
 
 
-def render(rows: list[Row]) -> str:
-    table = [("measure", "value", "target", "result")]
-    table += [(x.measure, x.value, x.target, x.result) for x in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(4)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(table[0]), rule, *(line(t) for t in table[1:])])
-
-
 # -- main --------------------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def measure(sizes: Sizes) -> Results:
@@ -694,11 +627,7 @@ def measure(sizes: Sizes) -> Results:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.award_bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    args = parser.parse_args(argv)
+    args = parser("award_bench", __doc__, "small sizes, for a smoke run").parse_args(argv)
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     res = measure(sizes)
@@ -710,10 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         isolation_row(res),
     ]
     print(render(rows))
-    print(
-        f"\n{'quick' if args.quick else 'full'} run, {os.cpu_count()} cores, {redis_url()}, "
-        f"{time.perf_counter() - started:.0f} s"
-    )
+    print(summary(args.quick, started, redis_url()))
     return 0
 
 

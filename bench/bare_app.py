@@ -15,15 +15,14 @@ for comparison: what FastAPI's thread pool costs.
 
 from __future__ import annotations
 
-import os
-
 import redis
 from fastapi import FastAPI
 from pydantic import BaseModel
 from redis import asyncio as aioredis
 
+from bench.harness import redis_url
+
 KEY = "bench:bare"
-DEFAULT_URL = "redis://127.0.0.1:6379/12"
 
 
 class BareOut(BaseModel):
@@ -32,7 +31,7 @@ class BareOut(BaseModel):
 
 
 def create_app() -> FastAPI:
-    url = os.environ.get("REDIS_URL") or DEFAULT_URL
+    url = redis_url()
     clients: list[aioredis.Redis] = []  # made in the worker's event loop, on first request
 
     app = FastAPI(title="bare", docs_url=None, redoc_url=None, openapi_url=None)

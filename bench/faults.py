@@ -36,14 +36,12 @@ scenario gives each expectation's PASS or FAIL; the harness never exits non-zero
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import http.client
 import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -61,17 +59,24 @@ from typing import Any, BinaryIO
 import psycopg
 import redis
 
-from bench.api_bench import (
+from bench.harness import (
     API_KEY,
     PYTHON,
     ROOT,
+    Proc,
+    RedisServer,
+    Row,
     Server,
     db_upgrade,
     free_port,
+    log,
+    render,
     scoring_server,
     server_env,
+    summary,
+    wait_until,
 )
-from bench.award_bench import Row, log, render
+from bench.harness import parser as harness_parser
 from engine import AwardRequest, ScoringEngine
 from engine.domain.keys import Keys
 from engine.storage.outbox import DrainQueue
@@ -202,106 +207,6 @@ def mb(x: float) -> str:
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-class Proc:
-    """A child process in a session of its own, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait(self, timeout: float) -> int | None:
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self) -> None:
-        """SIGKILL to the process itself (not its session)."""
-        if self.alive:
-            os.kill(self.pid, signal.SIGKILL)
-            self.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if not self.alive:
-            return
-        assert self.proc is not None
-        self.proc.terminate()
-        if self.wait(timeout) is None:
-            os.killpg(self.pid, signal.SIGKILL)  # our own session
-            self.wait(10)
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-class RedisServer:
-    """A private redis-server with AOF on, in ``folder``; restartable on the same port and file."""
-
-    def __init__(self, folder: Path, appendfsync: str = "always") -> None:
-        self.folder, self.port = folder, free_port()
-        self.conf = folder / "redis.conf"
-        self.conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {folder}\nappendonly yes\n"
-            f'appendfsync {appendfsync}\nsave ""\nlogfile {folder / "redis.log"}\n'
-        )
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = Proc("redis", [binary, str(self.conf)], dict(os.environ), folder / "out.log")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self, **options: object) -> redis.Redis:
-        options.setdefault("decode_responses", True)
-        options.setdefault("socket_timeout", 5)
-        return redis.Redis(port=self.port, **options)  # type: ignore[arg-type]
-
-    def start(self, timeout: float = 60.0) -> float:
-        """Start it (loading the AOF); the seconds until it answered PING."""
-        started = time.monotonic()
-        self.proc.start()
-        probe = self.client(socket_timeout=1, socket_connect_timeout=1)
-        while time.monotonic() - started < timeout:
-            if not self.proc.alive:
-                raise RuntimeError(f"redis-server exited: {self.proc.tail()}")
-            try:
-                if probe.ping():
-                    probe.close()
-                    return time.monotonic() - started
-            except redis.RedisError:  # refused, or still loading the AOF
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer in {timeout:g} s")
-
-    def kill(self) -> None:
-        self.proc.kill()
-
-    def stop(self) -> None:
-        self.proc.stop()
 
 
 def pg_bin() -> Path | None:
@@ -658,15 +563,6 @@ class AwardClients:
                 return conn
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 # -- the verdict ----------------------------------------------------------------------------
@@ -1676,11 +1572,9 @@ def run(name: str, sizes: Sizes, pg: PgCluster, appendfsync: str, keep: bool = F
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.faults",
-                                     description=__doc__.split("\n")[0])  # fmt: skip
+    parser = harness_parser("faults", __doc__, "the test suite's small sizes")
     parser.add_argument("scenarios", nargs="*", metavar="scenario",
                         help=f"{', '.join(RUNS)} (or a to d); default: all")  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="the test suite's small sizes")
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     parser.add_argument("--keep", action="store_true", help="keep each scenario's folder (logs)")
     args = parser.parse_args(argv)
@@ -1693,7 +1587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped: {why}")
         return 0
     sizes = QUICK if args.quick else FULL
-    started = time.monotonic()
+    started = time.perf_counter()
     pg = PgCluster()
     try:
         reports = [run(name, sizes, pg, args.appendfsync, args.keep) for name in names]
@@ -1702,9 +1596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for report in reports:
         print(report.render() + "\n")
     failed = [r.scenario for r in reports if not r.ok]
-    print(f"{'quick' if args.quick else 'full'} run, {os.cpu_count()} cores, appendfsync "
-          f"{args.appendfsync}, {SHARDS} shards, {time.monotonic() - started:.0f} s; "
-          f"failed: {', '.join(failed) or 'none'}")  # fmt: skip
+    line = summary(args.quick, started, f"appendfsync {args.appendfsync}", f"{SHARDS} shards")
+    print(f"{line.lstrip()}; failed: {', '.join(failed) or 'none'}")
     return 0
 
 

@@ -50,7 +50,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.api_bench import (
+from bench.api_bench import USERS as API_USERS
+from bench.api_bench import write_scripts
+from bench.harness import (
     API_KEY,
     CONNECTIONS,
     PYTHON,
@@ -59,20 +61,25 @@ from bench.api_bench import (
     WORKERS,
     WRK_MISSING,
     WRK_THREADS,
+    CpuMeter,
     Load,
+    Row,
     Server,
-    children_cpu,
-    cpu_seconds,
+    connect,
     db_upgrade,
+    fresh_db,
+    log,
     redis_pid,
+    redis_url,
+    render,
     run_wrk,
     running,
     scoring_server,
     server_env,
-    write_scripts,
+    summary,
+    verdict,
 )
-from bench.api_bench import USERS as API_USERS
-from bench.award_bench import Row, connect, fresh_db, log, redis_url, render, verdict
+from bench.harness import parser as harness_parser
 
 CLIENTS = 1_000
 BOARD = "all_time"
@@ -417,40 +424,13 @@ def timed_load(
     ``extra_pid`` (the SSE client) over the timed run."""
     run_wrk(script, server.url, load.connections, WARMUP)
     on_start()
-    pids, workers = server.pids(), server.workers()
-    before_workers = [cpu_seconds(p) or 0.0 for p in workers]
-    before_server = sum(c or 0.0 for c in map(cpu_seconds, pids))
-    before_redis = cpu_seconds(rpid) if rpid else None
-    before_extra = cpu_seconds(extra_pid) if extra_pid else None
-    before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
+    meter = CpuMeter(server, rpid, extra_pid)
+    meter.start()
     figures = run_wrk(script, server.url, load.connections, seconds)
-    wall = time.perf_counter() - started
-    after_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
-    after_extra = cpu_seconds(extra_pid) if extra_pid else None
-    after_redis = cpu_seconds(rpid) if rpid else None
-    after_server = sum(c or 0.0 for c in map(cpu_seconds, pids))
-    after_workers = [cpu_seconds(p) or 0.0 for p in workers]
-    load.requests = figures["requests"] - figures["non2xx"]
-    load.seconds = figures["duration_us"] / 1e6
-    load.p50_ms = figures["p50_us"] / 1000
-    load.p99_ms = figures["p99_us"] / 1000
-    load.max_ms = figures["max_us"] / 1000
-    load.non2xx = figures["non2xx"]
-    load.socket_errors = sum(figures[k] for k in ("connect", "read", "write", "timeout"))
-    load.cpu = {
-        "server": 100 * (after_server - before_server) / wall,
-        "redis": (
-            100 * (after_redis - before_redis) / wall
-            if after_redis is not None and before_redis is not None
-            else None
-        ),
-        "wrk": 100 * (children_cpu(after_wrk) - children_cpu(before_wrk)) / wall,
-    }
-    load.worker_cpu = [100 * (a - b) / wall for a, b in zip(after_workers, before_workers)]
-    if after_extra is None or before_extra is None:
-        return None
-    return 100 * (after_extra - before_extra) / wall
+    meter.stop()
+    load.take(figures)
+    load.requests -= figures["non2xx"]
+    return meter.into(load)
 
 
 def run_a(server: Server, script: Path, seconds: float, rpid: int | None) -> Run:
@@ -670,10 +650,7 @@ def rows_for(res: Results) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.sse_bench", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="1 round of 3 s, for a smoke run")
+    parser = harness_parser("sse_bench", __doc__, "1 round of 3 s, for a smoke run")
     parser.add_argument("--clients", type=int, default=CLIENTS, help="SSE clients in B")
     parser.add_argument("--rounds", type=int, default=None, help=f"A+B rounds ({ROUNDS})")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -692,10 +669,14 @@ def main(argv: list[str] | None = None) -> int:
     print(render(rows))
     plural = "" if rounds == 1 else "s"
     print(
-        f"\n{'quick' if args.quick else 'full'} run, {os.cpu_count()} cores, {redis_url()}, "
-        f"{WORKERS} uvicorn workers, wrk -t{WRK_THREADS} -c{CONNECTIONS}, "
-        f"{rounds} round{plural} of A+B, {seconds:g} s per run after {WARMUP:g} s warm-up, "
-        f"stream interval {INTERVAL_MS} ms, {time.perf_counter() - started:.0f} s"
+        summary(
+            args.quick,
+            started,
+            redis_url(),
+            f"{WORKERS} uvicorn workers, wrk -t{WRK_THREADS} -c{CONNECTIONS}",
+            f"{rounds} round{plural} of A+B, {seconds:g} s per run after {WARMUP:g} s warm-up",
+            f"stream interval {INTERVAL_MS} ms",
+        )
     )
     return 0
 

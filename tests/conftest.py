@@ -7,7 +7,8 @@ never wipes data it did not write. PostgreSQL: a database of the suite's own on 
 ``DATABASE_URL`` (else the local one), named ``scoring_tests`` or ``SCORING_TEST_PG_DB``; two
 runs at once need two of each (e.g. ``REDIS_URL=redis://127.0.0.1:6379/12``).
 
-The clock: see :func:`base_now` (``SCORING_TEST_NOW`` moves the whole suite to another date).
+The clock, and the helpers several test files share, are in ``helpers.py``: see
+:func:`helpers.base_now` (``SCORING_TEST_NOW`` moves the whole suite to another date).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+from helpers import BASE, PG_TEST_DB, PLAIN_RULES, Clock, at_utc, last_weekday
 
 from engine import ScoringEngine
-from engine.domain.rules import build_rules
 from engine.runtime.testing import fake_redis
+from engine.storage.store import SqlStore
 
 MARKER = "scoring-tests:marker"
 LOCAL_URL = "redis://127.0.0.1:6379/13"
@@ -67,87 +67,6 @@ def redis_url() -> str:
     return url
 
 
-def base_now() -> datetime:
-    """Where every test's clock starts: ``SCORING_TEST_NOW`` (ISO 8601, UTC when it names no
-    zone) when set, else the real current time, to the second. No test names a calendar date:
-    each builds the dates it needs from this one, so the suite passes on any day (run it with
-    ``SCORING_TEST_NOW=2031-12-31T23:30:00Z`` to see). A base far from the Redis server's own
-    clock is fine: the engine gives Redis relative TTLs only (see ``engine/periods.py``)."""
-    text = os.environ.get("SCORING_TEST_NOW")
-    if not text:
-        return datetime.now(UTC).replace(microsecond=0)
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-#: This run's base time (one per run, so all tests agree on "today").
-BASE = base_now()
-
-
-class Clock:
-    """A settable clock for the engine: ``clock.now`` is what the engine sees. It starts at
-    :data:`BASE`."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-    def noon(self) -> None:
-        """Set the clock to 12:00 UTC of its current day (hours of room either way)."""
-        self.now = at_utc(self.now.date(), 12)
-
-
-def week_id(d: date | datetime) -> str:
-    """The ISO week of ``d`` as the engine names week boards and periods (``2026-W48``)."""
-    year, week, _ = d.isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def monday_of(d: date) -> date:
-    return d - timedelta(days=d.weekday())
-
-
-def last_weekday(d: date, weekday: int) -> date:
-    """The latest date on or before ``d`` that falls on ``weekday`` (Monday 0 ... Sunday 6)."""
-    return d - timedelta(days=(d.weekday() - weekday) % 7)
-
-
-def at_utc(d: date, hour: int = 0, minute: int = 0) -> datetime:
-    return datetime.combine(d, time(hour, minute), UTC)
-
-
-def iso(t: datetime) -> str:
-    """``t`` (UTC) as the ISO 8601 text a client sends: ``2026-11-24T12:00:00Z``."""
-    return f"{t.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-
-
-def dst_change(tz: str, *, before: datetime, forward: bool) -> datetime:
-    """The last time before ``before`` at which ``tz`` changed its UTC offset, forward (spring:
-    a 23-hour day) or back (autumn: a 25-hour day): the first instant of the new offset. So a
-    test of daylight saving time finds a real change near the run's date, not a fixed one."""
-    zone = ZoneInfo(tz)
-    t = before.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    after = t.astimezone(zone).utcoffset()
-    for _ in range(24 * 800):
-        t -= timedelta(hours=1)
-        offset = t.astimezone(zone).utcoffset()
-        assert offset is not None and after is not None
-        if offset != after and (after > offset) == forward:
-            return t + timedelta(hours=1)
-        after = offset
-    raise AssertionError(f"{tz} has not changed its offset in two years")
-
-
-def local(d: date, hour: int, minute: int, tz: str) -> datetime:
-    """The UTC time of ``hour:minute`` on ``d`` in zone ``tz`` (the first, if it comes twice)."""
-    return datetime.combine(d, time(hour, minute), ZoneInfo(tz)).astimezone(UTC)
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock(BASE)
@@ -170,12 +89,6 @@ def client(request: pytest.FixtureRequest) -> redis.Redis:
     return fake_redis()
 
 
-#: The core tests' rules: the defaults without weekly goals, whose rewards (extra activities)
-#: would shift the exact totals, counts and outbox lengths those tests check. The goals run
-#: with the default rules in test_engagement.py.
-PLAIN_RULES = build_rules({"weekly_goals": {}})
-
-
 @pytest.fixture
 def engine(client: redis.Redis, clock: Clock) -> ScoringEngine:
     return ScoringEngine(client, clock=clock, rules=PLAIN_RULES)
@@ -189,9 +102,6 @@ def real_engine(real_redis: redis.Redis, clock: Clock) -> ScoringEngine:
 # -- SQL ------------------------------------------------------------------------------------
 
 PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-PG_TEST_DB = os.environ.get("SCORING_TEST_PG_DB", "scoring_tests")
-if not PG_TEST_DB.isidentifier():
-    raise ValueError(f"SCORING_TEST_PG_DB={PG_TEST_DB!r} is not a plain database name")
 
 
 def _pg_server_url() -> str | None:
@@ -270,6 +180,14 @@ def store(request: pytest.FixtureRequest, tmp_path):
 @pytest.fixture
 def sql_engine(real_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:
     return ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES)
+
+
+@pytest.fixture
+def eng(real_redis: redis.Redis, clock: Clock, store: SqlStore) -> ScoringEngine:
+    """The engagement tests' engine: the default rules (weekly goals on), SQL, and a clock
+    that starts on a Tuesday, 12:00 UTC: the run's date, or the last Tuesday before."""
+    clock.now = at_utc(last_weekday(clock.now.date(), 1), 12)
+    return ScoringEngine(real_redis, clock=clock, store=store)
 
 
 @pytest.fixture

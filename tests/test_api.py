@@ -5,11 +5,24 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-import jwt
+import httpx
 import pytest
 import redis
-from conftest import BASE, Clock, iso, week_id
 from fastapi.testclient import TestClient
+from helpers import (
+    ADMIN,
+    API_KEYS,
+    AWARD_KEY,
+    AWARDER,
+    BASE,
+    JWT_SECRET,
+    READER,
+    Clock,
+    drain,
+    iso,
+    token,
+    week_id,
+)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -17,19 +30,6 @@ from api.app import create_app
 from engine import ScoringEngine
 from engine.runtime.settings import Settings
 from engine.storage.store import SqlStore
-from workers.drain import Drainer
-
-AWARD_KEY = "award-key-0123456789abcdef"
-READ_KEY = "read-key-0123456789abcdef"
-ADMIN_KEY = "admin-key-0123456789abcdef"
-JWT_SECRET = "jwt-secret-for-the-tests-0123456789"
-AWARDER = {"X-API-Key": AWARD_KEY}
-READER = {"X-API-Key": READ_KEY}
-ADMIN = {"X-API-Key": ADMIN_KEY}
-
-
-def token(sub: str, secret: str = JWT_SECRET, **claims) -> dict[str, str]:
-    return {"Authorization": f"Bearer {jwt.encode({'sub': sub, **claims}, secret, 'HS256')}"}
 
 
 @pytest.fixture
@@ -50,15 +50,11 @@ def api_engine(
 @pytest.fixture
 def client(api_engine: ScoringEngine) -> TestClient:
     settings = Settings(
-        SCORING_API_KEYS=f"svc:{AWARD_KEY}:award+read, dash:{READ_KEY}:read, ops:{ADMIN_KEY}:admin",
+        SCORING_API_KEYS=API_KEYS,
         SCORING_JWT_SECRET=JWT_SECRET,
         SCORING_SELF_AWARD_TYPES="daily_login",
     )
     return TestClient(create_app(api_engine, settings))
-
-
-def drain(engine: ScoringEngine) -> None:
-    Drainer(engine.redis, engine.store, engine.keys, engine.rules).drain(0)
 
 
 # -- awards ---------------------------------------------------------------------------------
@@ -189,7 +185,7 @@ def test_batch(client: TestClient, api_engine: ScoringEngine) -> None:
 # -- auth -----------------------------------------------------------------------------------
 
 
-def test_credentials(client: TestClient) -> None:
+def test_credentials_api_keys(client: TestClient) -> None:
     award = {"activity_type": "comment"}
     assert client.post("/v1/users/d/awards", json=award).status_code == 401
     assert (
@@ -201,6 +197,9 @@ def test_credentials(client: TestClient) -> None:
     assert client.post("/v1/users/d/awards", json=award, headers=READER).status_code == 403
     assert client.post("/v1/users/d/awards", json=award, headers=ADMIN).status_code == 201
     assert client.get("/v1/users/d", headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+def test_credentials_user_tokens(client: TestClient) -> None:
     assert (
         client.get(
             "/v1/users/d", headers=token("d", secret="another-secret-0123456789abcdefghij")
@@ -212,12 +211,19 @@ def test_credentials(client: TestClient) -> None:
     assert client.get("/v1/users/d", headers=token("d")).status_code == 200
     assert client.get("/v1/users/e", headers=token("d")).status_code == 403  # not theirs
     assert client.get("/v1/stats", headers=token("d")).status_code == 200
+
+
+def test_credentials_self_awards(client: TestClient) -> None:
+    award = {"activity_type": "comment"}
     r = client.post("/v1/users/d/awards", json=award, headers=token("d"))
     assert r.status_code == 403  # comment is not open to self-awards
     r = client.post("/v1/users/d/awards", json={"activity_type": "daily_login"}, headers=token("d"))
     assert r.status_code == 201
     r = client.post("/v1/users/e/awards", json={"activity_type": "daily_login"}, headers=token("d"))
     assert r.status_code == 403
+
+
+def test_credentials_in_a_batch(client: TestClient) -> None:
     batch = {
         "awards": [
             {"user_id": "d", "activity_type": "daily_login"},
@@ -227,14 +233,6 @@ def test_credentials(client: TestClient) -> None:
     results = client.post("/v1/awards/batch", json=batch, headers=token("d")).json()["results"]
     assert results[0]["result"] and results[1]["error"]["code"] == "forbidden"
     assert client.post("/v1/awards/batch", json=batch, headers=READER).status_code == 403
-
-
-def test_bad_api_keys_setting_fails_at_start(api_engine: ScoringEngine) -> None:
-    from engine.domain.errors import ConfigError
-
-    for bad in ["svc:short:award", "svc:0123456789abcdef01:fly", "justaname"]:
-        with pytest.raises(ConfigError, match="SCORING_API_KEYS"):
-            create_app(api_engine, Settings(SCORING_API_KEYS=bad))
 
 
 # -- users, activities, leaderboards, stats -------------------------------------------------
@@ -323,13 +321,20 @@ def test_stats(client: TestClient, api_engine: ScoringEngine) -> None:
 # -- the seed's endpoints ---------------------------------------------------------------------
 
 
-def test_seed_endpoints(client: TestClient, api_engine: ScoringEngine) -> None:
+def seed_award(client: TestClient, api_engine: ScoringEngine) -> httpx.Response:
+    """The seed's award of 50 points to user 123 (username alice), as its clients send it."""
     api_engine.set_profile("123", username="alice")
-    r = client.post(
+    return client.post(
         "/api/v1/me/thrive-circle/award-points/",
         headers={**AWARDER, "X-User-Id": "123"},
         json={"amount": 50, "activity_type": "comment", "description": "Posted helpful comment"},
     )
+
+
+def test_seed_endpoints_award_answers_in_the_seed_shape(
+    client: TestClient, api_engine: ScoringEngine
+) -> None:
+    r = seed_award(client, api_engine)
     assert r.status_code == 201, r.text
     body = r.json()
     assert set(body) == {"user", "point_activity", "tier_upgraded", "old_tier", "new_tier"}
@@ -352,11 +357,20 @@ def test_seed_endpoints(client: TestClient, api_engine: ScoringEngine) -> None:
     }
     assert body["user"]["username"] == "alice" and body["user"]["points_to_next_tier"] == 200
     assert body["tier_upgraded"] is False and body["old_tier"] is None
+
+
+def test_seed_endpoints_status_and_board_of_me(
+    client: TestClient, api_engine: ScoringEngine
+) -> None:
+    assert seed_award(client, api_engine).status_code == 201
     drain(api_engine)
     status = client.get("/api/v1/me/thrive-circle/my-status/", headers=token("123")).json()
     assert status["user"]["total_points"] == 50 and len(status["recent_activities"]) == 1
     board = client.get("/api/v1/me/thrive-circle/", headers=token("123")).json()
     assert board["entries"][0]["user_id"] == "123"
+
+
+def test_seed_endpoints_need_a_user_and_the_award_scope(client: TestClient) -> None:
     missing = client.get("/api/v1/me/thrive-circle/my-status/", headers=READER)
     assert missing.status_code == 401  # a key must say which user is "me"
     denied = client.post(

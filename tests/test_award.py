@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-from conftest import BASE, Clock, at_utc, iso, week_id
+from helpers import BASE, Clock, at_utc, iso, snapshot, week_id
 
 from engine import AwardRequest, ScoringEngine
 from engine.domain.errors import (
@@ -22,24 +22,8 @@ from engine.domain.errors import (
     ScoringError,
     UnknownActivityType,
     UnknownTimeZone,
+    ValidationError,
 )
-
-
-def snapshot(engine: ScoringEngine) -> dict[str, object]:
-    """Every key and its content, to show that a refused call wrote nothing."""
-    r = engine.redis
-    out: dict[str, object] = {}
-    for key in sorted(r.scan_iter(match=f"{engine.keys.prefix}:*")):
-        kind = r.type(key)
-        if kind == "hash":
-            out[key] = r.hgetall(key)
-        elif kind == "zset":
-            out[key] = r.zrange(key, 0, -1, withscores=True)
-        elif kind == "stream":
-            out[key] = [e[1] for e in r.xrange(key)]
-        else:
-            out[key] = r.get(key)
-    return out
 
 
 def outbox(engine: ScoringEngine, shard: int = 0) -> list[dict[str, str]]:
@@ -395,3 +379,10 @@ def test_window_boards_kept_whatever_the_redis_clock(
         ttls[window] = engine.redis.ttl(engine.keys.board(0, f"{window}:{period}"))
     assert all(ttl > 86400 for ttl in ttls.values()), ttls
     assert abs(ttls["day"] - 8.5 * 86400) < 5  # from noon: half a day, then 8 days kept
+
+
+def test_engine_refuses_nul_before_writing(real_engine: ScoringEngine) -> None:
+    with pytest.raises(ValidationError) as raised:
+        real_engine.award("e1", "comment", description="x\x00")
+    assert raised.value.field == "description"
+    assert real_engine.redis.dbsize() <= 1

@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 
 import redis
+from helpers import in_threads
 
 from engine import AwardRequest, ScoringEngine
 
@@ -37,11 +38,7 @@ def test_sixteen_threads_one_user(real_engine: ScoringEngine) -> None:
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(worker, [(n,) for n in range(THREADS)])
     assert not errors, errors[:3]
     total = THREADS * PER_THREAD * 3
     state = engine.status("hot")

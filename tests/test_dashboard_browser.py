@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from conftest import PLAIN_RULES
+from helpers import PLAIN_RULES
 from playwright.sync_api import Page, expect, sync_playwright
 from serving import serve
 

@@ -14,57 +14,23 @@ from datetime import timedelta
 
 import pytest
 import redis
-from conftest import PLAIN_RULES, Clock
-from sqlalchemy import func, select, text
+from helpers import (
+    PLAIN_RULES,
+    USERS,
+    Clock,
+    assert_sql_matches_redis,
+    award_some,
+    drainer,
+    in_threads,
+    sql_rows,
+)
+from sqlalchemy import text
 
-from engine import AwardRequest, ScoringEngine
-from engine.storage.models import PointActivity, UserScore
+from engine import ScoringEngine
+from engine.storage.models import UserScore
 from engine.storage.outbox import DrainQueue
 from engine.storage.store import SqlStore
 from workers.drain import GROUP, Drainer
-
-USERS = [f"user-{i}" for i in range(9)]
-
-
-def drainer(engine: ScoringEngine, store: SqlStore, **options) -> Drainer:
-    options.setdefault("batch", 50)
-    return Drainer(engine.redis, store, engine.keys, engine.rules, **options)
-
-
-def award_some(engine: ScoringEngine, n: int, *, start: int = 0) -> None:
-    items = [
-        AwardRequest(
-            USERS[i % len(USERS)],
-            ["comment", "quiz_complete", "reaction"][i % 3],
-            description=f"award {i}",
-        )  # fmt: skip
-        for i in range(start, start + n)
-    ]
-    assert not any(isinstance(r, Exception) for r in engine.award_many(items))
-
-
-def sql_rows(store: SqlStore) -> tuple[int, int]:
-    """(rows, distinct ids) in point_activity."""
-    with store.engine.connect() as c:
-        rows = c.execute(select(func.count()).select_from(PointActivity)).scalar_one()
-        ids = c.execute(select(func.count(func.distinct(PointActivity.id)))).scalar_one()
-    return rows, ids
-
-
-def assert_sql_matches_redis(engine: ScoringEngine, store: SqlStore, activities: int) -> None:
-    rows, ids = sql_rows(store)
-    assert rows == ids == activities, "exactly one row per activity"
-    totals = {user: total for user, total, _ in store.user_totals()}
-    for user in USERS:
-        assert totals.get(user, 0) == engine.status(user).total_points, user
-    snapshots = store.snapshots()
-    for user in USERS:
-        state = engine.status(user)
-        if state.total_points:
-            snap = snapshots[user]
-            assert (snap.total_points, snap.tier, snap.level, snap.state_version) == (
-                state.total_points, state.tier, state.level, state.version,
-            )  # fmt: skip
 
 
 def test_drain_writes_every_entry_once(sql_engine: ScoringEngine, store: SqlStore) -> None:
@@ -447,7 +413,6 @@ def test_sqlite_and_postgres_schema_from_migrations(store: SqlStore) -> None:
 def test_two_drains_of_one_shard_take_turns(sql_engine: ScoringEngine, store: SqlStore) -> None:
     """A drain job queued while another runs (two RQ workers) waits for the shard's lock:
     no deadlock between their snapshot upserts, every entry written once."""
-    import threading
 
     engine = sql_engine
     award_some(engine, 900)
@@ -459,11 +424,42 @@ def test_two_drains_of_one_shard_take_turns(sql_engine: ScoringEngine, store: Sq
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(f"worker-{i}",)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(run, [(f"worker-{i}",) for i in range(2)])
     assert not errors, errors
     assert sum(r.written for r in reports) == 900 and all(r.complete for r in reports)
     assert_sql_matches_redis(engine, store, 900)
+
+
+# -- texts SQL must store as they were sent --------------------------------------------------
+
+
+#: Texts that are legal and awkward: each must reach every SQL backend as it was sent.
+AWKWARD = [
+    "tab\tnew\nline\rreturn",
+    "\x01\x1f\x7f control but not NUL",
+    "emoji 🎉" * 20 + "🎉" * 95,  # 255 characters, most of them 4 UTF-8 bytes
+    "\ufeffBOM \u200b zero width \u202e right-to-left",
+    "\uffff \U0010ffff the last code points",
+    "e\u0301 combining, Ǆ, ß, İ, 中文, العربية",
+    "'; DROP TABLE point_activity; --",
+    "",
+]
+
+
+def test_every_text_accepted_is_stored_by_every_backend(
+    real_redis: redis.Redis, clock: Clock, store: SqlStore
+) -> None:
+    """On SQLite and on a real PostgreSQL: what the engine accepts, the drain writes, with no
+    entry refused and no drift between Redis and SQL."""
+    engine = ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES)
+    for i, sent in enumerate(AWKWARD):
+        engine.award(f"awk{i}", "comment", description=sent[:255])
+        profile = "\x01" not in sent and "\t" not in sent  # profile texts refuse controls
+        if profile:
+            engine.set_profile(f"awk{i}", username=sent[:150], display_name=sent)
+    report = Drainer(real_redis, store, engine.keys, engine.rules).drain(0)
+    assert report.dead == report.failed == 0, report.errors
+    by_user = {a.user_id: a for i in range(len(AWKWARD)) for a in store.recent_activities(
+        f"awk{i}", limit=1)}  # fmt: skip
+    for i, sent in enumerate(AWKWARD):
+        assert by_user[f"awk{i}"].description == sent[:255]

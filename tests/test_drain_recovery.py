@@ -19,10 +19,17 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import PG_TEST_DB, PLAIN_RULES, Clock
+from helpers import (
+    PG_TEST_DB,
+    PLAIN_RULES,
+    Clock,
+    assert_sql_matches_redis,
+    award_some,
+    burst_worker,
+    drainer,
+)
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from test_drain import assert_sql_matches_redis, award_some, drainer
 
 import workers.jobs
 from engine import ScoringEngine
@@ -307,10 +314,7 @@ def test_a_dead_or_frozen_worker_is_replaced_within_seconds(
         outbox = engine.keys.outbox(0)
         assert engine.redis.xpending(outbox, GROUP)["pending"] >= 100  # what it holds
         started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "scoring.cli", "worker", "--burst", "--log-level", "WARNING"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        done = burst_worker(env)
         took = time.monotonic() - started
         assert done.returncode == 0, done.stderr
         assert drainer(engine, store).backlog(0) == 0, done.stderr

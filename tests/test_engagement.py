@@ -7,15 +7,21 @@ UTC.
 
 from __future__ import annotations
 
-import threading
 from datetime import date, timedelta
 
 import pytest
 import redis
-from conftest import Clock, at_utc, last_weekday, monday_of, week_id
-from fastapi.testclient import TestClient
+from helpers import (
+    Clock,
+    archive_last_week,
+    at_utc,
+    drain,
+    in_threads,
+    monday_of,
+    snapshot,
+    week_id,
+)
 
-from api.app import create_app
 from engine import ScoringEngine
 from engine.domain.errors import (
     QuestAlreadyCompleted,
@@ -28,33 +34,6 @@ from engine.domain.errors import (
     ValidationError,
 )
 from engine.domain.rules import reward_id
-from engine.runtime.settings import Settings
-from engine.storage.store import SqlStore
-from workers.drain import Drainer
-
-
-@pytest.fixture
-def eng(real_redis: redis.Redis, clock: Clock, store: SqlStore) -> ScoringEngine:
-    """The clock starts on a Tuesday, 12:00 UTC: the run's date, or the last Tuesday before."""
-    clock.now = at_utc(last_weekday(clock.now.date(), 1), 12)
-    return ScoringEngine(real_redis, clock=clock, store=store)
-
-
-def drain(engine: ScoringEngine) -> None:
-    report = Drainer(engine.redis, engine.store, engine.keys, engine.rules).drain(0)
-    assert report.dead == 0 and report.failed == 0, report
-
-
-def keys_and_values(engine: ScoringEngine) -> dict[str, object]:
-    """Every key with its content (streams by their entries), to show nothing was written."""
-    r, out = engine.redis, {}
-    for key in sorted(r.scan_iter(match=f"{engine.keys.prefix}:*")):
-        kind = r.type(key)
-        out[key] = {"hash": r.hgetall, "zset": lambda k: r.zrange(k, 0, -1, withscores=True),
-                    "stream": lambda k: [e[1] for e in r.xrange(k)],
-                    "string": r.get}[kind](key)  # fmt: skip
-    return out
-
 
 # -- weekly goals --------------------------------------------------------------------------
 
@@ -178,11 +157,7 @@ def test_quest_completed_by_progress_rewards_once_under_16_threads(
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work)
     assert not errors
     quest_rewards = [w for r in results for w in r.rewards if w.activity_type == "side_quest"]
     assert len(quest_rewards) == 1 and quest_rewards[0].points == 100
@@ -212,11 +187,7 @@ def test_explicit_complete_rewards_once_under_16_threads(eng: ScoringEngine) -> 
         except QuestAlreadyCompleted as exc:
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work)
     done = [o for o in outcomes if not isinstance(o, Exception)]
     assert len(done) == 1 and len(outcomes) == 16
     assert done[0].reward.points == 250
@@ -244,7 +215,7 @@ def test_quest_bad_input_writes_nothing(eng: ScoringEngine, clock) -> None:
     future = make_quest(eng, starts_at=clock.now + timedelta(days=1))
     open_ = make_quest(eng)
     eng.start_quest("amy", open_)
-    before = keys_and_values(eng)
+    before = snapshot(eng)
     for call, error in (
         (lambda: eng.start_quest("amy", inactive), QuestInactive),
         (lambda: eng.start_quest("amy", ended), QuestNotOpen),
@@ -258,7 +229,7 @@ def test_quest_bad_input_writes_nothing(eng: ScoringEngine, clock) -> None:
     ):
         with pytest.raises(error):
             call()
-    assert keys_and_values(eng) == before
+    assert snapshot(eng) == before
     with pytest.raises(ValidationError):
         make_quest(eng, activity_type="weekly_goal")  # a quest cannot count rewards
     with pytest.raises(ValidationError):
@@ -312,13 +283,7 @@ def test_streak_bonus_is_capped_at_100_days(eng: ScoringEngine) -> None:
 
 
 def test_ended_periods_archived_and_read_back(eng: ScoringEngine, clock: Clock) -> None:
-    sunday = last_weekday(clock.now.date(), 6)
-    week = week_id(sunday)
-    clock.now = at_utc(sunday, 12)  # Sunday, the last day of its ISO week
-    for user, points in (("a", 50), ("b", 70), ("c", 50)):
-        eng.award(user, "special_event", amount=points)
-    clock.now = at_utc(sunday + timedelta(days=1), 0, 10)  # the job's time, Monday
-    done = eng.archive_ended_periods()
+    sunday, week, done = archive_last_week(eng, clock)
     assert ("day", sunday.isoformat(), 3) in done and ("week", week, 3) in done
     assert eng.archive_ended_periods() == []  # a second run adds nothing
     assert eng.archive_period("week", week_id(clock.now)) is None  # not ended
@@ -329,69 +294,3 @@ def test_ended_periods_archived_and_read_back(eng: ScoringEngine, clock: Clock) 
         (1, "b", 70), (2, "a", 50), (2, "c", 50),
     ]  # fmt: skip
     assert eng.archived_rank("week", week, "c") == (2, 50, 3)
-
-    settings = Settings(SCORING_API_KEYS="dash:read-key-0123456789abcdef:read")
-    client = TestClient(create_app(eng, settings))
-    headers = {"X-API-Key": "read-key-0123456789abcdef"}
-    body = client.get(f"/v1/leaderboards/week?period={week}&limit=2", headers=headers).json()
-    assert body["total_users"] == 3 and [e["user_id"] for e in body["entries"]] == ["b", "a"]
-    rank = client.get(f"/v1/leaderboards/week/users/c?period={week}", headers=headers).json()
-    assert rank["rank"] == 2 and rank["score"] == 50
-    bad = client.get("/v1/leaderboards/week?period=2026-W99", headers=headers)
-    assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_board"
-
-
-# -- the HTTP API --------------------------------------------------------------------------------
-
-
-def test_quest_and_goal_endpoints(eng: ScoringEngine, clock: Clock) -> None:
-    import jwt
-
-    settings = Settings(
-        SCORING_API_KEYS="svc:award-key-0123456789abcdef:award+read,"
-        "ops:admin-key-0123456789abcdef:admin,dash:read-key-0123456789abcdef:read",
-        SCORING_JWT_SECRET="s" * 32,
-    )
-    client = TestClient(create_app(eng, settings))
-    award = {"X-API-Key": "award-key-0123456789abcdef"}
-    admin = {"X-API-Key": "admin-key-0123456789abcdef"}
-    read = {"X-API-Key": "read-key-0123456789abcdef"}
-    mine = {"Authorization": f"Bearer {jwt.encode({'sub': 'kim'}, 's' * 32, 'HS256')}"}
-    quest = {"title": "Commenter", "quest_type": "social", "difficulty": "easy",
-             "points_reward": 40, "activity_type": "comment", "target_count": 2}  # fmt: skip
-    assert client.post("/v1/quests", json=quest, headers=award).status_code == 403
-    r = client.post("/v1/quests", json=quest, headers=admin)
-    assert r.status_code == 201, r.text
-    qid = r.json()["id"]
-    assert client.get("/v1/quests?active=true", headers=read).json()[0]["title"] == "Commenter"
-    r = client.post(f"/v1/users/kim/quests/{qid}/start", headers=mine)  # a user starts their own
-    assert r.status_code == 201 and r.json()["quest"]["status"] == "in_progress"
-    r = client.post(f"/v1/users/kim/quests/{qid}/start", headers=mine)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_already_started"
-    assert client.post(f"/v1/users/kim/quests/{qid}/complete", headers=mine).status_code == 403
-    assert client.post(f"/v1/users/bob/quests/{qid}/start", headers=mine).status_code == 403
-    r = client.post(f"/v1/users/kim/quests/{qid}/progress", headers=award, json={"by": 1})
-    assert r.status_code == 200 and r.json()["quest"]["current_progress"] == 1
-    r = client.post("/v1/users/kim/awards", headers=award, json={"activity_type": "comment"})
-    assert [w["activity_type"] for w in r.json()["rewards"]] == ["side_quest"]
-    r = client.post(f"/v1/users/kim/quests/{qid}/complete", headers=award)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_already_completed"
-    r = client.post(f"/v1/users/kim/quests/{qid + 99}/complete", headers=award)
-    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_quest"
-    r = client.post(f"/v1/users/bob/quests/{qid}/progress", headers=award)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_not_started"
-    r = client.patch(f"/v1/quests/{qid}", headers=admin, json={"is_active": False})
-    assert r.status_code == 200 and r.json()["is_active"] is False
-    r = client.post(f"/v1/users/lee/quests/{qid}/start", headers=award)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "quest_inactive"
-    quests = client.get("/v1/users/kim/quests", headers=mine).json()
-    assert quests[0]["status"] == "completed" and quests[0]["points_awarded"] == 40
-
-    goals = client.get("/v1/users/kim/goals", headers=mine).json()
-    monday = monday_of(clock.now.date())
-    assert goals["week_start"] == f"{monday}" and goals["week_end"] == f"{monday + timedelta(6)}"
-    by_id = {g["goal_id"]: g for g in goals["goals"]}
-    assert by_id["post_comments"]["current_progress"] == 1
-    r = client.get("/v1/users/kim/goals/nope", headers=mine)
-    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_goal"
-    assert client.get("/v1/users/bob/goals", headers=mine).status_code == 403

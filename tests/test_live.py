@@ -7,7 +7,7 @@ import time
 
 import pytest
 import redis
-from conftest import PLAIN_RULES
+from helpers import PLAIN_RULES
 
 from engine import ScoringEngine
 from engine.domain.errors import InvalidPaging, UnknownBoard

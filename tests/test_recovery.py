@@ -6,12 +6,12 @@ import random
 from datetime import timedelta
 
 import pytest
+from helpers import drain
 
 from engine import AwardRequest, ScoringEngine
 from engine.services.recovery import day_bitmap, rebuild, reconcile, streaks
 from engine.storage.store import SqlStore
 from scoring.cli import main as cli_main
-from workers.drain import Drainer
 
 BOARDS = [("all_time", None), ("type:comment", None), ("type:quiz_complete", None),
           ("day", None), ("week", None), ("month", None)]  # fmt: skip
@@ -48,7 +48,7 @@ def picture(engine: ScoringEngine, users: list[str], clock) -> dict:
 def test_rebuild_reproduces_the_state(real_redis, clock, store: SqlStore) -> None:
     engine = ScoringEngine(real_redis, clock=clock, store=store)
     users = build_history(engine, clock)
-    Drainer(real_redis, store, engine.keys, engine.rules).drain(0)
+    drain(engine)
     before = picture(engine, users, clock)
     assert before["users"]["r1"].current_streak_days >= 1
     real_redis.flushdb()  # Redis lost everything
@@ -70,7 +70,7 @@ def test_reconcile_reports_planted_drift(
 ) -> None:
     engine = ScoringEngine(real_redis, clock=clock, store=store)
     build_history(engine, clock)
-    Drainer(real_redis, store, engine.keys, engine.rules).drain(0)
+    drain(engine)
     assert reconcile(engine, store) == []
     real_redis.hincrby(engine.keys.user("r3"), "total", 7)  # the hash drifts
     real_redis.zincrby(engine.keys.board(0, "all"), -1, "r4")  # the board drifts

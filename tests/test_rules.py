@@ -131,3 +131,9 @@ def test_missing_rules_file() -> None:
 def test_build_rules_rejects_non_table_types() -> None:
     with pytest.raises(ConfigError):
         build_rules({"activity_types": 3})
+
+
+def test_rules_texts_with_control_characters_stop_start_up() -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_rules({"weekly_goals": {"g": {"kind": "points", "target": 5, "title": "a\x00"}}})
+    assert raised.value.field == "weekly_goals.g.title"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import PLAIN_RULES
+from helpers import PLAIN_RULES
 
 from engine import AwardRequest, ScoringEngine
 from engine.commands.scripts import LUA_DIR, ScriptRegistry, lua_literal, run_calls, scripts

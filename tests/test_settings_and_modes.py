@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from api.app import create_app
 from engine import ScoringEngine, Settings
 from engine.domain.errors import ConfigError
 from engine.runtime.testing import fake_engine
@@ -55,6 +56,7 @@ def test_invalid_rules_file_fails_at_start(monkeypatch, tmp_path: Path, capsys) 
 
 EMBEDDED_AWARD = """
 import sys
+from api.app import create_app
 from engine import ScoringEngine, Settings
 from engine.runtime.embedded import release_embedded
 engine = ScoringEngine.from_settings(Settings(SCORING_DATA_DIR=sys.argv[1]))
@@ -101,3 +103,27 @@ def test_cli_demo_and_rules(capsys, tmp_path: Path, monkeypatch, fresh_settings)
     assert (tmp_path / "scoring.db").exists()
     assert cli_main(["rules"]) == 0
     assert '"phoenix": 2500' in capsys.readouterr().out
+
+
+# -- the HTTP app's settings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "local"), ({"REDIS_URL": "redis://x:6379/0"}, "no"),
+     ({"REDIS_URL": "redis://x:6379/0", "SCORING_PUBLIC_LEADERBOARDS": "yes"}, "yes"),
+     ({"SCORING_PUBLIC_LEADERBOARDS": "no"}, "no")],
+)  # fmt: skip
+def test_leaderboard_access_defaults(env: dict[str, str], expected: str) -> None:
+    assert Settings(**env).leaderboard_access == expected
+
+
+def test_leaderboard_access_setting_is_validated() -> None:
+    with pytest.raises(ValidationError, match="SCORING_PUBLIC_LEADERBOARDS"):
+        Settings(SCORING_PUBLIC_LEADERBOARDS="sometimes")
+
+
+def test_bad_api_keys_setting_fails_at_start(real_engine: ScoringEngine) -> None:
+    for bad in ["svc:short:award", "svc:0123456789abcdef01:fly", "justaname"]:
+        with pytest.raises(ConfigError, match="SCORING_API_KEYS"):
+            create_app(real_engine, Settings(SCORING_API_KEYS=bad))

@@ -6,7 +6,7 @@ import random
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
-from conftest import Clock, dst_change, local
+from helpers import Clock, dst_change, local
 
 from engine import ScoringEngine
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from conftest import PLAIN_RULES
 from fastapi.testclient import TestClient
+from helpers import PLAIN_RULES
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -155,23 +155,6 @@ def test_dashboard_files_are_served(url: str) -> None:
 
 
 # -- who reads leaderboards without credentials ------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [({}, "local"), ({"REDIS_URL": "redis://x:6379/0"}, "no"),
-     ({"REDIS_URL": "redis://x:6379/0", "SCORING_PUBLIC_LEADERBOARDS": "yes"}, "yes"),
-     ({"SCORING_PUBLIC_LEADERBOARDS": "no"}, "no")],
-)  # fmt: skip
-def test_leaderboard_access_defaults(env: dict[str, str], expected: str) -> None:
-    assert Settings(**env).leaderboard_access == expected
-
-
-def test_leaderboard_access_setting_is_validated() -> None:
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError, match="SCORING_PUBLIC_LEADERBOARDS"):
-        Settings(SCORING_PUBLIC_LEADERBOARDS="sometimes")
 
 
 def test_a_remote_client_needs_a_read_key_unless_boards_are_public(eng: ScoringEngine) -> None:

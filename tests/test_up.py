@@ -17,17 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness import free_port
 from engine.storage.store import SqlStore
 from scoring.up import port_free
 from tests.serving import EventReader
 
 KEY = "up-test-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Up:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import redis
-from conftest import PLAIN_RULES
+from helpers import PLAIN_RULES, burst_worker
 from rq_scheduler import Scheduler
 
 from engine import AwardRequest, ScoringEngine
@@ -28,10 +28,7 @@ def test_worker_burst_drains_into_sql(real_redis: redis.Redis, redis_url: str, t
     }
     subprocess.run([sys.executable, "-m", "scoring.cli", "db", "upgrade"], env=env, check=True,
                    capture_output=True, timeout=120)  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "scoring.cli", "worker", "--burst", "--log-level", "WARNING"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = burst_worker(env)
     assert done.returncode == 0, done.stderr
     store = SqlStore(env["DATABASE_URL"])
     assert store.count_activities() == 700
