@@ -150,19 +150,9 @@ local points_s = tostring(tonumber(h[11] or "0") + amount)
 local cur_s, longest_s, last_s = h[5] or "0", h[6] or "0", h[7] or day_s
 if mark then cur_s, longest_s, last_s = tostring(cur), tostring(longest), tostring(last) end
 local username, display_name = h[12] or "", h[13] or ""
-
--- The reply's state: the seven values given, the lifetime counts (`after`: the awarded type's
--- count is count_s), username and display name, joined by "\31".
-local function state_of(values, after)
-  for i = 1, #lifetime do
-    local n = h[LIFETIME_AT + i] or "0"
-    if after and lifetime[i] == activity_type then n = count_s end
-    values[7 + i] = n
-  end
-  values[#values + 1] = username
-  values[#values + 1] = display_name
-  return table.concat(values, "\31")
-end
+-- The reply's state (see the header): the seven values, the count of each lifetime type, then
+-- username and display name. Written out twice below: a closure measured 6% of the script.
+local n_life = #lifetime
 
 -- Weekly goals and side quests: read and decided here, written after the claim below.
 local rewards = {}  -- {kind, ref, points, reward key, description, type board}
@@ -191,12 +181,19 @@ local record = table.concat({fingerprint, at_ms, final_total_s, table.concat(pac
 -- First write: claim the activity id. A duplicate (e.g. a client's retry) changes nothing,
 -- and is answered with the first call's record and the user's state as it is now.
 if not rcall("SET", record_key, record, "NX", "EX", record_ttl) then
-  local now = state_of({h[2] or "0", h[5] or "0", h[6] or "0", h[7] or "", h[9] or "0",
-    h[10] or "0", h[11] or "0"}, false)
-  return {-1, rcall("GET", record_key), 0, now}
+  local now = {h[2] or "0", h[5] or "0", h[6] or "0", h[7] or "", h[9] or "0", h[10] or "0",
+    h[11] or "0"}
+  for i = 1, n_life do now[7 + i] = h[LIFETIME_AT + i] or "0" end
+  now[8 + n_life], now[9 + n_life] = username, display_name
+  return {-1, rcall("GET", record_key), 0, table.concat(now, "\31")}
 end
-local state = state_of({final_total_s, cur_s, longest_s, last_s, tostring(final_version),
-  count_s, points_s}, true)
+local state = {final_total_s, cur_s, longest_s, last_s, tostring(final_version), count_s,
+  points_s}
+for i = 1, n_life do
+  if lifetime[i] == activity_type then state[7 + i] = count_s
+  else state[7 + i] = h[LIFETIME_AT + i] or "0" end
+end
+state[8 + n_life], state[9 + n_life] = username, display_name
 
 local fields = {"total", total_s, "version", version_s, nkey, count_s, pkey, points_s}
 if tier ~= h[3] then fields[#fields + 1] = "tier"; fields[#fields + 1] = tier end
@@ -258,4 +255,4 @@ if #rewards > 0 then
 end
 
 -- whoever raises the drain flag enqueues the shard's one drain job
-return {0, record, raise_drain_flag(flag_key, flag_ttl), state}
+return {0, record, raise_drain_flag(flag_key, flag_ttl), table.concat(state, "\31")}

@@ -77,7 +77,7 @@ def rezone(argv: list[Any], *, day: int, week: int, tz: str) -> None:
     argv[_DAY], argv[_WEEK], argv[_TZ] = day, week, tz
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AwardState:
     """The user's state in a reply: after the award and its rewards, or (a duplicate) now."""
 
@@ -95,7 +95,7 @@ class AwardState:
     display_name: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AwardReply:
     """An award script's reply.
 
@@ -121,9 +121,12 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
     A record written before 0.2 holds all 15 fields of the state after the first call (with the
     three :data:`LEGACY_LIFETIME` counts); its replay answers with that state.
     """
-    code = check_code(reply[0])
+    # the hot path: positional arguments, and the codes looked up without a new enum each time
+    code = _CODES.get(reply[0])
+    if code is None:
+        code = check_code(reply[0])
     if code is ScriptCode.TZ_MISMATCH:
-        return AwardReply(code, zone=reply[1])
+        return AwardReply(code, reply[1])
     record = reply[1].split("\x1f")
     if len(record) == 15:
         fingerprint, created_ms, *fields, packed = record
@@ -132,41 +135,27 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
     else:
         fingerprint, created_ms, total_after, packed = record
         fields = reply[3].split("\x1f")
-    return AwardReply(
-        code,
-        raised_flag=reply[2] == 1,
-        fingerprint=fingerprint,
-        created_ms=int(created_ms),
-        total_after=int(total_after),
-        rewards=_rewards(packed),
-        state=_state(fields, lifetime),
-    )
-
-
-def _state(fields: list[str], lifetime: Sequence[str]) -> AwardState:
-    """total, streak, longest, last day, version, count, points, the lifetime counts, username,
-    display name (see the script's header)."""
     total, streak, longest, last_day, version, count, points = fields[:_STATE_HEAD]
     end = _STATE_HEAD + len(lifetime)
     username, display_name = fields[end : end + 2]
-    return AwardState(
-        total=int(total),
-        streak=int(streak),
-        longest=int(longest),
-        last_day=int(last_day) if last_day else None,
-        version=int(version),
-        count=int(count),
-        points=int(points),
-        lifetime={t: int(n) for t, n in zip(lifetime, fields[_STATE_HEAD:end])},
-        username=username or None,
-        display_name=display_name or None,
-    )
+    state = AwardState(
+        int(total), int(streak), int(longest), int(last_day) if last_day else None,
+        int(version), int(count), int(points),
+        dict(zip(lifetime, map(int, fields[_STATE_HEAD:end]))),
+        username or None, display_name or None,
+    )  # fmt: skip
+    return AwardReply(
+        code, "", reply[2] == 1, fingerprint, int(created_ms), int(total_after),
+        _rewards(packed) if packed else (), state,
+    )  # fmt: skip
+
+
+#: Reply codes by value (``ScriptCode(value)`` costs a microsecond an award).
+_CODES = {c.value: c for c in ScriptCode}
 
 
 def _rewards(packed: str) -> tuple[Reward, ...]:
     """The rewards in a record ("kind\x1eref\x1epoints\x1ekey", "\x1d"-joined)."""
-    if not packed:
-        return ()
     out = []
     for item in packed.split("\x1d"):
         kind, ref, points, key = item.split("\x1e")
