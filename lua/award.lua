@@ -32,7 +32,8 @@
   weekly goals: id, kind 1 count / 2 points / 3 active days, type, target, reward, desc = the
   reward's description); goal_type, quest_type and reward_types (rewards advance no goal or
   quest); quest_desc (what a quest reward's description says before the quest's title);
-  lifetime (the activity types whose counts the state carries, in order)
+  lifetime (the activity types whose counts the state carries, in order) and lifetime_fields
+  (their count fields in the user hash, "n:<type>")
 
   Returns:
     {0, record, flag, state}  applied; flag = 1 when this award raised the drain flag (the caller
@@ -99,11 +100,9 @@ end
 
 local lifetime = RULES.lifetime
 local nkey, pkey = "n:" .. activity_type, "pts:" .. activity_type
-local lifetime_fields = {}
-for i = 1, #lifetime do lifetime_fields[i] = "n:" .. lifetime[i] end
 local h = rcall("HMGET", user_key, "tz", "total", "tier", "level", "streak", "longest",
   "last_day", "day0", "version", nkey, pkey, "username", "display_name",
-  unpack(lifetime_fields))
+  unpack(RULES.lifetime_fields))
 local LIFETIME_AT = 13  -- h[LIFETIME_AT + i]: the count of lifetime[i]
 
 local tz = h[1] or "UTC"

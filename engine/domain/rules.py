@@ -284,8 +284,10 @@ class Rules(_Strict):
             # awards of these types are rewards: they advance no goal
             "reward_types": {GOAL_REWARD_TYPE: True, QUEST_REWARD_TYPE: True},
             "quest_desc": QUEST_REWARD_DESC,
-            # the counts the award script's reply carries, in this order
+            # the counts the award script's reply carries, in this order, and their fields in
+            # the user hash (ready, so the script builds no names on every call)
             "lifetime": self.lifetime_types,
+            "lifetime_fields": [f"n:{t}" for t in self.lifetime_types],
         }
 
     @cached_property
