@@ -40,6 +40,7 @@ from bench.harness import (
     verdict,
 )
 from engine import AwardRequest, ScoringEngine
+from engine.commands.quest import QuestOp
 from engine.domain.rules import build_rules
 from engine.storage.store import SqlStore
 
@@ -91,7 +92,7 @@ def bench_cost(url: str, awards: int, tmp: Path) -> tuple[float, float, int, int
         spec = engine.quest(q.id)
         for u in range(USERS):
             # what start_quest does after its catalog checks (done once above)
-            engine.side_quests._quest_call("start", f"u{u:06d}", spec.id,
+            engine.side_quests._quest_call(QuestOp.START, f"u{u:06d}", spec.id,
                                f"{spec.activity_type}\x1f{spec.target_count}\x1f"
                                f"{spec.points_reward}\x1f0\x1f{spec.title}")  # fmt: skip
     log(f"award path with 5 goals and 2 quests per user: {awards:,} awards")

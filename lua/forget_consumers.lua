@@ -8,10 +8,14 @@
 
   Returns: how many consumers were deleted.
 ]]
+local stream, group = KEYS[1], ARGV[1]
+local FIRST_CONSUMER = 2  -- ARGV[FIRST_CONSUMER ..]: the consumers
+
 local forgotten = 0
-for i = 2, #ARGV do
-  if #redis.call("XPENDING", KEYS[1], ARGV[1], "-", "+", 1, ARGV[i]) == 0 then
-    redis.call("XGROUP", "DELCONSUMER", KEYS[1], ARGV[1], ARGV[i])
+for i = FIRST_CONSUMER, #ARGV do
+  local consumer = ARGV[i]
+  if #redis.call("XPENDING", stream, group, "-", "+", 1, consumer) == 0 then
+    redis.call("XGROUP", "DELCONSUMER", stream, group, consumer)
     forgotten = forgotten + 1
   end
 end

@@ -15,7 +15,7 @@
   ARGV[7] day board lifetime  ARGV[8] week board's  ARGV[9] month board's (TTLs in seconds,
           as for award.lua; 0 = leave that board alone)
   ARGV[10] drain flag lifetime (seconds)
-  RULES: as for award.lua (tier and level tables, quest_type)
+  RULES: as for award.lua (tier and level tables, quest_type, quest_desc)
 
   Returns:
     {0, record, flag, reward}  done; record = the quest's record after the call; flag = 1 when
@@ -33,23 +33,33 @@ local rcall = redis.call
 --- @include "feed"
 --- @include "credit"
 --- @include "quest_record"
+--- @include "drain_flag"
 
-local op, user, qid, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local done = rcall("HGET", KEYS[3], qid)
+local user_key, open_key, done_key, outbox_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local all_board, quest_board = KEYS[5], KEYS[6]
+local day_board, week_board, month_board = KEYS[7], KEYS[8], KEYS[9]
+local flag_key, feed_key = KEYS[10], KEYS[11]
+
+local op, user, qid, now, today = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local operand = ARGV[6]
+local day_life, week_life, month_life = ARGV[7], ARGV[8], ARGV[9]
+local flag_ttl = ARGV[10]
+
+local done = rcall("HGET", done_key, qid)
 if done then return {-4, done} end
-local rec = rcall("HGET", KEYS[2], qid)
+local rec = rcall("HGET", open_key, qid)
 
 local f
 if op == "start" then
   if rec then return {-3, rec} end
-  local def = quest_parse(ARGV[6])
+  local def = quest_parse(operand)
   -- type, target, progress, reward, ends, started, completed, title
   f = {def[1], def[2], "0", def[3], def[4], now, "", def[5]}
 else
   if not rec then return {-5} end
   f = quest_parse(rec)
   if op == "progress" then
-    local by = tonumber(ARGV[6])
+    local by = tonumber(operand)
     if not by or by <= 0 or by ~= math.floor(by) then
       return redis.error_reply("ERR quest: progress must be a positive integer")
     end
@@ -60,12 +70,12 @@ else
   end
 end
 
-rec = quest_store(KEYS[2], KEYS[3], KEYS[4], user, qid, f)
+rec = quest_store(open_key, done_key, outbox_key, user, qid, f)
 local reward = ""
 if f[7] ~= "" then
   local points = tonumber(f[4])
   local id = "quest:" .. user .. ":" .. qid
-  local h = rcall("HMGET", KEYS[1], "total", "version", "streak", "longest", "last_day", "tier",
+  local h = rcall("HMGET", user_key, "total", "version", "streak", "longest", "last_day", "tier",
     "level", "display_name", "username")
   local tier, level = h[6], h[7]
   if not tier then
@@ -73,14 +83,13 @@ if f[7] ~= "" then
     tier, l = tier_and_level(0)
     level = tostring(l)
   end
-  local st = {key = KEYS[1], user = user, name = h[8] or h[9] or user,
+  local st = {key = user_key, user = user, name = h[8] or h[9] or user,
     total = tonumber(h[1] or "0"), version = tonumber(h[2] or "0"), tier = tier, level = level,
-    streak = h[3] or "0", longest = h[4] or "0", last_day = h[5] or ARGV[5], at = now,
-    outbox = KEYS[4], feed = KEYS[11], all_board = KEYS[5],
-    windows = {KEYS[7], KEYS[8], KEYS[9]}, lifetimes = {ARGV[7], ARGV[8], ARGV[9]}}
-  if not h[1] then rcall("HSET", KEYS[1], "created_at", now) end
-  credit(st, RULES.quest_type, KEYS[6], points, id, "Completed: " .. f[8])
+    streak = h[3] or "0", longest = h[4] or "0", last_day = h[5] or today, at = now,
+    outbox = outbox_key, feed = feed_key, all_board = all_board,
+    windows = {day_board, week_board, month_board}, lifetimes = {day_life, week_life, month_life}}
+  if not h[1] then rcall("HSET", user_key, "created_at", now) end
+  credit(st, RULES.quest_type, quest_board, points, id, RULES.quest_desc .. f[8])
   reward = tostring(points) .. "\30" .. id
 end
-local flag = rcall("SET", KEYS[10], "1", "NX", "EX", ARGV[10]) and 1 or 0
-return {0, rec, flag, reward}
+return {0, rec, raise_drain_flag(flag_key, flag_ttl), reward}

@@ -14,20 +14,24 @@
 local rcall = redis.call
 
 --- @include "toint"
+--- @include "drain_flag"
 
-local n = tonumber(ARGV[4])
-local set = {}
-for i = 5, 4 + 2 * n do set[#set + 1] = ARGV[i] end
-local clear = {}
-for i = 5 + 2 * n, #ARGV do clear[#clear + 1] = ARGV[i] end
+local user_key, outbox_key, flag_key = KEYS[1], KEYS[2], KEYS[3]
+local user, at_ms, flag_ttl, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local FIRST_FIELD = 5  -- ARGV[FIRST_FIELD ..]: the n (field, value) pairs, then the clears
 
-if #clear > 0 then rcall("HDEL", KEYS[1], unpack(clear)) end
-if #set > 0 then rcall("HSET", KEYS[1], unpack(set)) end
-local version = rcall("HINCRBY", KEYS[1], "version", 1)
-if not rcall("HGET", KEYS[1], "created_at") then rcall("HSET", KEYS[1], "created_at", ARGV[2]) end
+local set, clear = {}, {}
+for i = FIRST_FIELD, #ARGV do
+  if i < FIRST_FIELD + 2 * n then set[#set + 1] = ARGV[i] else clear[#clear + 1] = ARGV[i] end
+end
 
-local h = rcall("HGETALL", KEYS[1])
-local entry = {"e", "profile", "user", ARGV[1], "at", ARGV[2], "version", toint(version)}
+if #clear > 0 then rcall("HDEL", user_key, unpack(clear)) end
+if #set > 0 then rcall("HSET", user_key, unpack(set)) end
+local version = rcall("HINCRBY", user_key, "version", 1)
+if not rcall("HGET", user_key, "created_at") then rcall("HSET", user_key, "created_at", at_ms) end
+
+local h = rcall("HGETALL", user_key)
+local entry = {"e", "profile", "user", user, "at", at_ms, "version", toint(version)}
 for i = 1, #h, 2 do
   local f = h[i]
   if f == "username" or f == "display_name" or f == "tz" then
@@ -35,6 +39,5 @@ for i = 1, #h, 2 do
     entry[#entry + 1] = h[i + 1]
   end
 end
-rcall("XADD", KEYS[2], "*", unpack(entry))
-local flag = rcall("SET", KEYS[3], "1", "NX", "EX", ARGV[3]) and 1 or 0
-return {flag, h}
+rcall("XADD", outbox_key, "*", unpack(entry))
+return {raise_drain_flag(flag_key, flag_ttl), h}

@@ -24,6 +24,7 @@ from engine.domain.errors import (
     UnknownTimeZone,
     ValidationError,
 )
+from engine.domain.rules import build_rules
 
 
 def outbox(engine: ScoringEngine, shard: int = 0) -> list[dict[str, str]]:
@@ -172,6 +173,22 @@ def test_a_record_written_before_the_short_format_still_replays(engine: ScoringE
     again = engine.award("jon", "comment", amount=5, idempotency_key="old-1")
     assert again.replayed and again.user.username == "jonny" and again.user.total_points == 5
     assert engine.status("jon").total_points == 5
+
+
+def test_the_counts_an_award_reports_are_the_rules_lifetime_types(
+    engine: ScoringEngine, clock: Clock
+) -> None:
+    """The award script reports the counts of the rules' lifetime types (not a fixed three),
+    after the award and on a replay."""
+    rules = build_rules({"weekly_goals": {}, "lifetime": {"reactions_given": "reaction"}})
+    custom = ScoringEngine(engine.redis, clock=clock, rules=rules)
+    custom.award("kim", "reaction")
+    custom.award("kim", "quiz_complete")
+    custom.award("kim", "reaction")
+    first = custom.award("kim", "comment", idempotency_key="c-1")
+    assert first.user.activity_counts == {"reaction": 2, "comment": 1}
+    again = custom.award("kim", "comment", idempotency_key="c-1")
+    assert again.replayed and again.user.activity_counts == {"reaction": 2, "comment": 1}
 
 
 def test_idempotency_key_reused_for_another_award(engine: ScoringEngine) -> None:

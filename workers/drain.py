@@ -70,7 +70,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
-from engine.commands.scripts import scripts
+from engine.commands import forget_consumers
 from engine.domain.keys import Keys
 from engine.domain.periods import day_to_date
 from engine.domain.rules import Rules, reward_id
@@ -664,7 +664,7 @@ class Drainer:
         outbox = self.keys.outbox(shard)
         self._ensure_group(outbox)
         trimmed = self._trim(outbox)
-        self._forget_idle_consumers(outbox)
+        self._forget_idle_consumers(shard)
         return trimmed
 
     def _trim(self, outbox: str) -> int:
@@ -678,19 +678,19 @@ class Drainer:
         floor = pending["min"] if pending["pending"] else next_id(info["last-delivered-id"])
         return int(self.redis.xtrim(outbox, minid=floor, approximate=False))
 
-    def _forget_idle_consumers(self, outbox: str) -> int:
+    def _forget_idle_consumers(self, shard: int) -> int:
         """Delete the consumers idle for ``consumer_idle_ms`` that hold no entry: each worker
         process joins the group under a name of its own, which would otherwise stay for ever."""
         idle = [
             c["name"]
-            for c in self.redis.xinfo_consumers(outbox, GROUP)
+            for c in self.redis.xinfo_consumers(self.keys.outbox(shard), GROUP)
             if not c["pending"]
             and c["idle"] >= self.consumer_idle_ms
             and c["name"] != self.consumer
         ]
         if not idle:
             return 0
-        return int(scripts["forget_consumers"](self.redis, [outbox], [GROUP, *idle]))
+        return forget_consumers.run(self.redis, self.keys, shard, GROUP, idle)
 
 
 def _entry_error(exc: SQLAlchemyError) -> bool:

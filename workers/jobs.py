@@ -17,7 +17,7 @@ from typing import Any
 from engine.domain.errors import ConfigError
 from engine.runtime.settings import get_settings
 from engine.services.facade import ScoringEngine
-from engine.storage.outbox import FLAG_TTL
+from engine.storage.outbox import raise_flag
 from engine.storage.store import SqlStore
 
 from .drain import Drainer
@@ -143,7 +143,7 @@ def request_drain(
         return False
     if force and engine.drain_queue is not None and shard in engine.drain_queue.queued():
         return False  # the flag stands for a job after all
-    if not engine.redis.set(engine.keys.drain_flag(shard), "1", nx=not force, ex=FLAG_TTL):
+    if not raise_flag(engine.redis, engine.keys.drain_flag(shard), force=force):
         return False  # a drain job is already queued
     engine.queue_drain(shard)
     return True

@@ -33,8 +33,6 @@ from __future__ import annotations
 from binascii import crc32
 from dataclasses import dataclass
 
-from engine.domain.rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE
-
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -104,31 +102,13 @@ class Keys:
         """A leaderboard key; ``board_id`` from :mod:`~engine.domain.periods` (``all``, ...)."""
         return f"{self.tag(shard)}:lb:{board_id}"
 
+    def type_board(self, shard: int, activity_type: str) -> str:
+        """The all-time board of one activity type."""
+        return self.board(shard, f"type:{activity_type}")
+
     def boards(self, board_id: str) -> list[str]:
         """The key of ``board_id`` on every shard, in shard order."""
         return [self.board(s, board_id) for s in range(self.shards)]
-
-    def award(
-        self, user_id: str, shard: int, activity_id: str, activity_type: str, windows: list[str]
-    ) -> list[str]:
-        """The KEYS of ``lua/award.lua``, in its order; ``windows``: day, week, month board ids."""
-        return [
-            self.user(user_id, shard), self.days(user_id, shard),
-            self.idempotency(shard, activity_id), self.outbox(shard), self.board(shard, "all"),
-            self.board(shard, f"type:{activity_type}"), *(self.board(shard, w) for w in windows),
-            self.drain_flag(shard), self.goals(user_id, shard), self.quests(user_id, shard),
-            self.quests_done(user_id, shard), self.board(shard, f"type:{GOAL_REWARD_TYPE}"),
-            self.board(shard, f"type:{QUEST_REWARD_TYPE}"), self.feed(shard),
-        ]  # fmt: skip
-
-    def quest(self, user_id: str, shard: int, windows: list[str]) -> list[str]:
-        """The KEYS of ``lua/quest.lua``, in its order; ``windows`` as for :meth:`award`."""
-        return [
-            self.user(user_id, shard), self.quests(user_id, shard),
-            self.quests_done(user_id, shard), self.outbox(shard), self.board(shard, "all"),
-            self.board(shard, f"type:{QUEST_REWARD_TYPE}"),
-            *(self.board(shard, w) for w in windows), self.drain_flag(shard), self.feed(shard),
-        ]  # fmt: skip
 
     def _shard(self, user_id: str, shard: int | None) -> int:
         return self.shard_of(user_id) if shard is None else shard

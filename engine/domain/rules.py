@@ -103,6 +103,10 @@ DEFAULT_LIFETIME: dict[str, str] = {
 GOAL_REWARD_TYPE = "weekly_goal"
 QUEST_REWARD_TYPE = "side_quest"
 STREAK_BONUS_TYPE = "streak_bonus"
+#: The description of a reward's activity: a weekly goal's says this and the goal's title, a
+#: side quest's this and the quest's title (the award and quest scripts write them).
+GOAL_REWARD_DESC = "Weekly goal: "
+QUEST_REWARD_DESC = "Completed: "
 #: Namespace of the ids of rewards (see :func:`reward_id`).
 REWARD_NAMESPACE = uuid.UUID("2b0c6f7e-4f3a-5d8e-9c1b-7a6e5d4c3b2a")
 
@@ -256,7 +260,8 @@ class Rules(_Strict):
 
     @cached_property
     def script_tables(self) -> dict[str, object]:
-        """The rule tables the award script needs, defined as ``RULES`` ahead of its source."""
+        """The rule tables the award and quest scripts need, defined as ``RULES`` ahead of their
+        source (see ``lua/award.lua``'s header)."""
         kinds = {"count": 1, "points": 2, "active_days": 3}
         return {
             "tier_names": self.tier_names,
@@ -270,7 +275,7 @@ class Rules(_Strict):
                     "type": g.activity_type or "",
                     "target": g.target,
                     "reward": g.reward,
-                    "title": g.title,
+                    "desc": GOAL_REWARD_DESC + g.title,
                 }
                 for goal_id, g in self.weekly_goals.items()
             ],  # fmt: skip
@@ -278,7 +283,17 @@ class Rules(_Strict):
             "quest_type": QUEST_REWARD_TYPE,
             # awards of these types are rewards: they advance no goal
             "reward_types": {GOAL_REWARD_TYPE: True, QUEST_REWARD_TYPE: True},
+            "quest_desc": QUEST_REWARD_DESC,
+            # the counts the award script's reply carries, in this order, and their fields in
+            # the user hash (ready, so the script builds no names on every call)
+            "lifetime": self.lifetime_types,
+            "lifetime_fields": [f"n:{t}" for t in self.lifetime_types],
         }
+
+    @cached_property
+    def lifetime_types(self) -> list[str]:
+        """The activity types the lifetime counters count, each once, in the table's order."""
+        return list(dict.fromkeys(self.lifetime.values()))
 
     # -- pure functions of total points ---------------------------------------------------
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from engine.commands.scripts import scripts, stream_calls
+from engine.commands import award as award_cmd
+from engine.commands.scripts import stream_calls
 from engine.domain import validation
 from engine.domain.errors import (
     IdempotencyConflict,
@@ -28,11 +29,16 @@ from engine.domain.errors import (
     ScriptCode,
     ScriptError,
     ValidationError,
-    check_code,
 )
-from engine.domain.periods import WindowBoard, lifetimes, local_day, parse_timestamp, window_boards
-from engine.domain.results import Activity, AwardResult, Reward, UserState
-from engine.domain.rules import reward_id
+from engine.domain.periods import (
+    WindowBoard,
+    lifetimes,
+    local_day,
+    parse_timestamp,
+    week_of,
+    window_boards,
+)
+from engine.domain.results import Activity, AwardResult, UserState
 from engine.services.context import Context
 from engine.storage.outbox import FLAG_TTL
 
@@ -69,6 +75,100 @@ class _Prepared:
     tz: str = "UTC"
 
 
+#: How many times an award call is sent at most (see :class:`_Attempts`).
+ATTEMPTS = 3
+_TZ_KEPT = "the user's time zone kept changing during the award"
+_UNAPPLIED = "the award could not be applied after three attempts"
+
+_Item = tuple[int, _Prepared]
+
+
+class _Attempts:
+    """Sends award calls again until each is settled, in up to :data:`ATTEMPTS` rounds, for one
+    award (``award``, ``award_async``) or a batch (``award_many``); the caller sends each
+    round's calls and hands every reply to :meth:`settle`.
+
+    A call is sent again when its reply says the user's zone is not the one it assumed (it then
+    assumes the right one), or when a flushed script cache refused it (NOSCRIPT: a pipelined
+    batch, which the script's own EVALSHA fallback does not cover): the script is loaded again
+    before the next round, and the last round sends EVAL with the full source (:attr:`inline`),
+    which cannot be refused. A reply that is an error, or whose result is a
+    :class:`ScoringError`, settles its item with that error.
+
+    Args:
+        awards: the service whose script, rules and context the calls use.
+        items: (index into ``results``, prepared award) pairs; consumed in the first round.
+        results: where each item's result or error goes.
+        on_flag: called with the shard of every award that raised its shard's drain flag.
+        gave_up: the message of the error an item still unsettled after the last round gets.
+    """
+
+    def __init__(
+        self,
+        awards: Awards,
+        items: Iterable[_Item],
+        results: list[Any],
+        *,
+        on_flag: Callable[[int], object],
+        gave_up: str,
+    ) -> None:
+        self._awards = awards
+        self._items = items
+        self._results = results
+        self._on_flag = on_flag
+        self._gave_up = gave_up
+        self._retry: list[_Item] = []
+        self._reload = False
+        #: whether this round's calls are to be sent as EVAL with the script's source
+        self.inline = False
+
+    def rounds(self) -> Iterator[Iterable[_Item]]:
+        """The items to send in each round, until none is left or the attempts run out."""
+        pending: Iterable[_Item] = self._items
+        for attempt in range(ATTEMPTS):
+            self.inline = attempt == ATTEMPTS - 1
+            self._retry, self._reload = [], False
+            yield pending
+            if self._reload:
+                self._awards._award.load(self._awards.ctx.redis)
+            pending = self._retry
+            if not pending:
+                return
+        for i, _ in pending:
+            self._results[i] = ScriptError(self._gave_up)
+
+    def settle(self, item: _Item, reply: Any) -> None:
+        """Take the reply to ``item``'s call (an exception instance if Redis refused it)."""
+        i, p = item
+        if isinstance(reply, NoScriptError):
+            self._retry.append(item)
+            self._reload = True
+            return
+        if isinstance(reply, Exception):
+            self._results[i] = ScriptError(f"award failed in Redis: {reply}")
+            return
+        try:
+            parsed = award_cmd.parse(reply, self._awards._lifetime)
+            result = self._awards._result(p, parsed)
+        except ScoringError as exc:
+            self._results[i] = exc
+            return
+        if result is None:
+            self._retry.append(item)  # the user's time zone was not the one assumed
+            return
+        self._results[i] = result
+        if parsed.raised_flag:
+            self._on_flag(p.shard)
+
+    def one(self) -> AwardResult:
+        """The result of a run of one award (index 0), or raise its error."""
+        result = self._results[0]
+        if isinstance(result, ScoringError):
+            raise result
+        assert isinstance(result, AwardResult)
+        return result
+
+
 class Awards:
     """Awards points (the facade's ``award``, ``award_async`` and ``award_many``).
 
@@ -80,7 +180,8 @@ class Awards:
 
     def __init__(self, ctx: Context, async_client: Callable[[], Any] | None = None) -> None:
         self.ctx = ctx
-        self._award = scripts.get("award", RULES=ctx.rules.script_tables)
+        self._award = award_cmd.script(ctx.rules)
+        self._lifetime = ctx.rules.lifetime_types
         self._window_cache: dict[date, list[WindowBoard]] = {}
         self._async_factory = async_client
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -124,14 +225,11 @@ class Awards:
             IdempotencyConflict: the key was used before for a different award.
         """
         p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
-        for _ in range(3):
-            reply = self._award(self.ctx.redis, p.keys, p.args)
-            result = self._finish(p, reply)
-            if result is not None:
-                if _raised_flag(reply):
-                    self.ctx.queue_drain(p.shard)
-                return result
-        raise ScriptError("the user's time zone kept changing during the award")
+        run = _Attempts(self, [(0, p)], [None], on_flag=self.ctx.queue_drain, gave_up=_TZ_KEPT)
+        for pending in run.rounds():
+            for item in pending:
+                run.settle(item, self._award(self.ctx.redis, p.keys, p.args))
+        return run.one()
 
     async def award_async(
         self,
@@ -154,15 +252,15 @@ class Awards:
                 idempotency_key=idempotency_key, occurred_at=occurred_at,
             )  # fmt: skip
         p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
-        for _ in range(3):
-            reply = await self._award.acall(client, p.keys, p.args)
-            result = self._finish(p, reply)
-            if result is not None:
-                if _raised_flag(reply) and self.ctx.drain_queue is not None:
-                    # rare (once per drain cycle and shard): RQ's enqueue is blocking I/O
-                    await asyncio.to_thread(self.ctx.queue_drain, p.shard)
-                return result
-        raise ScriptError("the user's time zone kept changing during the award")
+        raised: list[int] = []
+        run = _Attempts(self, [(0, p)], [None], on_flag=raised.append, gave_up=_TZ_KEPT)
+        for pending in run.rounds():
+            for item in pending:
+                run.settle(item, await self._award.acall(client, p.keys, p.args))
+        if raised and self.ctx.drain_queue is not None:
+            # rare (once per drain cycle and shard): RQ's enqueue is blocking I/O
+            await asyncio.to_thread(self.ctx.queue_drain, p.shard)
+        return run.one()
 
     def _async_redis(self) -> Any:
         """This event loop's asyncio client (made on first use), or None without a factory."""
@@ -186,7 +284,6 @@ class Awards:
         """
         items = list(items)
         results: list[Any] = [None] * len(items)
-        reload = False
 
         def prepared() -> Iterator[tuple[int, _Prepared]]:
             # lazily, so that preparing overlaps with Redis running the previous chunk
@@ -196,37 +293,10 @@ class Awards:
                 except ScoringError as exc:
                     results[i] = exc
 
-        pending: Iterable[tuple[int, _Prepared]] = prepared()
-        for attempt in range(3):
-            retry: list[tuple[int, _Prepared]] = []
-            calls = stream_calls(self.ctx.redis, pending, self._call, inline=attempt == 2)
-            for (i, p), reply in calls:
-                if isinstance(reply, NoScriptError):
-                    retry.append((i, p))
-                    reload = True
-                    continue
-                if isinstance(reply, Exception):
-                    results[i] = ScriptError(f"award failed in Redis: {reply}")
-                    continue
-                result: AwardResult | ScoringError | None
-                try:
-                    result = self._finish(p, reply)
-                except ScoringError as exc:
-                    result = exc
-                if result is None:
-                    retry.append((i, p))  # the user's time zone was not the one assumed
-                    continue
-                results[i] = result
-                if _raised_flag(reply):
-                    self.ctx.queue_drain(p.shard)
-            if reload:
-                self._award.load(self.ctx.redis)
-                reload = False
-            pending = retry
-            if not pending:
-                break
-        for i, _ in pending:
-            results[i] = ScriptError("the award could not be applied after three attempts")
+        run = _Attempts(self, prepared(), results, on_flag=self.ctx.queue_drain, gave_up=_UNAPPLIED)
+        for pending in run.rounds():
+            for item, reply in stream_calls(self.ctx.redis, pending, self._call, inline=run.inline):
+                run.settle(item, reply)
         return results
 
     def _call(self, ip: tuple[int, _Prepared]) -> tuple[Any, list[str], list[Any]]:
@@ -261,52 +331,55 @@ class Awards:
         shard = self.ctx.keys.shard_of(uid)
         tz = self.ctx.zones.get(uid)
         windows = self._windows(at.date())
-        keys = self.ctx.keys.award(
-            uid, shard, activity_id, activity_type, [w.board_id for w in windows]
+        day = local_day(at, tz)
+        keys = award_cmd.keys(
+            self.ctx.keys, uid, shard, activity_id, activity_type, [w.board_id for w in windows]
         )
-        args = [
-            activity_id, uid, points, activity_type, desc, int(at.timestamp() * 1000),
-            local_day(at, tz), tz,
-            key_ttl or (idem.key_ttl if key is not None else idem.auto_ttl),
-            fingerprint,
-            *lifetimes(windows, now), FLAG_TTL, "1" if spec.streak else "0",
-        ]  # fmt: skip
+        args = award_cmd.args(
+            activity_id=activity_id, user_id=uid, amount=points, activity_type=activity_type,
+            description=desc, created_ms=int(at.timestamp() * 1000), day=day, week=week_of(day),
+            tz=tz, record_ttl=key_ttl or (idem.key_ttl if key is not None else idem.auto_ttl),
+            fingerprint=fingerprint, lifetimes=lifetimes(windows, now), flag_ttl=FLAG_TTL,
+            streak=spec.streak,
+        )  # fmt: skip
         return _Prepared(
             uid, shard, activity_id, activity_type, points, desc, at, fingerprint, keys, args, tz
         )
 
     def _finish(self, p: _Prepared, reply: list[Any]) -> AwardResult | None:
         """Turn a script reply into a result; None when the call must be repeated."""
-        code = check_code(reply[0])
-        if code is ScriptCode.TZ_MISMATCH:
-            self.ctx.zones.remember(p.user_id, reply[1])
-            p.tz = reply[1]
-            p.args[6] = local_day(p.at, p.tz)
-            p.args[7] = p.tz
+        return self._result(p, award_cmd.parse(reply, self._lifetime))
+
+    def _result(self, p: _Prepared, reply: award_cmd.AwardReply) -> AwardResult | None:
+        """The result of a parsed reply; None when the call must be repeated (the user's zone
+        was not the one assumed: ``p`` now assumes the right one)."""
+        if reply.code is ScriptCode.TZ_MISMATCH:
+            self.ctx.zones.remember(p.user_id, reply.zone)
+            p.tz = reply.zone
+            day = local_day(p.at, p.tz)
+            award_cmd.rezone(p.args, day=day, week=week_of(day), tz=p.tz)
             return None
-        replayed = code is ScriptCode.DUPLICATE
-        fingerprint, created_ms, total_after, packed, state = _record(reply)
-        if replayed and fingerprint != p.fingerprint:
+        replayed = reply.code is ScriptCode.DUPLICATE
+        if replayed and reply.fingerprint != p.fingerprint:
             raise IdempotencyConflict(
                 "this idempotency key was already used for a different award",
                 field="idempotency_key",
             )
-        (total, streak, longest, last_day, version, count, points, quizzes, projects, comments,
-         username, display_name) = state  # fmt: skip
+        state = reply.state
+        assert state is not None  # set for every code but TZ_MISMATCH
         rules, kind = self.ctx.rules, p.activity_type
-        counts = {"quiz_complete": int(quizzes), "project_create": int(projects),
-                  "comment": int(comments), kind: int(count)}  # fmt: skip
+        counts = {**state.lifetime, kind: state.count}
         counts = {k: v for k, v in counts.items() if v or k == kind}
         user = UserState.build(
             p.user_id, rules, local_day(self.ctx.clock(), p.tz),
-            username=username or None, display_name=display_name or None, time_zone=p.tz,
-            total=int(total), streak=int(streak), longest=int(longest),
-            last_day=int(last_day) if last_day else None,
-            counts=counts, points={kind: int(points)}, version=int(version),
+            username=state.username, display_name=state.display_name, time_zone=p.tz,
+            total=state.total, streak=state.streak, longest=state.longest,
+            last_day=state.last_day, counts=counts, points={kind: state.points},
+            version=state.version,
         )  # fmt: skip
-        rewards = _rewards(packed)
+        rewards = reply.rewards
         # the upgrades this award made (a replay: the first call's, whatever came since)
-        new_total = int(total_after)
+        new_total = reply.total_after
         old_total = new_total - p.amount - sum(r.points for r in rewards)
         old_tier, old_level = rules.tier_for(old_total), rules.level_for(old_total)
         new_tier, new_level = rules.tier_for(new_total), rules.level_for(new_total)
@@ -319,7 +392,7 @@ class Awards:
             activity_type=kind,
             description=p.description,
             tier_at_time=rules.tier_for(old_total + p.amount),  # as the outbox has it
-            created_at=Activity.time_from_ms(int(created_ms)),
+            created_at=Activity.time_from_ms(reply.created_ms),
         )
         return AwardResult(
             user=user,
@@ -342,35 +415,6 @@ class Awards:
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             windows = self._window_cache[day] = window_boards(start, self.ctx.rules)
         return windows
-
-
-def _rewards(packed: str) -> tuple[Reward, ...]:
-    """The rewards in an award script's record ("kind\x1eref\x1epoints\x1ekey", "\x1d"-joined)."""
-    if not packed:
-        return ()
-    out = []
-    for item in packed.split("\x1d"):
-        kind, ref, points, key = item.split("\x1e")
-        out.append(Reward(kind, ref, int(points), reward_id(key)))
-    return tuple(out)
-
-
-def _record(reply: list[Any]) -> tuple[str, str, str, str, list[str]]:
-    """(fingerprint, created_at ms, total after, packed rewards, user state fields) of an award
-    script's reply (see ``lua/award.lua``). A record written before 0.2 holds all 15 fields of
-    the state after the first call; its replay answers with that state."""
-    record = reply[1].split("\x1f")
-    if len(record) == 15:
-        fingerprint, created_ms, *state, packed = record
-        return fingerprint, created_ms, state[0], packed, state
-    fingerprint, created_ms, total_after, packed = record
-    return fingerprint, created_ms, total_after, packed, reply[3].split("\x1f")
-
-
-def _raised_flag(reply: list[Any]) -> bool:
-    """Whether an applied award raised its shard's drain flag (its caller then queues the
-    shard's drain job; see :mod:`engine.storage.outbox`)."""
-    return len(reply) > 2 and reply[2] == 1
 
 
 def _fields_of(index: int, item: object) -> tuple[Any, Any, Any, Any, Any, Any]:

@@ -17,7 +17,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
-from engine.commands.scripts import run_calls, scripts
+from engine.commands import board_position
+from engine.commands.scripts import run_calls
 from engine.domain.errors import InvalidPaging, NotRanked
 from engine.domain.keys import Keys
 from engine.domain.results import LeaderboardEntry, Page, RankInfo
@@ -126,13 +127,14 @@ class Leaderboard:
         positions = [0] * len(self.shard_keys)
         positions[own] = rank
         if len(self.shard_keys) > 1:
-            script, args = scripts["board_position"], [_fmt(score), uid]
             others = [s for s in range(len(self.shard_keys)) if s != own]
-            counts = run_calls(self.redis, [(script, [self.shard_keys[s]], args) for s in others])
-            for s, n in zip(others, counts):
+            calls = [
+                board_position.call(self.keys, s, self.board_id, _fmt(score), uid) for s in others
+            ]
+            for s, n in zip(others, run_calls(self.redis, calls)):
                 if isinstance(n, Exception):
                     raise n
-                positions[s] = n
+                positions[s] = board_position.parse(n)
         return _Pivot(uid, score, sum(positions), positions, sum(sizes))
 
     def _slice(self, start: int, count: int, pivot: _Pivot | None = None) -> list[LeaderboardEntry]:

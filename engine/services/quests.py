@@ -10,7 +10,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.commands.scripts import scripts
+from engine.commands import quest as quest_cmd
+from engine.commands.quest import QuestOp
 from engine.domain import validation
 from engine.domain.errors import (
     QuestAlreadyCompleted,
@@ -21,7 +22,6 @@ from engine.domain.errors import (
     ScriptCode,
     UnknownQuest,
     ValidationError,
-    check_code,
 )
 from engine.domain.periods import lifetimes, window_boards
 from engine.domain.results import Quest, QuestResult, Reward, UserQuest
@@ -39,7 +39,7 @@ class Quests:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._quest = scripts.get("quest", RULES=ctx.rules.script_tables)
+        self._quest = quest_cmd.script(ctx.rules)
 
     def create_quest(self, **fields: Any) -> Quest:
         """Add a quest to the catalog. Fields: title, description, quest_type, difficulty,
@@ -137,7 +137,7 @@ class Quests:
         ends = int(quest.ends_at.timestamp() * 1000) if quest.ends_at else 0
         spec = "\x1f".join(str(v) for v in (quest.activity_type, quest.target_count,
                                              quest.points_reward, ends, quest.title))  # fmt: skip
-        return self._quest_call("start", uid, quest.id, spec)
+        return self._quest_call(QuestOp.START, uid, quest.id, spec)
 
     def advance_quest(self, user_id: str, quest_id: int, by: int = 1) -> QuestResult:
         """Advance a started quest by ``by`` steps (for progress the app tracks itself);
@@ -146,14 +146,14 @@ class Quests:
         if isinstance(by, bool) or not isinstance(by, int) or not 0 < by <= 10**6:
             raise ValidationError("by must be a whole number from 1 to 1000000", field="by")
         quest = self.quest(quest_id)
-        return self._quest_call("progress", uid, quest.id, str(by))
+        return self._quest_call(QuestOp.PROGRESS, uid, quest.id, str(by))
 
     def complete_quest(self, user_id: str, quest_id: int) -> QuestResult:
         """Complete a started quest now and award its reward (the seed's
         ``UserSideQuest.complete()``); a second call is refused, so the reward is given once."""
         uid = validation.user_id(user_id)
         quest = self.quest(quest_id)
-        return self._quest_call("complete", uid, quest.id, "")
+        return self._quest_call(QuestOp.COMPLETE, uid, quest.id, "")
 
     def user_quests(self, user_id: str) -> list[UserQuest]:
         """The user's quests, in progress and completed, by quest id."""
@@ -165,31 +165,36 @@ class Quests:
         quests = [UserQuest.from_record(q, r) for q, r in {**open_, **done}.items()]
         return sorted(quests, key=lambda q: q.quest_id)
 
-    def _quest_call(self, op: str, uid: str, quest_id: int, arg: str) -> QuestResult:
+    def _quest_call(self, op: QuestOp, uid: str, quest_id: int, operand: str) -> QuestResult:
         now = self.ctx.clock()
         shard = self.ctx.keys.shard_of(uid)
         windows = window_boards(now, self.ctx.rules)
         now_s = now.timestamp()
-        reply = self._quest(
-            self.ctx.redis,
-            self.ctx.keys.quest(uid, shard, [w.board_id for w in windows]),
-            [op, uid, quest_id, int(now_s * 1000), int(now_s // 86400), arg,
-             *lifetimes(windows, now), FLAG_TTL],
+        reply = quest_cmd.parse(
+            self._quest(
+                self.ctx.redis,
+                quest_cmd.keys(self.ctx.keys, uid, shard, [w.board_id for w in windows]),
+                quest_cmd.args(
+                    op=op, user_id=uid, quest_id=quest_id, now_ms=int(now_s * 1000),
+                    today=int(now_s // 86400), operand=operand, lifetimes=lifetimes(windows, now),
+                    flag_ttl=FLAG_TTL,
+                ),
+            )
         )  # fmt: skip
-        code = check_code(reply[0])
-        if code is ScriptCode.QUEST_STARTED:
+        if reply.code is ScriptCode.QUEST_STARTED:
             raise QuestAlreadyStarted(f"quest {quest_id} is already in progress", field="quest_id")
-        if code is ScriptCode.QUEST_COMPLETED:
+        if reply.code is ScriptCode.QUEST_COMPLETED:
             raise QuestAlreadyCompleted(f"quest {quest_id} is already completed", field="quest_id")
-        if code is ScriptCode.QUEST_NOT_STARTED:
+        if reply.code is ScriptCode.QUEST_NOT_STARTED:
             raise QuestNotStarted(f"quest {quest_id} was not started", field="quest_id")
-        if reply[2] == 1:
+        if reply.raised_flag:
             self.ctx.queue_drain(shard)
         reward = None
-        if reply[3]:
-            points, key = reply[3].split("\x1e")
-            reward = Reward(QUEST_REWARD_TYPE, str(quest_id), int(points), reward_id(key))
-        return QuestResult(UserQuest.from_record(str(quest_id), reply[1]), reward)
+        if reply.reward_key:
+            reward = Reward(
+                QUEST_REWARD_TYPE, str(quest_id), reply.reward_points, reward_id(reply.reward_key)
+            )
+        return QuestResult(UserQuest.from_record(str(quest_id), reply.record), reward)
 
 
 def _quest_id(value: object) -> int:

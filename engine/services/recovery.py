@@ -214,7 +214,7 @@ def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
     pipe.hset(keys.user(u.user_id, shard), mapping=fields)
     pipe.zadd(keys.board(shard, "all"), {u.user_id: -u.total})
     for activity_type, points in u.points.items():
-        pipe.zadd(keys.board(shard, f"type:{activity_type}"), {u.user_id: -points})
+        pipe.zadd(keys.type_board(shard, activity_type), {u.user_id: -points})
     for board_id, points in u.windows.items():
         pipe.zadd(keys.board(shard, board_id), {u.user_id: -points})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.commands.scripts import scripts
+from engine.commands import profile
 from engine.domain import validation
 from engine.domain.periods import zone
 from engine.domain.results import UserState
@@ -56,14 +56,18 @@ class Users:
             zone(time_zone)
             fields["tz"] = time_zone
         shard = ctx.keys.shard_of(uid)
-        args: list[Any] = [uid, int(ctx.clock().timestamp() * 1000), FLAG_TTL, len(fields)]
-        for k, v in fields.items():
-            args += [k, v]
-        args += clear
-        keys = [ctx.keys.user(uid, shard), ctx.keys.outbox(shard), ctx.keys.drain_flag(shard)]
-        flag, flat = scripts["set_profile"](ctx.redis, keys, args)
-        if flag == 1:
+        reply = profile.parse(
+            profile.script()(
+                ctx.redis,
+                profile.keys(ctx.keys, uid, shard),
+                profile.args(
+                    user_id=uid, at_ms=int(ctx.clock().timestamp() * 1000), flag_ttl=FLAG_TTL,
+                    fields=fields, clear=clear,
+                ),
+            )
+        )  # fmt: skip
+        if reply.raised_flag:
             ctx.queue_drain(shard)
-        h = dict(zip(flat[::2], flat[1::2]))
+        h = reply.user
         ctx.zones.remember(uid, h.get("tz", "UTC"))
         return ctx.state(uid, h)

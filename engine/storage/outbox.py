@@ -60,6 +60,14 @@ class DrainQueue:
         )
 
 
+def raise_flag(client: Any, key: str, *, force: bool = False) -> bool:
+    """Raise a shard's drain flag (``key``: :meth:`~engine.domain.keys.Keys.drain_flag`) for
+    :data:`FLAG_TTL` seconds, as the scripts do (``lua/includes/drain_flag.lua``); True when
+    this call raised it, so its caller queues the drain job. ``force``: raise it even when it
+    stands (its lifetime starts again)."""
+    return bool(client.set(key, "1", nx=not force, ex=FLAG_TTL))
+
+
 def ensure_group(client: Any, outbox: str) -> None:
     """Create the outbox stream's consumer group (and the stream) unless it exists."""
     try:

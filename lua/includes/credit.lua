@@ -9,6 +9,7 @@
 --        windows = {day, week, month board keys}, lifetimes = {day, week, month} (TTLs in
 --        seconds; "0" = leave that board alone)}
 -- Needs tier_and_level and feed.
+--- @include "window_add"
 local function credit(st, kind, type_board, amount, reward_key, desc)
   st.total = st.total + amount
   st.version = st.version + 1
@@ -24,14 +25,7 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
   redis.call("HINCRBY", st.key, "pts:" .. kind, amount)
   redis.call("ZINCRBY", st.all_board, -amount, st.user)
   redis.call("ZINCRBY", type_board, -amount, st.user)
-  for i = 1, 3 do
-    local lifetime = st.lifetimes[i]
-    if lifetime ~= "0" then
-      if tonumber(redis.call("ZINCRBY", st.windows[i], -amount, st.user)) == -amount then
-        redis.call("EXPIRE", st.windows[i], lifetime)
-      end
-    end
-  end
+  for i = 1, 3 do window_add(st.windows[i], st.lifetimes[i], st.user, amount) end
   redis.call("XADD", st.outbox, "*", "key", reward_key, "user", st.user, "amount", tostring(amount),
     "type", kind, "desc", desc, "at", st.at, "tier", tier,
     "state", table.concat({total_s, level_s, st.streak, st.longest, st.last_day, version_s}, " "))

@@ -1,0 +1,163 @@
+"""``lua/award.lua``: the script, its KEYS, its ARGV and its reply, written once.
+
+:func:`keys` and :func:`args` build a call in the script's order, :func:`rezone` moves a call to
+the user's real zone (after a ``TZ_MISMATCH`` reply) and :func:`parse` reads a reply into an
+:class:`AwardReply`; no other module knows a position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.commands.scripts import LuaScript, scripts
+from engine.domain.errors import ScriptCode, check_code
+from engine.domain.keys import Keys
+from engine.domain.results import Reward
+from engine.domain.rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, Rules, reward_id
+
+#: The lifetime counts in the state of a record written before 0.2, which held the state.
+LEGACY_LIFETIME = ("quiz_complete", "project_create", "comment")
+#: ARGV positions (0-based) that :func:`rezone` sets: the local day, its week, the zone.
+_DAY, _WEEK, _TZ = 6, 7, 8
+#: Fields of the reply's state before its lifetime counts (total ... points of the type).
+_STATE_HEAD = 7
+
+
+def script(rules: Rules) -> LuaScript:
+    """The award script for ``rules`` (their tables defined as ``RULES``)."""
+    return scripts.get("award", RULES=rules.script_tables)
+
+
+def keys(
+    k: Keys, user_id: str, shard: int, activity_id: str, activity_type: str, windows: list[str]
+) -> list[str]:
+    """The KEYS of one award; ``windows``: the day, week and month board ids."""
+    day, week, month = windows
+    return [
+        k.user(user_id, shard), k.days(user_id, shard), k.idempotency(shard, activity_id),
+        k.outbox(shard), k.board(shard, "all"), k.type_board(shard, activity_type),
+        k.board(shard, day), k.board(shard, week), k.board(shard, month), k.drain_flag(shard),
+        k.goals(user_id, shard), k.quests(user_id, shard), k.quests_done(user_id, shard),
+        k.type_board(shard, GOAL_REWARD_TYPE), k.type_board(shard, QUEST_REWARD_TYPE),
+        k.feed(shard),
+    ]  # fmt: skip
+
+
+def args(
+    *,
+    activity_id: str,
+    user_id: str,
+    amount: int,
+    activity_type: str,
+    description: str,
+    created_ms: int,
+    day: int,
+    week: int,
+    tz: str,
+    record_ttl: int,
+    fingerprint: str,
+    lifetimes: Sequence[int],
+    flag_ttl: int,
+    streak: bool,
+) -> list[Any]:
+    """The ARGV of one award (see the script's header for each one's meaning and unit);
+    ``lifetimes``: the TTLs of the day, week and month boards."""
+    day_ttl, week_ttl, month_ttl = lifetimes
+    return [
+        activity_id, user_id, amount, activity_type, description, created_ms, day, week, tz,
+        record_ttl, fingerprint, day_ttl, week_ttl, month_ttl, flag_ttl, "1" if streak else "0",
+    ]  # fmt: skip
+
+
+def rezone(argv: list[Any], *, day: int, week: int, tz: str) -> None:
+    """Make the call whose ARGV is ``argv`` assume zone ``tz``, in which the award falls on
+    ``day`` of week ``week``."""
+    argv[_DAY], argv[_WEEK], argv[_TZ] = day, week, tz
+
+
+@dataclass(slots=True)
+class AwardState:
+    """The user's state in a reply: after the award and its rewards, or (a duplicate) now."""
+
+    total: int
+    streak: int
+    longest: int
+    last_day: int | None
+    version: int
+    #: awards and points of the awarded type
+    count: int
+    points: int
+    #: activity type -> count, for each of the rules' lifetime types, in their order
+    lifetime: dict[str, int]
+    username: str | None
+    display_name: str | None
+
+
+@dataclass(slots=True)
+class AwardReply:
+    """An award script's reply.
+
+    ``code`` OK (applied) or DUPLICATE (a replay: the record is the first call's); for
+    TZ_MISMATCH only ``zone`` (the user's) is set and nothing was changed.
+    """
+
+    code: ScriptCode
+    zone: str = ""
+    #: whether this award raised the shard's drain flag (its caller queues the drain job)
+    raised_flag: bool = False
+    fingerprint: str = ""
+    created_ms: int = 0
+    #: the user's total after the award and its rewards (for a replay, as the first call left it)
+    total_after: int = 0
+    rewards: tuple[Reward, ...] = ()
+    state: AwardState | None = None
+
+
+def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
+    """Read a reply of the script built with rules whose ``lifetime_types`` are ``lifetime``.
+
+    A record written before 0.2 holds all 15 fields of the state after the first call (with the
+    three :data:`LEGACY_LIFETIME` counts); its replay answers with that state.
+    """
+    # the hot path: positional arguments, and the codes looked up without a new enum each time
+    code = _CODES.get(reply[0])
+    if code is None:
+        code = check_code(reply[0])
+    if code is ScriptCode.TZ_MISMATCH:
+        return AwardReply(code, reply[1])
+    record = reply[1].split("\x1f")
+    if len(record) == 15:
+        fingerprint, created_ms, *fields, packed = record
+        total_after = fields[0]
+        lifetime = LEGACY_LIFETIME
+    else:
+        fingerprint, created_ms, total_after, packed = record
+        fields = reply[3].split("\x1f")
+    total, streak, longest, last_day, version, count, points = fields[:_STATE_HEAD]
+    end = _STATE_HEAD + len(lifetime)
+    username, display_name = fields[end : end + 2]
+    state = AwardState(
+        int(total), int(streak), int(longest), int(last_day) if last_day else None,
+        int(version), int(count), int(points),
+        dict(zip(lifetime, map(int, fields[_STATE_HEAD:end]))),
+        username or None, display_name or None,
+    )  # fmt: skip
+    return AwardReply(
+        code, "", reply[2] == 1, fingerprint, int(created_ms), int(total_after),
+        _rewards(packed) if packed else (), state,
+    )  # fmt: skip
+
+
+#: Reply codes by value (``ScriptCode(value)`` costs a microsecond an award).
+_CODES = {c.value: c for c in ScriptCode}
+
+
+def _rewards(packed: str) -> tuple[Reward, ...]:
+    """The rewards in a record ("kind\x1eref\x1epoints\x1ekey", "\x1d"-joined)."""
+    out = []
+    for item in packed.split("\x1d"):
+        kind, ref, points, key = item.split("\x1e")
+        out.append(Reward(kind, ref, int(points), reward_id(key)))
+    return tuple(out)
