@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import BASE, Clock, at_utc, iso, snapshot, week_id
+from helpers import BASE, LIFETIME_RULES, Clock, at_utc, iso, snapshot, week_id
 
 from engine import AwardRequest, ScoringEngine
 from engine.domain.errors import (
@@ -59,15 +59,6 @@ def test_default_amount_and_seed_sequence(engine: ScoringEngine) -> None:
     assert result.tier_upgraded and (result.old_tier, result.new_tier) == ("ember", "blaze")
     assert result.user.total_points == 525
     assert result.user.lifetime_quizzes_completed == 1
-
-
-#: A rules file's own lifetime table: other counters, in its order (no seed counter but one).
-LIFETIME_RULES = """
-[lifetime]
-reactions_given = "reaction"
-logins = "daily_login"
-quizzes_completed = "quiz_complete"
-"""
 
 
 def test_lifetime_counters_come_from_the_rules(
