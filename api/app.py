@@ -27,6 +27,7 @@ from .auth import PRINCIPAL, Authenticator, AuthError, parse_api_keys
 from .live import LiveHub
 from .metrics import Metrics
 from .routers import awards, dashboard, engagement, health, leaderboards, me, stats, users
+from .schemas import user_schemas
 
 #: Request bodies larger than this are refused with 413 (a batch of 1,000 awards is ~250 KB).
 MAX_BODY = 2 * 1024 * 1024
@@ -64,8 +65,11 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     app.state.live = LiveHub(app.state, settings.stream_interval_ms / 1000)
     errors.install(app)
     app.add_middleware(_Guard)
-    for router in (health.router, awards.router, users.router, leaderboards.router,
-                   engagement.router, stats.router, me.router, dashboard.router):  # fmt: skip
+    # the user's response models show the rules' lifetime counters (api.schemas.user_schemas)
+    schemas = user_schemas(tuple(app.state.engine.rules.lifetime))
+    for router in (health.router, awards.router(schemas), users.router(schemas),
+                   leaderboards.router, engagement.router, stats.router, me.router(schemas),
+                   dashboard.router):  # fmt: skip
         app.include_router(router)
     app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC), name="dashboard")
     return app

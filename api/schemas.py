@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Annotated, Any
+from functools import cache
+from typing import Annotated, Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from engine.domain.results import (
+    LIFETIME_PREFIX,
     Activity,
     AwardResult,
     GoalProgress,
@@ -19,6 +23,7 @@ from engine.domain.results import (
     UserQuest,
     UserState,
 )
+from engine.domain.rules import DEFAULT_LIFETIME
 
 Description = Annotated[StrictStr, Field(max_length=255)]
 UserId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -97,10 +102,14 @@ class ProgressIn(_In):
     by: StrictInt = Field(default=1, description="steps to advance")
 
 
+# An error, read from a ScoringError's attributes; ``field`` is left out when it names none, as
+# ScoringError.to_dict does (no docstring: it would become the OpenAPI schema's description).
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     code: str
     message: str
-    field: str | None = None
+    field: str | None = Field(default=None, exclude_if=lambda value: not value)
 
 
 class ErrorOut(BaseModel):
@@ -117,142 +126,162 @@ def error_responses(*statuses: int) -> Responses:
     return {status: {"model": ErrorOut} for status in statuses}
 
 
-class UserOut(BaseModel):
-    id: str
-    username: str | None
-    display_name: str | None
-    time_zone: str
-    total_points: int
-    tier: str
-    tier_display: str
-    level: int
-    points_to_next_tier: int | None
-    points_to_next_level: int
-    current_streak_days: int
-    longest_streak_days: int
-    last_activity_date: date | None
-    streak_active: bool
-    lifetime_quizzes_completed: int
-    lifetime_projects_created: int
-    lifetime_comments_posted: int
-    activity_counts: dict[str, int]
-    points_by_type: dict[str, int]
-
-    @classmethod
-    def of(cls, u: UserState) -> UserOut:
-        data = {f: getattr(u, f) for f in cls.model_fields if f != "id"}
-        return cls(id=u.user_id, **data)
+# -- responses --------------------------------------------------------------------------------
+# A result has one representation: the engine's dataclass (engine.domain.results). Each response
+# model below is read off it (fields_of: its fields, in its order, with their types), validated
+# from the object's attributes and serialized by FastAPI's response_model, so the routes return
+# the engine's objects as they are. Only what the API shows differently is written here: a
+# renamed field (``user_id`` shows as ``id``), a nested model, a description.
 
 
-class ActivityOut(BaseModel):
-    id: str
-    user_id: str
-    amount: int
-    activity_type: str
-    description: str
-    tier_at_time: str
-    created_at: datetime
-
-    @classmethod
-    def of(cls, a: Activity) -> ActivityOut:
-        return cls(**{f: getattr(a, f) for f in cls.model_fields})
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
 
 
-class RewardOut(BaseModel):
+def fields_of(
+    source: type,
+    *,
+    only: tuple[str, ...] | None = None,
+    drop: tuple[str, ...] = (),
+    rename: Mapping[str, str] | None = None,
+    expand: Mapping[str, Mapping[str, Any]] | None = None,
+    types: Mapping[str, Any] | None = None,
+    describe: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The annotations of a response model that shows the dataclass ``source``: its fields in
+    its order (``only`` those, or all but ``drop``), each required, with its type.
+
+    ``rename``: source field -> the name the API shows (validated from the source's attribute,
+    or from the API's name, so the model also reads its own JSON); ``expand``: source field ->
+    the fields shown in its place (API name -> annotation, with its own alias); ``types``: API
+    name -> its type (a nested response model); ``describe``: API name -> its OpenAPI
+    description. Assign the result to ``__annotations__`` in the model's class body (pydantic
+    reads the fields from it as from written annotations).
+    """
+    hints = get_type_hints(source)
+    rename, expand, types = rename or {}, expand or {}, types or {}
+    describe = describe or {}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(source):
+        if (only is not None and f.name not in only) or f.name in drop:
+            continue
+        if f.name in expand:
+            out.update(expand[f.name])
+            continue
+        name = rename.get(f.name, f.name)
+        info = Field(
+            validation_alias=AliasChoices(f.name, name) if name != f.name else None,
+            description=describe.get(name),
+        )
+        out[name] = Annotated[types.get(name, hints[f.name]), info]
+    return out
+
+
+class ActivityOut(_Out):
+    __annotations__ = fields_of(Activity)
+
+
+class RewardOut(_Out):
     """Points a goal or quest gave, as an activity of its own (``weekly_goal``/``side_quest``);
     ``ref``: the goal id or quest id."""
 
-    activity_type: str
-    ref: str
-    points: int
-    activity_id: str
-
-    @classmethod
-    def of(cls, r: Reward) -> RewardOut:
-        return cls(**{f: getattr(r, f) for f in cls.model_fields})
+    __annotations__ = fields_of(Reward)
 
 
-class AwardOut(BaseModel):
-    user: UserOut
-    point_activity: ActivityOut
-    tier_upgraded: bool
-    old_tier: str | None
-    new_tier: str | None
-    level_upgraded: bool
-    old_level: int | None
-    new_level: int | None
-    replayed: bool
-    rewards: list[RewardOut] = Field(description="goals and quests this award completed")
+@dataclasses.dataclass(frozen=True)
+class UserSchemas:
+    """The response models that show a user's state, whose ``lifetime_<name>`` fields are the
+    rules' (:attr:`Rules.lifetime <engine.domain.rules.Rules.lifetime>`): built once per app
+    from its engine's rules by :func:`user_schemas`, and handed to the routers that use them."""
+
+    user: type[BaseModel]
+    award: type[BaseModel]
+    batch: type[BaseModel]
+    status: type[BaseModel]
 
 
-class BatchResultOut(BaseModel):
-    """One item's outcome: ``result`` or ``error``."""
+@cache
+def user_schemas(lifetime: tuple[str, ...]) -> UserSchemas:
+    """The user's response models for the lifetime counters named ``lifetime`` (in order), which
+    show as ``lifetime_<name>`` fields where :class:`UserState` has its ``lifetime``."""
 
-    index: int
-    result: AwardOut | None = None
-    error: ErrorBody | None = None
+    # read from ``lifetime[name]`` (a path: much faster than UserState.__getattr__), or from
+    # the field's own name in the API's JSON
+    counters = {
+        LIFETIME_PREFIX + name: Annotated[
+            int, Field(validation_alias=AliasChoices(AliasPath("lifetime", name),
+                                                     LIFETIME_PREFIX + name))
+        ]
+        for name in lifetime
+    }  # fmt: skip
 
+    class UserOut(_Out):
+        __annotations__ = fields_of(
+            UserState, drop=("version",), rename={"user_id": "id"}, expand={"lifetime": counters}
+        )
 
-class BatchOut(BaseModel):
-    applied: int
-    refused: int
-    results: list[BatchResultOut]
-
-
-class SeedUserOut(BaseModel):
-    id: str
-    username: str | None
-    total_points: int
-    tier: str
-    tier_display: str
-    level: int
-    points_to_next_tier: int | None
-    points_to_next_level: int
-
-
-class SeedActivityOut(BaseModel):
-    id: str
-    amount: int
-    activity_type: str
-    description: str
-    created_at: datetime
-
-
-class SeedAwardOut(BaseModel):
-    """Exactly the seed's award-points response."""
-
-    user: SeedUserOut
-    point_activity: SeedActivityOut
-    tier_upgraded: bool
-    old_tier: str | None
-    new_tier: str | None
-
-    @classmethod
-    def of(cls, r: AwardResult) -> SeedAwardOut:
-        u, a = r.user, r.activity
-        return cls(
-            user=SeedUserOut(
-                id=u.user_id, username=u.username, total_points=u.total_points, tier=u.tier,
-                tier_display=u.tier_display, level=u.level,
-                points_to_next_tier=u.points_to_next_tier,
-                points_to_next_level=u.points_to_next_level,
-            ),
-            point_activity=SeedActivityOut(
-                id=a.id, amount=a.amount, activity_type=a.activity_type,
-                description=a.description, created_at=a.created_at,
-            ),
-            tier_upgraded=r.tier_upgraded, old_tier=r.old_tier, new_tier=r.new_tier,
+    class AwardOut(_Out):
+        __annotations__ = fields_of(
+            AwardResult, rename={"activity": "point_activity"},
+            types={"user": UserOut, "point_activity": ActivityOut, "rewards": list[RewardOut]},
+            describe={"rewards": "goals and quests this award completed"},
         )  # fmt: skip
 
+    class BatchResultOut(_Out):
+        """One item's outcome: ``result`` or ``error``."""
 
-class EntryOut(BaseModel):
-    rank: int
-    user_id: str
-    score: int
+        index: int
+        result: AwardOut | None = None
+        error: ErrorBody | None = None
 
-    @classmethod
-    def of(cls, e: LeaderboardEntry) -> EntryOut:
-        return cls(rank=e.rank, user_id=e.user_id, score=e.score)
+    class BatchOut(_Out):
+        applied: int
+        refused: int
+        results: list[BatchResultOut]
+
+    class StatusOut(_Out):
+        """A user's status with recent activities (the seed's my-status)."""
+
+        user: UserOut
+        recent_activities: list[ActivityOut]
+
+    return UserSchemas(user=UserOut, award=AwardOut, batch=BatchOut, status=StatusOut)
+
+
+#: Under the default rules (the models of an app whose rules keep the default lifetime table).
+DEFAULT_USER_SCHEMAS = user_schemas(tuple(DEFAULT_LIFETIME))
+UserOut = DEFAULT_USER_SCHEMAS.user
+AwardOut = DEFAULT_USER_SCHEMAS.award
+BatchOut = DEFAULT_USER_SCHEMAS.batch
+StatusOut = DEFAULT_USER_SCHEMAS.status
+
+
+class SeedUserOut(_Out):
+    __annotations__ = fields_of(
+        UserState, rename={"user_id": "id"},
+        only=("user_id", "username", "total_points", "tier", "tier_display", "level",
+              "points_to_next_tier", "points_to_next_level"),
+    )  # fmt: skip
+
+
+class SeedActivityOut(_Out):
+    __annotations__ = fields_of(
+        Activity, only=("id", "amount", "activity_type", "description", "created_at")
+    )
+
+
+class SeedAwardOut(_Out):
+    """Exactly the seed's award-points response."""
+
+    __annotations__ = fields_of(
+        AwardResult, rename={"activity": "point_activity"},
+        only=("user", "activity", "tier_upgraded", "old_tier", "new_tier"),
+        types={"user": SeedUserOut, "point_activity": SeedActivityOut},
+    )  # fmt: skip
+
+
+class EntryOut(_Out):
+    __annotations__ = fields_of(LeaderboardEntry)
 
 
 class BoardInfo(BaseModel):
@@ -264,39 +293,26 @@ class BoardsOut(BaseModel):
     boards: list[BoardInfo]
 
 
-class LeaderboardOut(BaseModel):
+class LeaderboardOut(_Out):
     board: str
     period: str | None
     total_users: int
     entries: list[EntryOut]
 
 
-class RankOut(BaseModel):
-    board: str
-    user_id: str
-    score: int
-    rank: int
-    percentile: float
-    total_users: int
-    points_to_next_rank: int | None = Field(
-        description="points to tie the next better score; null for the leaders"
-    )
-
-    @classmethod
-    def of(cls, board: str, r: RankInfo) -> RankOut:
-        return cls(board=board, user_id=r.user_id, score=r.score, rank=r.rank,
-                   percentile=r.percentile, total_users=r.total_users,
-                   points_to_next_rank=r.points_to_next_rank)  # fmt: skip
+# validated from a mapping: ``board`` and a RankInfo's fields
+class RankOut(_Out):
+    __annotations__ = {
+        "board": str,
+        **fields_of(
+            RankInfo,
+            describe={"points_to_next_rank": "points to tie the next better score; null for the "
+                      "leaders"},
+        ),
+    }  # fmt: skip
 
 
-class StatusOut(BaseModel):
-    """A user's status with recent activities (the seed's my-status)."""
-
-    user: UserOut
-    recent_activities: list[ActivityOut]
-
-
-class ActivityPage(BaseModel):
+class ActivityPage(_Out):
     activities: list[ActivityOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
 
@@ -307,68 +323,14 @@ class StatsOut(BaseModel):
     most_active_users: list[dict[str, Any]]
 
 
-# -- fast rendering -----------------------------------------------------------------------
-# The hot endpoints return these JSON-ready dicts in a JSONResponse, skipping a second pydantic
-# validation of their own output; the models above document the same shapes in the OpenAPI
-# document, and a test checks that the two agree.
-
-
-# field names read off the models, so the renderers cannot drift from them
-_USER_FIELDS = tuple(f for f in UserOut.model_fields if f != "id")
-_ACTIVITY_FIELDS = tuple(ActivityOut.model_fields)
-_AWARD_FIELDS = tuple(
-    f for f in AwardOut.model_fields if f not in ("user", "point_activity", "rewards")
-)
-_REWARD_FIELDS = tuple(RewardOut.model_fields)
-
-
-def user_json(u: UserState) -> dict[str, Any]:
-    out = {"id": u.user_id, **{f: getattr(u, f) for f in _USER_FIELDS}}
-    day = out["last_activity_date"]
-    out["last_activity_date"] = day.isoformat() if day else None
-    return out
-
-
-def activity_json(a: Activity) -> dict[str, Any]:
-    out = {f: getattr(a, f) for f in _ACTIVITY_FIELDS}
-    out["created_at"] = a.created_at.isoformat().replace("+00:00", "Z")
-    return out
-
-
-def award_json(r: AwardResult) -> dict[str, Any]:
-    return {
-        "user": user_json(r.user),
-        "point_activity": activity_json(r.activity),
-        **{f: getattr(r, f) for f in _AWARD_FIELDS},
-        "rewards": [{f: getattr(w, f) for f in _REWARD_FIELDS} for w in r.rewards],
-    }
-
-
 # -- goals and quests -------------------------------------------------------------------------
 
 
-def _fields(model: type[BaseModel], obj: object) -> dict[str, Any]:
-    return {f: getattr(obj, f) for f in model.model_fields}
+class GoalOut(_Out):
+    __annotations__ = fields_of(GoalProgress)
 
 
-class GoalOut(BaseModel):
-    goal_id: str
-    title: str
-    kind: str
-    activity_type: str | None
-    week_start: date
-    week_end: date
-    current_progress: int
-    target_progress: int
-    is_completed: bool
-    points_reward: int
-
-    @classmethod
-    def of(cls, g: GoalProgress) -> GoalOut:
-        return cls(**_fields(cls, g))
-
-
-class GoalsOut(BaseModel):
+class GoalsOut(_Out):
     """A user's weekly goals for the current week (Monday to Sunday, in the user's zone)."""
 
     week_start: date
@@ -376,48 +338,15 @@ class GoalsOut(BaseModel):
     goals: list[GoalOut]
 
 
-class QuestOut(BaseModel):
-    id: int
-    title: str
-    description: str
-    quest_type: str
-    difficulty: str
-    points_reward: int
-    is_active: bool
-    activity_type: str
-    target_count: int
-    starts_at: datetime | None
-    ends_at: datetime | None
-
-    @classmethod
-    def of(cls, q: Quest) -> QuestOut:
-        return cls(**_fields(cls, q))
+class QuestOut(_Out):
+    __annotations__ = fields_of(Quest)
 
 
-class UserQuestOut(BaseModel):
-    quest_id: int
-    title: str
-    activity_type: str
-    status: str = Field(description="in_progress or completed")
-    current_progress: int
-    target_progress: int
-    points_reward: int
-    points_awarded: int
-    started_at: datetime
-    completed_at: datetime | None
-    ends_at: datetime | None
-
-    @classmethod
-    def of(cls, q: UserQuest) -> UserQuestOut:
-        return cls(**_fields(cls, q))
+class UserQuestOut(_Out):
+    __annotations__ = fields_of(UserQuest, describe={"status": "in_progress or completed"})
 
 
-class QuestResultOut(BaseModel):
-    quest: UserQuestOut
-    reward: RewardOut | None
-
-    @classmethod
-    def of(cls, r: QuestResult) -> QuestResultOut:
-        return cls(
-            quest=UserQuestOut.of(r.quest), reward=RewardOut.of(r.reward) if r.reward else None
-        )
+class QuestResultOut(_Out):
+    __annotations__ = fields_of(
+        QuestResult, types={"quest": UserQuestOut, "reward": RewardOut | None}
+    )

@@ -234,3 +234,12 @@ def assert_sql_matches_redis(engine: ScoringEngine, store: SqlStore, activities:
             assert (snap.total_points, snap.tier, snap.level, snap.state_version) == (
                 state.total_points, state.tier, state.level, state.version,
             )  # fmt: skip
+
+
+#: A rules file's own lifetime table: other counters, in its order (no seed counter but one).
+LIFETIME_RULES = """
+[lifetime]
+reactions_given = "reaction"
+logins = "daily_login"
+quizzes_completed = "quiz_complete"
+"""

@@ -16,6 +16,7 @@ from helpers import (
     AWARDER,
     BASE,
     JWT_SECRET,
+    LIFETIME_RULES,
     READER,
     Clock,
     drain,
@@ -47,14 +48,17 @@ def api_engine(
     return ScoringEngine.from_url(redis_url, clock=clock, store=sqlite_store)
 
 
-@pytest.fixture
-def client(api_engine: ScoringEngine) -> TestClient:
-    settings = Settings(
+def api_settings() -> Settings:
+    return Settings(
         SCORING_API_KEYS=API_KEYS,
         SCORING_JWT_SECRET=JWT_SECRET,
         SCORING_SELF_AWARD_TYPES="daily_login",
     )
-    return TestClient(create_app(api_engine, settings))
+
+
+@pytest.fixture
+def client(api_engine: ScoringEngine) -> TestClient:
+    return TestClient(create_app(api_engine, api_settings()))
 
 
 # -- awards ---------------------------------------------------------------------------------
@@ -415,6 +419,53 @@ def test_readyz_when_redis_is_down(build: str, sqlite_store: SqlStore) -> None:
         r = app_client.post(path, headers={**AWARDER, "X-User-Id": "a"},
                             json={"activity_type": "comment", "amount": 5})  # fmt: skip
         assert r.status_code == 503 and r.json()["error"]["code"] == "redis_unavailable"
+
+
+SEED_LIFETIME = ["lifetime_quizzes_completed", "lifetime_projects_created",
+                 "lifetime_comments_posted"]  # fmt: skip
+
+
+def lifetime_fields(fields: list[str]) -> list[str]:
+    """The fields between ``streak_active`` and ``activity_counts``, where the counters stand."""
+    return fields[fields.index("streak_active") + 1 : fields.index("activity_counts")]
+
+
+def test_a_rules_files_lifetime_table_is_the_users_lifetime_fields(
+    client: TestClient, redis_url: str, clock, sqlite_store: SqlStore, tmp_path
+) -> None:
+    from engine.domain.rules import load_rules
+
+    path = tmp_path / "rules.toml"
+    path.write_text(LIFETIME_RULES)
+    engine = ScoringEngine.from_url(
+        redis_url, clock=clock, store=sqlite_store, rules=load_rules(path)
+    )
+    custom = TestClient(create_app(engine, api_settings()))
+    counters = ["lifetime_reactions_given", "lifetime_logins", "lifetime_quizzes_completed"]
+    for kind in ("reaction", "daily_login"):
+        r = custom.post("/v1/users/u/awards", headers=AWARDER, json={"activity_type": kind})
+        assert r.status_code == 201, r.text
+    r = custom.post("/v1/users/u/awards", headers=AWARDER, json={"activity_type": "reaction"})
+    assert lifetime_fields(list(r.json()["user"])) == counters
+    assert r.json()["user"]["lifetime_reactions_given"] == 2
+    user = custom.get("/v1/users/u", headers=READER).json()
+    assert lifetime_fields(list(user)) == counters
+    assert [user[c] for c in counters] == [2, 1, 0]
+    me = {**READER, "X-User-Id": "u"}
+    status = custom.get("/api/v1/me/thrive-circle/my-status/", headers=me).json()
+    assert status["user"] == user
+    batch = {"awards": [{"user_id": "u", "activity_type": "daily_login"}]}
+    done = custom.post("/v1/awards/batch", headers=AWARDER, json=batch).json()["results"][0]
+    assert lifetime_fields(list(done["result"]["user"])) == counters
+    assert done["result"]["user"]["lifetime_logins"] == 2
+    schema = custom.get("/openapi.json").json()["components"]["schemas"]["UserOut"]
+    assert lifetime_fields(list(schema["properties"])) == counters
+    assert set(counters) <= set(schema["required"])
+    # an app with the default rules, in the same process, keeps the seed's three
+    default = client.get("/openapi.json").json()["components"]["schemas"]["UserOut"]
+    assert lifetime_fields(list(default["properties"])) == SEED_LIFETIME
+    client.post("/v1/users/d/awards", headers=AWARDER, json={"activity_type": "comment"})
+    assert lifetime_fields(list(client.get("/v1/users/d", headers=READER).json())) == SEED_LIFETIME
 
 
 def test_fast_rendering_matches_the_documented_models(client: TestClient, api_engine) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-from helpers import BASE, Clock, at_utc, iso, snapshot, week_id
+import redis
+from helpers import BASE, LIFETIME_RULES, Clock, at_utc, iso, snapshot, week_id
 
 from engine import AwardRequest, ScoringEngine
 from engine.domain.errors import (
@@ -24,7 +26,7 @@ from engine.domain.errors import (
     UnknownTimeZone,
     ValidationError,
 )
-from engine.domain.rules import build_rules
+from engine.domain.rules import build_rules, load_rules
 
 
 def outbox(engine: ScoringEngine, shard: int = 0) -> list[dict[str, str]]:
@@ -57,6 +59,26 @@ def test_default_amount_and_seed_sequence(engine: ScoringEngine) -> None:
     assert result.tier_upgraded and (result.old_tier, result.new_tier) == ("ember", "blaze")
     assert result.user.total_points == 525
     assert result.user.lifetime_quizzes_completed == 1
+
+
+def test_lifetime_counters_come_from_the_rules(
+    client: redis.Redis, clock: Clock, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(LIFETIME_RULES)
+    engine = ScoringEngine(client, clock=clock, rules=load_rules(path))
+    engine.award("u", "reaction")
+    engine.award("u", "daily_login")
+    result = engine.award("u", "reaction")
+    assert list(result.user.lifetime) == ["reactions_given", "logins", "quizzes_completed"]
+    assert result.user.lifetime_reactions_given == 2  # the awarded type's counter
+    user = engine.status("u")
+    assert user.lifetime == {"reactions_given": 2, "logins": 1, "quizzes_completed": 0}
+    assert (user.lifetime_reactions_given, user.lifetime_logins) == (2, 1)
+    with pytest.raises(AttributeError):
+        _ = user.lifetime_comments_posted  # not a counter of these rules
+    with pytest.raises(AttributeError):
+        _ = user.no_such_field
 
 
 def test_state_in_redis_matches_rules(engine: ScoringEngine) -> None:

@@ -4,6 +4,7 @@ stream (Server-Sent Events)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -14,7 +15,7 @@ from engine.domain.periods import WINDOWS
 from engine.domain.results import RankInfo
 
 from ..deps import Engine, Reader
-from ..schemas import BoardInfo, BoardsOut, EntryOut, LeaderboardOut, RankOut, error_responses
+from ..schemas import BoardInfo, BoardsOut, LeaderboardOut, RankOut, error_responses
 
 router = APIRouter(prefix="/v1/leaderboards", tags=["leaderboards"])
 ERRORS = error_responses(401, 403, 404, 422)
@@ -92,7 +93,7 @@ def leaderboard(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     around: Annotated[str | None, Query(max_length=128, description="a user id")] = None,
     period: Period = None,
-) -> LeaderboardOut:
+) -> dict[str, object]:
     """Boards: ``all_time``, ``month``, ``week``, ``day`` (UTC; the current one unless
     ``period`` is given) and ``type:<activity_type>``. ``around`` lists that user with
     ``limit // 2`` users on each side instead of the page at ``offset``. A past period whose
@@ -102,16 +103,12 @@ def leaderboard(
         archived = engine.archived_top(board, period, limit=limit, offset=offset)
         if archived is not None:
             users, entries = archived
-            return LeaderboardOut(board=board, period=period, total_users=users,
-                                  entries=[EntryOut.of(e) for e in entries])  # fmt: skip
+            return {"board": board, "period": period, "total_users": users, "entries": entries}
     if around is not None:
         entries = lb.around(around, max(0, (limit - 1) // 2))
     else:
         entries = lb.top(limit, offset)
-    return LeaderboardOut(
-        board=board, period=period, total_users=lb.size(),
-        entries=[EntryOut.of(e) for e in entries],
-    )  # fmt: skip
+    return {"board": board, "period": period, "total_users": lb.size(), "entries": entries}
 
 
 @router.get(
@@ -120,14 +117,17 @@ def leaderboard(
     responses=ERRORS,
     summary="A user's rank, score, percentile and points to the next rank",
 )
-def standing(board: str, user_id: str, engine: Engine, _: Reader, period: Period = None) -> RankOut:
+def standing(
+    board: str, user_id: str, engine: Engine, _: Reader, period: Period = None
+) -> dict[str, object]:
     lb = engine.leaderboard(board, period=period)
+    info: RankInfo | None = None
     if period is not None and board in WINDOWS and engine.store is not None:
         archived = engine.archived_rank(board, period, user_id)
         if archived is not None:
             rank, points, users = archived
-            return RankOut.of(board, RankInfo(
+            info = RankInfo(
                 user_id=user_id, score=points, rank=rank, total_users=users,
                 percentile=round(100.0 * (users - rank + 1) / users, 2),
-            ))  # fmt: skip
-    return RankOut.of(board, lb.rank(user_id))
+            )  # fmt: skip
+    return {"board": board, **asdict(info or lb.rank(user_id))}

@@ -7,22 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
+from engine.domain.results import AwardResult
 from engine.domain.validation import user_id as check_user_id
 
 from ..auth import AuthError, Principal, Scope
 from ..deps import Caller, Engine, header_text, may_award
-from ..schemas import (
-    ActivityOut,
-    EntryOut,
-    LeaderboardOut,
-    SeedAwardIn,
-    SeedAwardOut,
-    StatusOut,
-    UserOut,
-    error_responses,
-)
+from ..schemas import LeaderboardOut, SeedAwardIn, SeedAwardOut, UserSchemas, error_responses
 
-router = APIRouter(prefix="/api/v1/me/thrive-circle", tags=["seed-compatible"])
 ERRORS = error_responses(401, 403, 422)
 UserHeader = Annotated[
     str | None, Header(max_length=128, description="the user, when calling with a server key")
@@ -38,49 +29,51 @@ def me(caller: Principal, x_user_id: str | None, scope: Scope) -> str:
     return check_user_id(header_text(x_user_id, "X-User-Id"))
 
 
-@router.post(
-    "/award-points/",
-    status_code=201,
-    response_model=SeedAwardOut,
-    responses=ERRORS,
-    summary="Award points to me (the seed's award-points)",
-)
-async def award_points(
-    body: SeedAwardIn,
-    request: Request,
-    engine: Engine,
-    caller: Caller,
-    x_user_id: UserHeader = None,
-) -> SeedAwardOut:
-    user = me(caller, x_user_id, Scope.AWARD)
-    may_award(request, caller, user, body.activity_type)
-    result = await engine.award_async(
-        user, body.activity_type, amount=body.amount, description=body.description
+def router(schemas: UserSchemas) -> APIRouter:
+    """The seed's routes, answering with ``schemas`` (the app's rules' user schema)."""
+    router = APIRouter(prefix="/api/v1/me/thrive-circle", tags=["seed-compatible"])
+
+    @router.post(
+        "/award-points/",
+        status_code=201,
+        response_model=SeedAwardOut,
+        responses=ERRORS,
+        summary="Award points to me (the seed's award-points)",
     )
-    request.app.state.metrics.awards.labels("applied").inc()
-    return SeedAwardOut.of(result)
+    async def award_points(
+        body: SeedAwardIn,
+        request: Request,
+        engine: Engine,
+        caller: Caller,
+        x_user_id: UserHeader = None,
+    ) -> AwardResult:
+        user = me(caller, x_user_id, Scope.AWARD)
+        may_award(request, caller, user, body.activity_type)
+        result = await engine.award_async(
+            user, body.activity_type, amount=body.amount, description=body.description
+        )
+        request.app.state.metrics.awards.labels("applied").inc()
+        return result
 
+    @router.get("/my-status/", response_model=schemas.status, responses=ERRORS, summary="My status")
+    def my_status(
+        engine: Engine, caller: Caller, x_user_id: UserHeader = None
+    ) -> dict[str, object]:
+        user = me(caller, x_user_id, Scope.READ)
+        recent = engine.recent_activities(user, limit=20) if engine.store is not None else []
+        return {"user": engine.status(user), "recent_activities": recent}
 
-@router.get("/my-status/", response_model=StatusOut, responses=ERRORS, summary="My status")
-def my_status(engine: Engine, caller: Caller, x_user_id: UserHeader = None) -> StatusOut:
-    user = me(caller, x_user_id, Scope.READ)
-    recent = engine.recent_activities(user, limit=20) if engine.store is not None else []
-    return StatusOut(
-        user=UserOut.of(engine.status(user)), recent_activities=[ActivityOut.of(a) for a in recent]
-    )
+    @router.get("/", response_model=LeaderboardOut, responses=ERRORS, summary="The leaderboard")
+    def leaderboard(
+        engine: Engine,
+        caller: Caller,
+        x_user_id: UserHeader = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> dict[str, object]:
+        me(caller, x_user_id, Scope.READ)
+        lb = engine.leaderboard("all_time")
+        return {"board": "all_time", "period": None, "total_users": lb.size(),
+                "entries": lb.top(limit, offset)}  # fmt: skip
 
-
-@router.get("/", response_model=LeaderboardOut, responses=ERRORS, summary="The leaderboard")
-def leaderboard(
-    engine: Engine,
-    caller: Caller,
-    x_user_id: UserHeader = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> LeaderboardOut:
-    me(caller, x_user_id, Scope.READ)
-    lb = engine.leaderboard("all_time")
-    return LeaderboardOut(
-        board="all_time", period=None, total_users=lb.size(),
-        entries=[EntryOut.of(e) for e in lb.top(limit, offset)],
-    )  # fmt: skip
+    return router

@@ -10,53 +10,65 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from engine.domain.errors import InvalidPaging
+from engine.domain.results import UserState
 
 from ..auth import Scope
 from ..deps import Caller, Engine
-from ..schemas import ActivityOut, ActivityPage, ProfileIn, UserOut, error_responses
+from ..schemas import ActivityPage, ProfileIn, UserSchemas, error_responses
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
 ERRORS = error_responses(401, 403, 422)
 
 
-@router.get("/{user_id}", response_model=UserOut, responses=ERRORS, summary="A user's state")
-def get_user(user_id: str, engine: Engine, caller: Caller) -> UserOut:
-    caller.require_user(user_id, Scope.READ)
-    return UserOut.of(engine.status(user_id))
+def router(schemas: UserSchemas) -> APIRouter:
+    """The user routes, answering with ``schemas`` (the app's rules' user schema)."""
+    router = APIRouter(prefix="/v1/users", tags=["users"])
 
-
-@router.put(
-    "/{user_id}/profile", response_model=UserOut, responses=ERRORS, summary="Set a user's profile"
-)
-def put_profile(user_id: str, body: ProfileIn, engine: Engine, caller: Caller) -> UserOut:
-    """Username, display name and IANA time zone (the zone decides a user's streak days).
-    Fields left out stay as they are; ``null`` clears one. A user may set their own."""
-    caller.require_user(user_id, Scope.AWARD)
-    given = {name: getattr(body, name) for name in body.model_fields_set}
-    return UserOut.of(engine.set_profile(user_id, **given))
-
-
-@router.get(
-    "/{user_id}/activities",
-    response_model=ActivityPage,
-    responses=ERRORS,
-    summary="A user's activities from the audit trail, newest first",
-)
-def activities(
-    user_id: str,
-    engine: Engine,
-    caller: Caller,
-    activity_type: Annotated[str | None, Query(description="only this type")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> ActivityPage:
-    caller.require_user(user_id, Scope.READ)
-    before = _decode(cursor) if cursor else None
-    found = engine.recent_activities(
-        user_id, limit=limit, activity_type=activity_type, before=before
+    @router.get(
+        "/{user_id}", response_model=schemas.user, responses=ERRORS, summary="A user's state"
     )
-    next_cursor = _encode(found[-1].created_at, found[-1].id) if len(found) == limit else None
-    return ActivityPage(activities=[ActivityOut.of(a) for a in found], next_cursor=next_cursor)
+    def get_user(user_id: str, engine: Engine, caller: Caller) -> UserState:
+        caller.require_user(user_id, Scope.READ)
+        return engine.status(user_id)
+
+    @router.put(
+        "/{user_id}/profile",
+        response_model=schemas.user,
+        responses=ERRORS,
+        summary="Set a user's profile",
+    )
+    def put_profile(user_id: str, body: ProfileIn, engine: Engine, caller: Caller) -> UserState:
+        """Username, display name and IANA time zone (the zone decides a user's streak days).
+        Fields left out stay as they are; ``null`` clears one. A user may set their own."""
+        caller.require_user(user_id, Scope.AWARD)
+        given = {name: getattr(body, name) for name in body.model_fields_set}
+        return engine.set_profile(user_id, **given)
+
+    @router.get(
+        "/{user_id}/activities",
+        response_model=ActivityPage,
+        responses=ERRORS,
+        summary="A user's activities from the audit trail, newest first",
+    )
+    def activities(
+        user_id: str,
+        engine: Engine,
+        caller: Caller,
+        activity_type: Annotated[str | None, Query(description="only this type")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict[str, object]:
+        caller.require_user(user_id, Scope.READ)
+        before = _decode(cursor) if cursor else None
+        found = engine.recent_activities(
+            user_id, limit=limit, activity_type=activity_type, before=before
+        )
+        last = found[-1] if len(found) == limit else None
+        return {
+            "activities": found,
+            "next_cursor": _encode(last.created_at, last.id) if last else None,
+        }
+
+    return router
 
 
 def _encode(at: datetime, activity_id: str) -> str:

@@ -8,6 +8,9 @@ from datetime import UTC, date, datetime
 from engine.domain.periods import day_to_date
 from engine.domain.rules import Rules
 
+#: A lifetime counter ``<name>`` of :attr:`Rules.lifetime` shows as ``lifetime_<name>``.
+LIFETIME_PREFIX = "lifetime_"
+
 
 @dataclass(frozen=True, slots=True)
 class UserState:
@@ -18,8 +21,13 @@ class UserState:
     still grow, i.e. the last active day is today or yesterday in the user's zone.
 
     ``activity_counts`` and ``points_by_type`` hold every activity type the user has in
-    :meth:`ScoringEngine.status`; in an award's result, only the awarded type (the lifetime_*
-    counters are always complete).
+    :meth:`ScoringEngine.status`; in an award's result, only the awarded type and the types the
+    script's reply carries.
+
+    ``lifetime`` holds the rules' lifetime counters (:attr:`Rules.lifetime`, the only place that
+    names them): counter name -> the count of its activity type. Each is also an attribute,
+    ``lifetime_<name>`` (``user.lifetime_quizzes_completed`` under the default rules), which is
+    how the API's user schema reads them (see :meth:`__getattr__`).
     """
 
     user_id: str
@@ -36,9 +44,7 @@ class UserState:
     longest_streak_days: int
     last_activity_date: date | None
     streak_active: bool
-    lifetime_quizzes_completed: int
-    lifetime_projects_created: int
-    lifetime_comments_posted: int
+    lifetime: dict[str, int]
     activity_counts: dict[str, int] = field(default_factory=dict)
     points_by_type: dict[str, int] = field(default_factory=dict)
     version: int = 0
@@ -82,7 +88,9 @@ class UserState:
         version: int,
     ) -> UserState:
         """Derive tier, level and the rest from the stored values (tier and level are pure
-        functions of ``total`` under ``rules``)."""
+        functions of ``total`` under ``rules``). ``counts``: activity type -> awards of it; the
+        lifetime counters are read from it, one per entry of ``rules.lifetime`` (0 for a type
+        it lacks)."""
         tier = rules.tier_for(total)
         return cls(
             user_id=user_id,
@@ -99,13 +107,23 @@ class UserState:
             longest_streak_days=longest,
             last_activity_date=day_to_date(last_day) if last_day is not None else None,
             streak_active=last_day is not None and last_day >= today - 1,
-            lifetime_quizzes_completed=counts.get("quiz_complete", 0),
-            lifetime_projects_created=counts.get("project_create", 0),
-            lifetime_comments_posted=counts.get("comment", 0),
+            lifetime={name: counts.get(kind, 0) for name, kind in rules.lifetime.items()},
             activity_counts=counts,
             points_by_type=points,
             version=version,
         )
+
+    def __getattr__(self, name: str) -> int:
+        """``lifetime_<name>``: the lifetime counter ``<name>`` (``self.lifetime[name]``).
+
+        Called only for names the dataclass does not have; any other raises AttributeError.
+        """
+        if name.startswith(LIFETIME_PREFIX):
+            try:
+                return self.lifetime[name[len(LIFETIME_PREFIX) :]]
+            except KeyError:
+                pass
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
