@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.api_bench [--quick]
 
-Starts the real server as ``scoring serve`` does (``python -m engine.cli serve --workers 2``) and,
+Starts the real server as ``scoring serve`` does (``python -m scoring.cli serve --workers 2``) and,
 in a run of its own with the same host, workers and uvicorn settings, a bare FastAPI app
 (``bench.bare_app``: one async endpoint doing one Redis GET, the framework's ceiling), and loads
 them with ``wrk`` (one thread; Lua scripts written to a temporary folder). Each measure runs 10 s

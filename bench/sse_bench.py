@@ -5,7 +5,7 @@
 The target (the live board issue): with 1,000 Server-Sent Events clients connected to one board,
 the API's awards/s drops by at most 10 % against none.
 
-Starts the real server as ``bench.api_bench`` does (``python -m engine.cli serve --workers 2``,
+Starts the real server as ``bench.api_bench`` does (``python -m scoring.cli serve --workers 2``,
 same environment, plus ``SCORING_PUBLIC_LEADERBOARDS=yes`` and ``SCORING_STREAM_INTERVAL_MS=500``),
 gives each of the 10,000 users one award through ``POST /v1/awards/batch`` (so that no phase
 pays for creating users), then alternates two phases, ``--rounds`` times (A, B, A, B, ...;
