@@ -32,8 +32,9 @@
   weekly goals: id, kind 1 count / 2 points / 3 active days, type, target, reward, desc = the
   reward's description); goal_type, quest_type and reward_types (rewards advance no goal or
   quest); quest_desc (what a quest reward's description says before the quest's title);
-  lifetime (the activity types whose counts the state carries, in order) and lifetime_fields
-  (their count fields in the user hash, "n:<type>")
+  goal_fields ("wk", then "g:<goal>" of each goal: the fields of the goal hash, in goals'
+  order); lifetime_fields (the user hash fields "n:<type>" of the activity types whose counts
+  the state carries, in order)
 
   Returns:
     {0, record, flag, state}  applied; flag = 1 when this award raised the drain flag (the caller
@@ -43,7 +44,7 @@
                   "kind\30ref\30points\30reward key", joined by "\29" (the reward's activity
                   id is uuid5 of its key: engine.rules.reward_id). state = the user's total,
                   current streak, longest streak, last active day, version, count and points of
-                  this activity type, the count of each of RULES.lifetime's types (in its
+                  this activity type, the count of each of RULES.lifetime_fields (in its
                   order), username, display name, joined by "\31"; after the award and its
                   rewards.
     {-1, record, 0, state}  duplicate activity id: nothing changed; record is the first call's,
@@ -98,12 +99,12 @@ if not amount or amount <= 0 or amount ~= math.floor(amount) then
   return redis.error_reply("ERR award: amount must be a positive integer")
 end
 
-local lifetime = RULES.lifetime
+local lifetime_fields = RULES.lifetime_fields
 local nkey, pkey = "n:" .. activity_type, "pts:" .. activity_type
 local h = rcall("HMGET", user_key, "tz", "total", "tier", "level", "streak", "longest",
   "last_day", "day0", "version", nkey, pkey, "username", "display_name",
-  unpack(RULES.lifetime_fields))
-local LIFETIME_AT = 13  -- h[LIFETIME_AT + i]: the count of lifetime[i]
+  unpack(lifetime_fields))
+local LIFETIME_AT = 13  -- h[LIFETIME_AT + i]: the value of lifetime_fields[i]
 
 local tz = h[1] or "UTC"
 if tz ~= assumed_tz then return {-2, tz} end
@@ -151,13 +152,14 @@ if mark then cur_s, longest_s, last_s = tostring(cur), tostring(longest), tostri
 local username, display_name = h[12] or "", h[13] or ""
 -- The reply's state (see the header): the seven values, the count of each lifetime type, then
 -- username and display name. Written out twice below: a closure measured 6% of the script.
-local n_life = #lifetime
+local n_life = #lifetime_fields
 
 -- Weekly goals and side quests: read and decided here, written after the claim below.
 local rewards = {}  -- {kind, ref, points, reward key, description, type board}
-local goals, quests = nil, {}
+local goals_reset, goal_fields, goals_done, quests
 if not RULES.reward_types[activity_type] then
-  goals = advance_goals(goals_key, goal_board, user, activity_type, amount, mark, week, rewards)
+  goals_reset, goal_fields, goals_done =
+    advance_goals(goals_key, goal_board, user, activity_type, amount, mark, week, rewards)
   quests = advance_quests(quests_key, quest_board, user, activity_type, at_ms, rewards)
 end
 
@@ -189,7 +191,7 @@ end
 local state = {final_total_s, cur_s, longest_s, last_s, tostring(final_version), count_s,
   points_s}
 for i = 1, n_life do
-  if lifetime[i] == activity_type then state[7 + i] = count_s
+  if lifetime_fields[i] == nkey then state[7 + i] = count_s
   else state[7 + i] = h[LIFETIME_AT + i] or "0" end
 end
 state[8 + n_life], state[9 + n_life] = username, display_name
@@ -229,18 +231,20 @@ end
 local negative = "-" .. amount_s
 rcall("ZINCRBY", all_board, negative, user)
 rcall("ZINCRBY", type_board, negative, user)
-window_add(day_board, day_life, user, amount)
-window_add(week_board, week_life, user, amount)
-window_add(month_board, month_life, user, amount)
+window_add(day_board, day_life, user, negative)
+window_add(week_board, week_life, user, negative)
+window_add(month_board, month_life, user, negative)
 
 rcall("XADD", outbox_key, "*", "id", activity_id, "user", user, "amount", amount_s,
   "type", activity_type, "desc", description, "at", at_ms, "tier", tier,
   "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " "))
 
-for i = 1, #quests do
-  quest_store(quests_key, quests_done_key, outbox_key, user, quests[i][1], quests[i][2])
+if quests then
+  for i = 1, #quests do
+    quest_store(quests_key, quests_done_key, outbox_key, user, quests[i][1], quests[i][2])
+  end
 end
-store_goals(goals_key, outbox_key, user, goals)
+store_goals(goals_key, outbox_key, user, goals_reset, goal_fields, goals_done)
 if #rewards > 0 then
   local st = {key = user_key, user = user, name = name, total = total,
     version = tonumber(version_s), tier = tier, level = level, streak = cur_s,

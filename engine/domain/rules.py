@@ -284,9 +284,10 @@ class Rules(_Strict):
             # awards of these types are rewards: they advance no goal
             "reward_types": {GOAL_REWARD_TYPE: True, QUEST_REWARD_TYPE: True},
             "quest_desc": QUEST_REWARD_DESC,
-            # the counts the award script's reply carries, in this order, and their fields in
-            # the user hash (ready, so the script builds no names on every call)
-            "lifetime": self.lifetime_types,
+            # the fields of the goal hash the award script reads ("wk", then each goal's), and
+            # the user hash fields of the counts its reply carries, in order: ready, so that
+            # the script builds no names on every call
+            "goal_fields": ["wk", *(f"g:{goal_id}" for goal_id in self.weekly_goals)],
             "lifetime_fields": [f"n:{t}" for t in self.lifetime_types],
         }
 

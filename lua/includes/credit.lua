@@ -23,9 +23,10 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
   end
   redis.call("HINCRBY", st.key, "n:" .. kind, 1)
   redis.call("HINCRBY", st.key, "pts:" .. kind, amount)
-  redis.call("ZINCRBY", st.all_board, -amount, st.user)
-  redis.call("ZINCRBY", type_board, -amount, st.user)
-  for i = 1, 3 do window_add(st.windows[i], st.lifetimes[i], st.user, amount) end
+  local negative = "-" .. tostring(amount)
+  redis.call("ZINCRBY", st.all_board, negative, st.user)
+  redis.call("ZINCRBY", type_board, negative, st.user)
+  for i = 1, 3 do window_add(st.windows[i], st.lifetimes[i], st.user, negative) end
   redis.call("XADD", st.outbox, "*", "key", reward_key, "user", st.user, "amount", tostring(amount),
     "type", kind, "desc", desc, "at", st.at, "tier", tier,
     "state", table.concat({total_s, level_s, st.streak, st.longest, st.last_day, version_s}, " "))
