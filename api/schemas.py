@@ -9,6 +9,7 @@ from functools import cache
 from typing import Annotated, Any, get_type_hints
 
 from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.responses import Response
 
 from engine.domain.results import (
     LIFETIME_PREFIX,
@@ -350,3 +351,18 @@ class QuestResultOut(_Out):
     __annotations__ = fields_of(
         QuestResult, types={"quest": UserQuestOut, "reward": RewardOut | None}
     )
+
+
+def render(
+    model: type[BaseModel],
+    result: object,
+    *,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """``result`` serialized by ``model`` (the route's ``response_model``) into a response: the
+    same bytes FastAPI's ``response_model`` would send, without its ``dataclasses.asdict`` deep
+    copy of the result first. The award routes use it: that copy measured about a sixth of an
+    award request at low concurrency (``bench.api_bench``, 2 connections)."""
+    body = model.model_validate(result).model_dump_json(by_alias=True)
+    return Response(body, status_code, headers, media_type="application/json")

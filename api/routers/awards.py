@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
 
 from engine.domain.errors import ScoringError
 from engine.domain.results import AwardResult
 from engine.services.facade import AwardRequest
 
 from ..deps import Caller, Engine, header_text, may_award
-from ..schemas import AwardIn, BatchIn, UserSchemas, error_responses
+from ..schemas import AwardIn, BatchIn, UserSchemas, error_responses, render
 
 ERRORS = error_responses(401, 403, 409, 422)
 
@@ -28,14 +29,13 @@ def router(schemas: UserSchemas) -> APIRouter:
         user_id: str,
         body: AwardIn,
         request: Request,
-        response: Response,
         engine: Engine,
         caller: Caller,
         idempotency_key: Annotated[
             str | None,
             Header(description="a replay changes nothing and answers as the first call"),
         ] = None,
-    ) -> AwardResult:
+    ) -> Response:
         may_award(request, caller, user_id, body.activity_type)
         # async, on the engine's asyncio Redis client: no thread-pool hop per award
         result = await engine.award_async(
@@ -44,9 +44,8 @@ def router(schemas: UserSchemas) -> APIRouter:
             occurred_at=body.occurred_at,
         )  # fmt: skip
         request.app.state.metrics.awards.labels("replayed" if result.replayed else "applied").inc()
-        if result.replayed:
-            response.headers["Idempotent-Replayed"] = "true"
-        return result
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        return render(schemas.award, result, status_code=201, headers=headers)
 
     @router.post(
         "/awards/batch",
@@ -54,7 +53,7 @@ def router(schemas: UserSchemas) -> APIRouter:
         responses=ERRORS,
         summary="Award up to 1,000 awards; each succeeds or fails on its own",
     )
-    def batch(body: BatchIn, request: Request, engine: Engine, caller: Caller) -> dict[str, Any]:
+    def batch(body: BatchIn, request: Request, engine: Engine, caller: Caller) -> Response:
         items: list[AwardRequest] = []
         denied: dict[int, ScoringError] = {}
         for i, a in enumerate(body.awards):
@@ -86,6 +85,7 @@ def router(schemas: UserSchemas) -> APIRouter:
             if n:
                 counter.labels(outcome).inc(n)
         refused = tally["refused"]
-        return {"applied": len(results) - refused, "refused": refused, "results": results}
+        envelope = {"applied": len(results) - refused, "refused": refused, "results": results}
+        return render(schemas.batch, envelope)
 
     return router

@@ -6,13 +6,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
 
-from engine.domain.results import AwardResult
 from engine.domain.validation import user_id as check_user_id
 
 from ..auth import AuthError, Principal, Scope
 from ..deps import Caller, Engine, header_text, may_award
-from ..schemas import LeaderboardOut, SeedAwardIn, SeedAwardOut, UserSchemas, error_responses
+from ..schemas import (
+    LeaderboardOut,
+    SeedAwardIn,
+    SeedAwardOut,
+    UserSchemas,
+    error_responses,
+    render,
+)
 
 ERRORS = error_responses(401, 403, 422)
 UserHeader = Annotated[
@@ -46,14 +53,14 @@ def router(schemas: UserSchemas) -> APIRouter:
         engine: Engine,
         caller: Caller,
         x_user_id: UserHeader = None,
-    ) -> AwardResult:
+    ) -> Response:
         user = me(caller, x_user_id, Scope.AWARD)
         may_award(request, caller, user, body.activity_type)
         result = await engine.award_async(
             user, body.activity_type, amount=body.amount, description=body.description
         )
         request.app.state.metrics.awards.labels("applied").inc()
-        return result
+        return render(SeedAwardOut, result, status_code=201)
 
     @router.get("/my-status/", response_model=schemas.status, responses=ERRORS, summary="My status")
     def my_status(
