@@ -44,7 +44,7 @@ def ensure_venv() -> None:
 CHECKS = {
     "lint": ["ruff", "check", "."],
     "format": ["ruff", "format", "--check", "."],
-    "types": ["mypy"],  # strict, on engine/, api/ and workers/
+    "types": ["mypy"],  # strict, on engine/, api/, workers/ and scoring/
     "imports": ["lint-imports"],  # the layers of DESIGN.md
 }
 
