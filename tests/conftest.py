@@ -21,7 +21,11 @@ import pytest
 import redis
 from helpers import BASE, PG_TEST_DB, PLAIN_RULES, Clock, at_utc, last_weekday
 
+from redis.cluster import RedisCluster
+
 from engine import ScoringEngine
+from engine.runtime.connect import cluster_client
+from engine.runtime.local_cluster import LocalCluster
 from engine.runtime.testing import fake_redis
 from engine.storage.store import SqlStore
 
@@ -81,17 +85,46 @@ def real_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
-def client(request: pytest.FixtureRequest) -> redis.Redis:
-    """The core semantics run on both a real Redis and fakeredis, so any difference shows."""
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A private 3-master Redis Cluster on loopback ports (see ``engine.runtime.local_cluster``),
+    for the whole run."""
+    with LocalCluster(masters=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_redis(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
+    """A cluster client of the private cluster, emptied first."""
+    redis_cluster.flush()
+    client = cluster_client(redis_cluster.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+#: Shards of the engine the core tests build on the cluster: enough to use all three masters.
+CLUSTER_SHARDS = 8
+
+
+@pytest.fixture(params=["redis", "fakeredis", "cluster"])
+def client(request: pytest.FixtureRequest) -> redis.Redis | RedisCluster:
+    """The core semantics run on a real Redis, fakeredis and a real Redis Cluster (with
+    :data:`CLUSTER_SHARDS` shards), so any difference shows."""
     if request.param == "redis":
         return request.getfixturevalue("real_redis")
+    if request.param == "cluster":
+        return request.getfixturevalue("cluster_redis")
     return fake_redis()
+
+
+def shards_for(client: object) -> int:
+    """The shards a test's engine uses on ``client``: K > 1 on a cluster, else 1."""
+    return CLUSTER_SHARDS if isinstance(client, RedisCluster) else 1
 
 
 @pytest.fixture
 def engine(client: redis.Redis, clock: Clock) -> ScoringEngine:
-    return ScoringEngine(client, clock=clock, rules=PLAIN_RULES)
+    return ScoringEngine(client, clock=clock, rules=PLAIN_RULES, shards=shards_for(client))
 
 
 @pytest.fixture

@@ -187,9 +187,10 @@ def snapshot(engine: ScoringEngine) -> dict[str, object]:
 
 
 def drain(engine: ScoringEngine) -> None:
-    """Drain shard 0 of ``engine``'s outbox into its store, every entry written."""
-    report = Drainer(engine.redis, engine.store, engine.keys, engine.rules).drain(0)
-    assert report.dead == 0 and report.failed == 0, report
+    """Drain every shard of ``engine``'s outbox into its store, every entry written."""
+    for shard in range(engine.keys.shards):
+        report = Drainer(engine.redis, engine.store, engine.keys, engine.rules).drain(shard)
+        assert report.dead == 0 and report.failed == 0, report
 
 
 USERS = [f"user-{i}" for i in range(9)]

@@ -29,8 +29,13 @@ from engine.domain.errors import (
 from engine.domain.rules import build_rules, load_rules
 
 
-def outbox(engine: ScoringEngine, shard: int = 0) -> list[dict[str, str]]:
-    return [fields for _, fields in engine.redis.xrange(engine.keys.outbox(shard))]
+def outbox(engine: ScoringEngine) -> list[dict[str, str]]:
+    """The entries of every shard's outbox, in the order they were added (by entry id)."""
+    entries = []
+    for shard in range(engine.keys.shards):
+        entries += engine.redis.xrange(engine.keys.outbox(shard))
+    entries.sort(key=lambda e: tuple(int(part) for part in e[0].split("-")))
+    return [fields for _, fields in entries]
 
 
 def test_first_award(engine: ScoringEngine, clock: Clock) -> None:
@@ -148,11 +153,11 @@ def test_window_boards_expire(engine: ScoringEngine, clock: Clock) -> None:
     left (a relative TTL), so its own clock, however far from the engine's, only counts down."""
     engine.award("erin", "quiz_complete")
     today = clock.now.date()
-    day_key = engine.keys.board(0, f"day:{today}")
+    day_key = engine.keys.board(engine.keys.shard_of("erin"), f"day:{today}")
     # the day ends at midnight UTC and its board is kept 8 days after
     expected = at_utc(today + timedelta(days=9))
     assert abs((expected - clock.now).total_seconds() - engine.redis.ttl(day_key)) < 5
-    assert engine.redis.ttl(engine.keys.board(0, "all")) == -1
+    assert engine.redis.ttl(engine.keys.board(engine.keys.shard_of("erin"), "all")) == -1
 
 
 def test_idempotent_replay(engine: ScoringEngine) -> None:
@@ -177,7 +182,7 @@ def test_a_replay_after_later_awards(engine: ScoringEngine) -> None:
     assert again.replayed and again.activity == first.activity
     assert (again.tier_upgraded, again.old_tier, again.new_tier) == (True, "ember", "spark")
     assert again.user.total_points == 307 and again.user.version == first.user.version + 1
-    record = engine.redis.get(engine.keys.idempotency(0, first.activity.id))
+    record = engine.redis.get(engine.keys.idempotency(engine.keys.shard_of("ivy"), first.activity.id))
     assert len(record) <= 44, record
 
 
@@ -186,7 +191,7 @@ def test_a_record_written_before_the_short_format_still_replays(engine: ScoringE
     answered as they were, so an upgrade in the middle of a client's retries awards nothing
     twice."""
     first = engine.award("jon", "comment", amount=5, idempotency_key="old-1")
-    key = engine.keys.idempotency(0, first.activity.id)
+    key = engine.keys.idempotency(engine.keys.shard_of("jon"), first.activity.id)
     fingerprint, created_ms, *_ = engine.redis.get(key).split("\x1f")
     last_day = str((first.user.last_activity_date - date(1970, 1, 1)).days)
     old = [fingerprint, created_ms, "5", "1", "1", last_day, "1", "1", "5", "0", "0", "1", "jonny",
@@ -415,7 +420,7 @@ def test_window_boards_kept_whatever_the_redis_clock(
         ("month", f"{today:%Y-%m}"),
     ):
         assert engine.leaderboard(window).rank("sam").score == 5
-        ttls[window] = engine.redis.ttl(engine.keys.board(0, f"{window}:{period}"))
+        ttls[window] = engine.redis.ttl(engine.keys.board(engine.keys.shard_of("sam"), f"{window}:{period}"))
     assert all(ttl > 86400 for ttl in ttls.values()), ttls
     assert abs(ttls["day"] - 8.5 * 86400) < 5  # from noon: half a day, then 8 days kept
 

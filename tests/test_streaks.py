@@ -146,7 +146,7 @@ def test_new_york_across_fall_back(engine: ScoringEngine, clock: Clock) -> None:
 
 def test_zone_set_by_another_process_is_honoured(engine: ScoringEngine, clock: Clock) -> None:
     """A second engine (another API process) sets the zone; this one learns it on its award."""
-    other = ScoringEngine(engine.redis, clock=clock)
+    other = ScoringEngine(engine.redis, clock=clock, shards=engine.keys.shards)
     tz, d = "Pacific/Auckland", clock.now.date() - timedelta(days=30)
     engine.award("zed", "daily_login", occurred_at=at(d))  # caches UTC
     other.set_profile("zed", time_zone=tz)

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
 
 #: hiredis's C command packer (one command to its wire bytes), or None without hiredis.
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -32,6 +41,8 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; the fallback 
     _hiredis_pack = None
 else:
     _hiredis_pack = pack_command
+
+from engine.runtime.connect import RETRIES, refresh_topology
 
 T = TypeVar("T")
 _ENGINE = Path(__file__).resolve().parent.parent
@@ -183,10 +194,23 @@ _RETRYABLE = (ConnectionError, TimeoutError)
 
 
 def stream_calls(
-    client: Any, items: Iterable[T], to_call: Callable[[T], Call], *, inline: bool = False
+    client: Any,
+    items: Iterable[T],
+    to_call: Callable[[T], Call],
+    *,
+    inline: bool = False,
+    wait: tuple[int, int] | None = None,
 ) -> Iterator[tuple[T, Any]]:
     """Run one script call per item over one connection, pipelined, and yield
     ``(item, reply)`` in order (a reply is an exception instance when Redis refused the call).
+    ``wait``: (replicas, timeout ms) of a ``WAIT`` sent after the last call on the same
+    connection, so the stream ends once that many replicas hold its writes (or at the timeout).
+
+    On a Redis Cluster the calls are grouped by the node that serves their slot (every script
+    is single-slot) and each node's group is streamed as above, in order within the group. A
+    call a node refused because its slot moved (``MOVED``, ``ASK``, ``TRYAGAIN``, a failover in
+    progress), or whose node stopped answering, is sent again after the slot map is refreshed,
+    within :data:`~engine.runtime.connect.RETRIES` tries; so none of these reaches a caller.
 
     Items are turned into calls lazily and replies are yielded as they arrive, with a chunk
     being processed by Redis while the caller prepares the next one and handles the last one's
@@ -194,15 +218,8 @@ def stream_calls(
     calls not yet answered are sent again on a new connection (twice at most): callers only
     stream calls that are safe to repeat (awards carry their activity id; reads are reads).
     """
-    if not hasattr(client, "connection_pool"):
-        # a client without one connection to stream on (RedisCluster): one call at a time
-        for item in items:
-            script, keys, args = to_call(item)
-            try:
-                reply = script(client, keys, args)
-            except ResponseError as exc:
-                reply = exc
-            yield item, reply
+    if hasattr(client, "nodes_manager"):  # a RedisCluster: one stream per node
+        yield from _stream_cluster(client, items, to_call, inline=inline, wait=wait)
         return
     source = iter(items)
     unsent: deque[T] = deque()  # taken from source, not yet sent (after a dropped connection)
@@ -223,6 +240,9 @@ def stream_calls(
                     in_flight.append(deque(chunk))
                     conn.send_packed_command(_pack(conn, commands), check_health=False)
                 if not in_flight:
+                    if wait is not None:
+                        conn.send_command("WAIT", *wait, check_health=False)
+                        conn.read_response()
                     return
                 if chunk and len(in_flight) < 2:
                     continue
@@ -246,6 +266,54 @@ def stream_calls(
         if in_flight:
             conn.disconnect()  # unread replies would desynchronise the next user
         pool.release(conn)
+
+
+#: Replies that mean: the slot is served elsewhere now (or soon); send the call again there.
+_MOVED = (MovedError, AskError, TryAgainError, ClusterDownError)
+
+
+def _stream_cluster(
+    client: Any,
+    items: Iterable[T],
+    to_call: Callable[[T], Call],
+    *,
+    inline: bool,
+    wait: tuple[int, int] | None,
+) -> Iterator[tuple[T, Any]]:
+    pending = list(items)
+    for attempt in range(RETRIES + 1):
+        groups: dict[str, tuple[Any, list[T]]] = {}
+        for item in pending:
+            keys = to_call(item)[1]
+            node = client.nodes_manager.get_node_from_slot(client.keyslot(keys[0]))
+            groups.setdefault(node.name, (node, []))[1].append(item)
+        again: list[T] = []
+        failure: Exception | None = None
+        for node, group in groups.values():
+            answered = 0
+            try:
+                node_client = client.get_redis_connection(node)
+                for item, reply in stream_calls(
+                    node_client, group, to_call, inline=inline, wait=wait
+                ):
+                    answered += 1
+                    if isinstance(reply, _MOVED):
+                        again.append(item)
+                    else:
+                        yield item, reply
+            except _RETRYABLE as exc:  # the node is gone (or going): the rest go again
+                failure = exc
+                again.extend(group[answered:])
+        if not again:
+            return
+        if attempt == RETRIES:
+            break
+        refresh_topology(client, attempt)
+        pending = again
+    if failure is not None:
+        raise failure
+    for item in again:
+        yield item, ClusterDownError(f"the slot of this call kept moving ({RETRIES} tries)")
 
 
 def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:

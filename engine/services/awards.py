@@ -176,10 +176,22 @@ class Awards:
         ctx: the engine's context.
         async_client: makes an asyncio client of the same Redis for :meth:`award_async`; called
             once per event loop. Without it :meth:`award_async` runs :meth:`award` in a thread.
+        wait_replicas: when > 0, every award call is followed, on the same connection, by
+            ``WAIT wait_replicas wait_timeout_ms``: the award is answered once that many
+            replicas hold it, or when the timeout passes (it is applied either way).
     """
 
-    def __init__(self, ctx: Context, async_client: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        async_client: Callable[[], Any] | None = None,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
+    ) -> None:
         self.ctx = ctx
+        #: (replicas, timeout ms) of the WAIT that follows each award's call, or None
+        self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
         self._award = award_cmd.script(ctx.rules)
         self._lifetime = ctx.rules.lifetime_types
         self._window_cache: dict[date, list[WindowBoard]] = {}
@@ -228,8 +240,17 @@ class Awards:
         run = _Attempts(self, [(0, p)], [None], on_flag=self.ctx.queue_drain, gave_up=_TZ_KEPT)
         for pending in run.rounds():
             for item in pending:
-                run.settle(item, self._award(self.ctx.redis, p.keys, p.args))
+                run.settle(item, self._send(item, run.inline))
         return run.one()
+
+    def _send(self, item: _Item, inline: bool) -> Any:
+        """One award's call (followed by its WAIT, if configured): its reply or error."""
+        if self._wait is None:
+            return self._award(self.ctx.redis, item[1].keys, item[1].args)
+        for _, reply in stream_calls(self.ctx.redis, [item], self._call, inline=inline,
+                                     wait=self._wait):  # fmt: skip
+            return reply
+        raise AssertionError("stream_calls answers every call")
 
     async def award_async(
         self,
@@ -243,10 +264,11 @@ class Awards:
     ) -> AwardResult:
         """:meth:`award` for asyncio code (the HTTP API): the same script call, awaited on an
         asyncio Redis client, so no thread is held while Redis works. Same arguments, result
-        and errors. Without an ``async_client`` factory, runs :meth:`award` in a worker thread.
+        and errors. Without an ``async_client`` factory (or with ``wait_replicas``, whose WAIT
+        must follow the call on its connection), runs :meth:`award` in a worker thread.
         """
         client = self._async_redis()
-        if client is None:
+        if client is None or self._wait is not None:
             return await asyncio.to_thread(
                 self.award, user_id, activity_type, amount=amount, description=description,
                 idempotency_key=idempotency_key, occurred_at=occurred_at,
@@ -295,7 +317,10 @@ class Awards:
 
         run = _Attempts(self, prepared(), results, on_flag=self.ctx.queue_drain, gave_up=_UNAPPLIED)
         for pending in run.rounds():
-            for item, reply in stream_calls(self.ctx.redis, pending, self._call, inline=run.inline):
+            replies = stream_calls(
+                self.ctx.redis, pending, self._call, inline=run.inline, wait=self._wait
+            )
+            for item, reply in replies:
                 run.settle(item, reply)
         return results
 

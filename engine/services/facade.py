@@ -28,6 +28,13 @@ import redis
 
 from engine.domain.keys import Keys
 from engine.domain.rules import Rules, load_rules
+from engine.runtime.connect import (
+    clients,
+    is_cluster_client,
+    queue_redis_url,
+    server_is_cluster,
+    uses_cluster,
+)
 from engine.runtime.embedded import state_redis_url
 from engine.runtime.settings import Settings, get_settings
 from engine.services.archives import Archives
@@ -62,6 +69,8 @@ class ScoringEngine:
             :meth:`award_async`; called once per event loop (a client belongs to the loop that
             made it). :meth:`from_url` supplies one; without it :meth:`award_async` runs
             :meth:`award` in a worker thread.
+        wait_replicas: replicas that must hold each award before it is answered (Redis
+            ``WAIT``, up to ``wait_timeout_ms``); 0 answers at once.
     """
 
     def __init__(
@@ -75,6 +84,8 @@ class ScoringEngine:
         drain_queue: DrainQueue | None = None,
         store: SqlStore | None = None,
         async_client: Callable[[], Any] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be >= 1")
@@ -86,7 +97,9 @@ class ScoringEngine:
             store=store,
             drain_queue=drain_queue,
         )
-        self.awards = Awards(ctx, async_client)
+        self.awards = Awards(
+            ctx, async_client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+        )
         self.users = Users(ctx)
         self.boards = Boards(ctx)
         self.archives = Archives(ctx, self.boards)
@@ -130,33 +143,41 @@ class ScoringEngine:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, redis_url: str, **kwargs: Any) -> ScoringEngine:
-        """An engine over the Redis at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``)."""
-        from redis import asyncio as aioredis
+    def from_url(cls, redis_url: str, *, cluster: bool | None = None, **kwargs: Any) -> ScoringEngine:
+        """An engine over the Redis at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``).
 
-        kwargs.setdefault(
-            "async_client", lambda: aioredis.Redis.from_url(redis_url, decode_responses=True)
-        )
-        return cls(redis.Redis.from_url(redis_url, decode_responses=True), **kwargs)
+        ``cluster``: whether it is a node of a Redis Cluster (then the engine uses redis-py's
+        cluster clients); None asks the server (``INFO cluster``).
+        """
+        if cluster is None:
+            cluster = not redis_url.startswith("unix:") and server_is_cluster(redis_url)
+        client, async_client = clients(redis_url, cluster)
+        kwargs.setdefault("async_client", async_client)
+        return cls(client, **kwargs)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> ScoringEngine:
         """An engine configured by :class:`~engine.runtime.settings.Settings` (the environment).
 
         With no ``REDIS_URL``, starts (or joins) the embedded Redis under the data directory.
+        On a Redis Cluster, :class:`~engine.domain.errors.ConfigError` unless ``RQ_REDIS_URL``
+        names a single server for the job queues.
         """
         settings = settings or get_settings()
+        cluster = uses_cluster(settings)
         url = state_redis_url(settings)
         kwargs.setdefault("rules", load_rules(settings.rules_path))
         kwargs.setdefault("shards", settings.shards)
         kwargs.setdefault("key_prefix", settings.key_prefix)
+        kwargs.setdefault("wait_replicas", settings.redis_wait_replicas)
+        kwargs.setdefault("wait_timeout_ms", settings.redis_wait_timeout_ms)
         if "drain_queue" not in kwargs:
             kwargs["drain_queue"] = DrainQueue.from_url(
-                settings.rq_redis_url or url, name=settings.queue_name
+                queue_redis_url(settings, cluster), name=settings.queue_name
             )
         if "store" not in kwargs:
             kwargs["store"] = SqlStore.from_settings(settings)
-        return cls.from_url(url, **kwargs)
+        return cls.from_url(url, cluster=cluster, **kwargs)
 
     # -- what the services share ----------------------------------------------------------
 
@@ -194,7 +215,10 @@ class ScoringEngine:
     def close(self) -> None:
         """Close this engine's connections: Redis, the drain queue's Redis and SQL (a later
         call opens them again)."""
-        self.redis.connection_pool.disconnect()
+        if is_cluster_client(self.redis):
+            self.redis.disconnect_connection_pools()
+        else:
+            self.redis.connection_pool.disconnect()
         connection = getattr(getattr(self.drain_queue, "queue", None), "connection", None)
         if connection is not None:
             connection.connection_pool.disconnect()

@@ -1,0 +1,149 @@
+"""Connections to the scoring Redis: one server, or a Redis Cluster reached through any node.
+
+``SCORING_REDIS_CLUSTER`` decides: ``yes`` and ``no`` say it, ``auto`` (the default) asks the
+server at ``REDIS_URL`` (``INFO cluster``: ``cluster_enabled:1``). On a cluster the engine uses
+redis-py's cluster clients (sync and asyncio), which follow ``MOVED``/``ASK``, wait out
+``TRYAGAIN`` and refresh the slot map after a failover, within :data:`RETRIES` tries spread
+over about :data:`RETRY_BUDGET_S` seconds; after that a call fails with a ``RedisError`` (an
+HTTP 503), never hangs. RQ cannot use a cluster, so the queues then need ``RQ_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError, TimeoutError
+
+from engine.domain.errors import ConfigError
+from engine.runtime.embedded import state_redis_url
+
+#: Tries of one command on a cluster (a failover is over after cluster-node-timeout plus an
+#: election: about 2 s with a 1 s timeout, 15-20 s with Redis's default 15 s).
+RETRIES = 8
+#: The longest pause between two tries, and about the total the tries wait (s).
+RETRY_CAP_S = 1.0
+RETRY_BUDGET_S = 5.0
+#: Socket timeouts of cluster connections (s): a dead node is given up on, not waited for.
+CONNECT_TIMEOUT_S = 1.0
+SOCKET_TIMEOUT_S = 5.0
+
+
+def _backoff() -> ExponentialWithJitterBackoff:
+    return ExponentialWithJitterBackoff(cap=RETRY_CAP_S, base=0.05)
+
+
+@lru_cache(maxsize=16)
+def server_is_cluster(url: str) -> bool:
+    """Whether the server at ``url`` runs in cluster mode (asked once per process and URL)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+    finally:
+        client.close()
+
+
+def uses_cluster(settings: Any) -> bool:
+    """Whether the engine's state lives on a Redis Cluster (``SCORING_REDIS_CLUSTER``)."""
+    mode = settings.redis_cluster
+    if not settings.redis_url:
+        if mode == "yes":
+            raise ConfigError(
+                "SCORING_REDIS_CLUSTER=yes needs REDIS_URL (a node of the cluster); the "
+                "embedded default is a single server"
+            )
+        return False
+    if mode == "auto":
+        return server_is_cluster(settings.redis_url)
+    return mode == "yes"
+
+
+def queue_redis_url(settings: Any, cluster: bool | None = None) -> str:
+    """Where RQ's queues live: ``RQ_REDIS_URL``, else the scoring Redis; on a cluster
+    ``RQ_REDIS_URL`` is required (RQ needs one server), and :class:`ConfigError` names it."""
+    if settings.rq_redis_url:
+        return str(settings.rq_redis_url)
+    if cluster is None:
+        cluster = uses_cluster(settings)
+    if cluster:
+        raise ConfigError(
+            "REDIS_URL is a Redis Cluster, which RQ cannot use: set RQ_REDIS_URL to a single "
+            "Redis server for the job queues"
+        )
+    return state_redis_url(settings)
+
+
+def cluster_url(url: str) -> str:
+    """``url`` checked for a cluster client: a cluster has only database 0."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"a Redis Cluster is reached over redis:// or rediss://, not {url!r}")
+    db = parts.path.strip("/")
+    if db not in ("", "0"):
+        raise ConfigError(f"a Redis Cluster has only database 0; REDIS_URL names database {db}")
+    return url
+
+
+def cluster_client(url: str, **kwargs: Any) -> Any:
+    """A redis-py :class:`~redis.cluster.RedisCluster` over the cluster ``url`` is a node of."""
+    from redis.cluster import RedisCluster
+    from redis.retry import Retry
+
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+    return RedisCluster.from_url(
+        cluster_url(url),
+        retry=Retry(_backoff(), RETRIES, supported_errors=(ConnectionError, TimeoutError)),
+        **kwargs,
+    )
+
+
+def async_cluster_client(url: str, **kwargs: Any) -> Any:
+    """The asyncio :class:`~redis.asyncio.cluster.RedisCluster` of :func:`cluster_client`."""
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+    return RedisCluster.from_url(
+        cluster_url(url),
+        retry=Retry(_backoff(), RETRIES, supported_errors=(ConnectionError, TimeoutError)),
+        **kwargs,
+    )
+
+
+def clients(url: str, cluster: bool) -> tuple[Any, Callable[[], Any]]:
+    """The engine's sync client of ``url`` and a factory of its asyncio clients (one per event
+    loop), both with ``decode_responses=True``: cluster clients when ``cluster``."""
+    if cluster:
+        return (
+            cluster_client(url, decode_responses=True),
+            lambda: async_cluster_client(url, decode_responses=True),
+        )
+    from redis import asyncio as aioredis
+
+    return (
+        redis.Redis.from_url(url, decode_responses=True),
+        lambda: aioredis.Redis.from_url(url, decode_responses=True),
+    )
+
+
+def is_cluster_client(client: Any) -> bool:
+    """Whether ``client`` is a redis-py cluster client (sync or asyncio)."""
+    return hasattr(client, "nodes_manager")
+
+
+def refresh_topology(client: Any, attempt: int) -> None:
+    """After a call found its slot moved or its node gone: wait the attempt's backoff, then
+    read the cluster's slot map again (a failover's new primary, a migrated slot)."""
+    import time
+
+    time.sleep(_backoff().compute(attempt + 1))
+    try:
+        client.nodes_manager.initialize()
+    except (ConnectionError, TimeoutError, redis.exceptions.RedisClusterException):
+        pass  # no node answered yet: the next try refreshes again
