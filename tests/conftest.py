@@ -210,17 +210,35 @@ def store(request: pytest.FixtureRequest, tmp_path):
     s.close()
 
 
-@pytest.fixture
-def sql_engine(real_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:
-    return ScoringEngine(real_redis, clock=clock, store=store, rules=PLAIN_RULES)
+@pytest.fixture(params=["redis", "cluster"])
+def state_redis(request: pytest.FixtureRequest) -> redis.Redis | RedisCluster:
+    """A real Redis, then the private Redis Cluster: what runs on one runs on the other."""
+    return request.getfixturevalue("real_redis" if request.param == "redis" else "cluster_redis")
 
 
 @pytest.fixture
-def eng(real_redis: redis.Redis, clock: Clock, store: SqlStore) -> ScoringEngine:
-    """The engagement tests' engine: the default rules (weekly goals on), SQL, and a clock
-    that starts on a Tuesday, 12:00 UTC: the run's date, or the last Tuesday before."""
+def state_env(state_redis: object, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The variables that point a child process at ``state_redis``: ``REDIS_URL``, and on the
+    cluster ``RQ_REDIS_URL`` too (the suite's single Redis, emptied, for the job queues)."""
+    url = request.getfixturevalue("redis_url")
+    if isinstance(state_redis, RedisCluster):
+        request.getfixturevalue("real_redis")
+        return {"REDIS_URL": request.getfixturevalue("redis_cluster").url, "RQ_REDIS_URL": url}
+    return {"REDIS_URL": url}
+
+
+@pytest.fixture
+def sql_engine(state_redis: redis.Redis, clock: Clock, store) -> ScoringEngine:
+    return ScoringEngine(state_redis, clock=clock, store=store, rules=PLAIN_RULES)
+
+
+@pytest.fixture
+def eng(state_redis: redis.Redis, clock: Clock, store: SqlStore) -> ScoringEngine:
+    """The engagement tests' engine (on a Redis and on the cluster, with K = 8 there): the
+    default rules (weekly goals on), SQL, and a clock that starts on a Tuesday, 12:00 UTC: the
+    run's date, or the last Tuesday before."""
     clock.now = at_utc(last_weekday(clock.now.date(), 1), 12)
-    return ScoringEngine(real_redis, clock=clock, store=store)
+    return ScoringEngine(state_redis, clock=clock, store=store, shards=shards_for(state_redis))
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ CHILD = textwrap.dedent(
     from workers.drain import Drainer
 
     redis_url, sql_url, mode = sys.argv[1:4]
-    engine = ScoringEngine(redis.Redis.from_url(redis_url, decode_responses=True))
+    engine = ScoringEngine.from_url(redis_url)  # a single server or a cluster
     store = SqlStore(sql_url)
     calls = {"write": 0, "ack": 0}
     real_write, real_ack = SqlStore.write, Drainer._ack
@@ -109,12 +109,12 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("mode", ["mid-batch", "after-commit"])
 def test_worker_killed_then_another_finishes(
-    sql_engine: ScoringEngine, store: SqlStore, redis_url: str, mode: str
+    sql_engine: ScoringEngine, store: SqlStore, state_env: dict[str, str], mode: str
 ) -> None:
     engine = sql_engine
     award_some(engine, 400)
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, redis_url, store.url, mode],
+        [sys.executable, "-c", CHILD, state_env["REDIS_URL"], store.url, mode],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert child.returncode == -signal.SIGKILL, child.stderr

@@ -286,14 +286,14 @@ SLOW_WORKER = textwrap.dedent(
 )
 
 
-def worker_env(redis_url: str, store: SqlStore) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": store.url,
+def worker_env(state_env: dict[str, str], store: SqlStore) -> dict[str, str]:
+    return {**os.environ, **state_env, "DATABASE_URL": store.url,
             "SCORING_QUEUE": "recovery-test", "SCORING_DRAIN_BATCH": "100"}  # fmt: skip
 
 
 @pytest.mark.parametrize("fault", ["killed", "stopped"])
 def test_a_dead_or_frozen_worker_is_replaced_within_seconds(
-    sql_engine: ScoringEngine, store: SqlStore, redis_url: str, fault: str
+    sql_engine: ScoringEngine, store: SqlStore, state_env: dict[str, str], fault: str
 ) -> None:
     """A worker SIGKILLed (or SIGSTOPped: a frozen process) while it writes a batch, with the
     next one read: the next `scoring worker --burst` takes the shard within the lock's lease
@@ -301,7 +301,7 @@ def test_a_dead_or_frozen_worker_is_replaced_within_seconds(
     that wakes up finds its lease gone and stops; every award is in SQL once."""
     engine = sql_engine
     award_some(engine, 1_000)
-    env = worker_env(redis_url, store)
+    env = worker_env(state_env, store)
     victim = subprocess.Popen([sys.executable, "-c", SLOW_WORKER], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:

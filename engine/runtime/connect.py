@@ -147,3 +147,12 @@ def refresh_topology(client: Any, attempt: int) -> None:
         client.nodes_manager.initialize()
     except (ConnectionError, TimeoutError, redis.exceptions.RedisClusterException):
         pass  # no node answered yet: the next try refreshes again
+
+
+def scan_keys(client: Any, match: str, *, near: str | None = None, count: int = 5000) -> Any:
+    """The keys matching ``match`` (SCAN). On a cluster, every primary is scanned, or with
+    ``near`` (a key of the same hash tag as every match) only the primary serving its slot."""
+    if near is not None and is_cluster_client(client):
+        node = client.get_node_from_key(near)
+        return client.scan_iter(match=match, count=count, target_nodes=node)
+    return client.scan_iter(match=match, count=count)

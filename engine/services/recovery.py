@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
 from engine.storage.store import SqlStore
+from engine.runtime.connect import scan_keys
 
 _CHUNK_USERS = 2000
 
@@ -170,7 +171,7 @@ def _wipe(r: Any, keys: Any) -> None:
     for shard in range(keys.shards):
         for pattern in keys.rebuildable(shard):
             batch = []
-            for key in r.scan_iter(match=pattern, count=5000):
+            for key in scan_keys(r, pattern, near=keys.outbox(shard)):
                 batch.append(key)
                 if len(batch) >= 5000:
                     r.unlink(*batch)
@@ -232,7 +233,7 @@ def reconcile(engine: Any, store: SqlStore) -> list[Drift]:
     redis_totals: dict[str, tuple[int | None, int | None]] = {}
     for shard in range(keys.shards):
         prefix = keys.user_prefix(shard)
-        user_keys = list(r.scan_iter(match=prefix + "*", count=5000))
+        user_keys = list(scan_keys(r, prefix + "*", near=keys.outbox(shard)))
         for i in range(0, len(user_keys), 1000):
             chunk = user_keys[i : i + 1000]
             pipe = r.pipeline(transaction=False)
