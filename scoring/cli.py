@@ -20,7 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.domain.errors import ScoringError
 from engine.domain.rules import load_rules
-from engine.runtime.embedded import release_embedded, state_redis_url
+from engine.runtime.connect import queue_redis_url
+from engine.runtime.embedded import release_embedded
 from engine.runtime.settings import Settings
 from engine.storage.store import SqlStore
 
@@ -111,7 +112,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     _default_schema(settings)
     context()  # fail fast on bad settings or an unreachable Redis
-    conn = redis.Redis.from_url(settings.rq_redis_url or state_redis_url(settings))
+    conn = redis.Redis.from_url(queue_redis_url(settings))
     queue = Queue(settings.queue_name, connection=conn)
     if args.burst:
         _drain_all(settings)
@@ -128,7 +129,7 @@ def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
     from workers.schedule import register
 
-    conn = redis.Redis.from_url(settings.rq_redis_url or state_redis_url(settings))
+    conn = redis.Redis.from_url(queue_redis_url(settings))
     scheduler = Scheduler(queue_name=settings.queue_name, connection=conn, interval=args.interval)
     print(f"registered: {', '.join(register(scheduler, queue_name=settings.queue_name))}")
     scheduler.run()
@@ -146,6 +147,26 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     report = rebuild(engine, sql_store(engine), progress=print_progress)
     print(f"rebuilt {report.users:,} users from {report.activities:,} activities "
           f"in {report.seconds:.1f} s")  # fmt: skip
+    return 0
+
+
+def _reshard(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.services.reshard import reshard
+    from workers.jobs import context, sql_store
+
+    engine, _ = context()
+    if args.old_shards == engine.keys.shards:
+        print(f"scoring: SCORING_SHARDS is already {args.old_shards}; set it to the new number "
+              "of shards and pass the old one to --from", file=sys.stderr)  # fmt: skip
+        return 2
+    report = reshard(
+        engine, sql_store(engine), args.old_shards, progress=lambda m: print(m, file=sys.stderr)
+    )
+    r = report
+    print(f"resharded {r.old_shards} -> {r.new_shards} shards: {r.user_keys_moved:,} user keys, "
+          f"{r.board_entries_moved:,} board entries and {r.idempotency_records_moved:,} "
+          f"idempotency records moved ({r.idempotency_records_dropped:,} records of "
+          "activities not in SQL dropped)")  # fmt: skip
     return 0
 
 
@@ -289,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.set_defaults(run=_serve)
     rebuild = sub.add_parser("rebuild", help="rebuild all Redis state from SQL")
     rebuild.set_defaults(run=_rebuild)
+    reshard = sub.add_parser(
+        "reshard",
+        help="move the state to a new number of shards (SCORING_SHARDS) from the old one; stop "
+        "the API and drain first",
+    )
+    reshard.add_argument("--from", dest="old_shards", type=int, required=True,
+                         help="the number of shards the state has now")  # fmt: skip
+    reshard.set_defaults(run=_reshard)
     reconcile = sub.add_parser("reconcile", help="report users whose Redis and SQL state differ")
     reconcile.add_argument("--no-drain", action="store_true", help="do not drain the outbox first")
     reconcile.set_defaults(run=_reconcile)

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 import pytest
 import redis
 from helpers import BASE, PG_TEST_DB, PLAIN_RULES, Clock, at_utc, last_weekday
-
 from redis.cluster import RedisCluster
 
 from engine import ScoringEngine

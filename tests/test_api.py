@@ -8,6 +8,7 @@ from datetime import timedelta
 import httpx
 import pytest
 import redis
+from conftest import shards_for
 from fastapi.testclient import TestClient
 from helpers import (
     ADMIN,
@@ -42,10 +43,13 @@ def sqlite_store(tmp_path) -> SqlStore:
 
 @pytest.fixture
 def api_engine(
-    real_redis: redis.Redis, redis_url: str, clock, sqlite_store: SqlStore
+    state_redis, state_env: dict[str, str], clock, sqlite_store: SqlStore
 ) -> ScoringEngine:
-    # from_url, as the server builds it: awards take the asyncio client path
-    return ScoringEngine.from_url(redis_url, clock=clock, store=sqlite_store)
+    """On a Redis, then on the cluster (K = 8). from_url, as the server builds it: awards take
+    the asyncio client path."""
+    return ScoringEngine.from_url(
+        state_env["REDIS_URL"], clock=clock, store=sqlite_store, shards=shards_for(state_redis)
+    )
 
 
 def api_settings() -> Settings:

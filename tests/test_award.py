@@ -182,7 +182,9 @@ def test_a_replay_after_later_awards(engine: ScoringEngine) -> None:
     assert again.replayed and again.activity == first.activity
     assert (again.tier_upgraded, again.old_tier, again.new_tier) == (True, "ember", "spark")
     assert again.user.total_points == 307 and again.user.version == first.user.version + 1
-    record = engine.redis.get(engine.keys.idempotency(engine.keys.shard_of("ivy"), first.activity.id))
+    record = engine.redis.get(
+        engine.keys.idempotency(engine.keys.shard_of("ivy"), first.activity.id)
+    )
     assert len(record) <= 44, record
 
 
@@ -420,7 +422,9 @@ def test_window_boards_kept_whatever_the_redis_clock(
         ("month", f"{today:%Y-%m}"),
     ):
         assert engine.leaderboard(window).rank("sam").score == 5
-        ttls[window] = engine.redis.ttl(engine.keys.board(engine.keys.shard_of("sam"), f"{window}:{period}"))
+        ttls[window] = engine.redis.ttl(
+            engine.keys.board(engine.keys.shard_of("sam"), f"{window}:{period}")
+        )
     assert all(ttl > 86400 for ttl in ttls.values()), ttls
     assert abs(ttls["day"] - 8.5 * 86400) < 5  # from noon: half a day, then 8 days kept
 

@@ -33,6 +33,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from engine.runtime.connect import RETRIES, refresh_topology
+
 #: hiredis's C command packer (one command to its wire bytes), or None without hiredis.
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -41,8 +43,6 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; the fallback 
     _hiredis_pack = None
 else:
     _hiredis_pack = pack_command
-
-from engine.runtime.connect import RETRIES, refresh_topology
 
 T = TypeVar("T")
 _ENGINE = Path(__file__).resolve().parent.parent

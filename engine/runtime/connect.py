@@ -10,8 +10,8 @@ HTTP 503), never hangs. RQ cannot use a cluster, so the queues then need ``RQ_RE
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +21,8 @@ from redis.exceptions import ConnectionError, TimeoutError
 
 from engine.domain.errors import ConfigError
 from engine.runtime.embedded import state_redis_url
+
+log = logging.getLogger("engine.runtime")
 
 #: Tries of one command on a cluster (a failover is over after cluster-node-timeout plus an
 #: election: about 2 s with a 1 s timeout, 15-20 s with Redis's default 15 s).
@@ -37,14 +39,29 @@ def _backoff() -> ExponentialWithJitterBackoff:
     return ExponentialWithJitterBackoff(cap=RETRY_CAP_S, base=0.05)
 
 
-@lru_cache(maxsize=16)
+_detected: dict[str, bool] = {}
+
+
 def server_is_cluster(url: str) -> bool:
-    """Whether the server at ``url`` runs in cluster mode (asked once per process and URL)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    """Whether the server at ``url`` runs in cluster mode (``INFO cluster``), asked once per
+    process and URL. A server that cannot be reached is taken for a single server, with a
+    warning, so that a process started while Redis is down still starts and answers 503s
+    (``SCORING_REDIS_CLUSTER=yes`` says it is a cluster without asking)."""
+    if url.startswith("unix:"):
+        return False
+    known = _detected.get(url)
+    if known is not None:
+        return known
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
     try:
-        return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+        known = str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+    except redis.RedisError as exc:
+        log.warning("could not ask %s whether it is a cluster (%s): taken for one server", url, exc)
+        return False
     finally:
         client.close()
+    _detected[url] = known
+    return known
 
 
 def uses_cluster(settings: Any) -> bool:

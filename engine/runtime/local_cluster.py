@@ -191,9 +191,11 @@ class LocalCluster:
                 try:
                     node.node_id = node.client().execute_command("CLUSTER MYID").decode()
                     break
-                except redis.ConnectionError:
+                except redis.ConnectionError as exc:
                     if not node.alive or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server on port {node.port} did not start")
+                        raise RuntimeError(
+                            f"redis-server on port {node.port} did not start"
+                        ) from exc
                     time.sleep(0.02)
         for epoch, node in enumerate(self.nodes, start=1):
             node.client().execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)

@@ -143,14 +143,16 @@ class ScoringEngine:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, redis_url: str, *, cluster: bool | None = None, **kwargs: Any) -> ScoringEngine:
+    def from_url(
+        cls, redis_url: str, *, cluster: bool | None = None, **kwargs: Any
+    ) -> ScoringEngine:
         """An engine over the Redis at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``).
 
         ``cluster``: whether it is a node of a Redis Cluster (then the engine uses redis-py's
         cluster clients); None asks the server (``INFO cluster``).
         """
         if cluster is None:
-            cluster = not redis_url.startswith("unix:") and server_is_cluster(redis_url)
+            cluster = server_is_cluster(redis_url)
         client, async_client = clients(redis_url, cluster)
         kwargs.setdefault("async_client", async_client)
         return cls(client, **kwargs)

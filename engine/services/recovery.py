@@ -21,8 +21,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
-from engine.storage.store import SqlStore
 from engine.runtime.connect import scan_keys
+from engine.storage.store import SqlStore
 
 _CHUNK_USERS = 2000
 

@@ -489,6 +489,20 @@ class SqlStore:
             for row in result:
                 yield row[0], row[1], row[2], _utc(row[3])
 
+    def users_of_activities(self, activity_ids: Sequence[str]) -> dict[str, str]:
+        """The user of each of ``activity_ids`` that is in the audit trail (id -> user id)."""
+        ids = []
+        for activity_id in activity_ids:
+            try:
+                ids.append(uuid.UUID(activity_id))
+            except ValueError:
+                continue  # not an id of ours: in no row
+        if not ids:
+            return {}
+        q = select(PointActivity.id, PointActivity.user_id).where(PointActivity.id.in_(ids))
+        with self.engine.connect() as connection:
+            return {str(i): u for i, u in connection.execute(q)}
+
     def count_activities(self) -> int:
         with self.engine.connect() as connection:
             return int(
