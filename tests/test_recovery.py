@@ -6,6 +6,7 @@ import random
 from datetime import timedelta
 
 import pytest
+from conftest import shards_for
 from helpers import drain
 
 from engine import AwardRequest, ScoringEngine
@@ -45,13 +46,14 @@ def picture(engine: ScoringEngine, users: list[str], clock) -> dict:
     return {"users": {u: engine.status(u) for u in users}, "boards": boards}
 
 
-def test_rebuild_reproduces_the_state(real_redis, clock, store: SqlStore) -> None:
-    engine = ScoringEngine(real_redis, clock=clock, store=store)
+def test_rebuild_reproduces_the_state(state_redis, clock, store: SqlStore) -> None:
+    """On a Redis, and on the cluster with K = 8."""
+    engine = ScoringEngine(state_redis, clock=clock, store=store, shards=shards_for(state_redis))
     users = build_history(engine, clock)
     drain(engine)
     before = picture(engine, users, clock)
     assert before["users"]["r1"].current_streak_days >= 1
-    real_redis.flushdb()  # Redis lost everything
+    state_redis.flushdb()  # Redis lost everything (on a cluster: every primary)
     report = rebuild(engine, store)
     # 600 awards, and the weekly goal rewards they earned (activities of their own)
     assert report.users == 15 and report.activities == store.count_activities() > 600
@@ -66,14 +68,18 @@ def test_rebuild_reproduces_the_state(real_redis, clock, store: SqlStore) -> Non
 
 
 def test_reconcile_reports_planted_drift(
-    real_redis, clock, store: SqlStore, redis_url, monkeypatch
+    state_redis, clock, store: SqlStore, state_env, monkeypatch, fresh_settings
 ) -> None:
-    engine = ScoringEngine(real_redis, clock=clock, store=store)
+    """On a Redis, and on the cluster with K = 8 (and the command with its settings)."""
+    shards = shards_for(state_redis)
+    engine = ScoringEngine(state_redis, clock=clock, store=store, shards=shards)
+    real_redis = state_redis
     build_history(engine, clock)
     drain(engine)
     assert reconcile(engine, store) == []
     real_redis.hincrby(engine.keys.user("r3"), "total", 7)  # the hash drifts
-    real_redis.zincrby(engine.keys.board(0, "all"), -1, "r4")  # the board drifts
+    r4_board = engine.keys.board(engine.keys.shard_of("r4"), "all")
+    real_redis.zincrby(r4_board, -1, "r4")  # the board drifts
     real_redis.hset(engine.keys.user("ghost"), "total", 50)  # points SQL never saw
     drifts = {d.user_id: d for d in reconcile(engine, store)}
     assert set(drifts) == {"r3", "r4", "ghost"}
@@ -81,11 +87,13 @@ def test_reconcile_reports_planted_drift(
     assert drifts["r4"].board_score == drifts["r4"].redis_total + 1
     assert drifts["ghost"].sql_total is None
     # the command says so in its exit status
-    monkeypatch.setenv("REDIS_URL", redis_url)
+    for name, value in state_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SCORING_SHARDS", str(shards))
     monkeypatch.setenv("DATABASE_URL", store.url)
     assert cli_main(["reconcile", "--no-drain"]) == 1
     real_redis.hincrby(engine.keys.user("r3"), "total", -7)
-    real_redis.zincrby(engine.keys.board(0, "all"), 1, "r4")
+    real_redis.zincrby(r4_board, 1, "r4")
     real_redis.delete(engine.keys.user("ghost"))
     assert cli_main(["reconcile"]) == 0
 
