@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import errors as e
+from engine.runtime.connect import REDIS_ERRORS
 
 from .auth import AuthError, Forbidden
 
@@ -83,11 +83,13 @@ def install(app: FastAPI) -> None:
         app.state.metrics.error("invalid_json")
         return error(422, "invalid_json", "the request body is not valid JSON")
 
-    @app.exception_handler(redis.exceptions.RedisError)
-    async def redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    async def redis_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("Redis error: %s", exc)
         app.state.metrics.error("redis_unavailable")
         return error(503, "redis_unavailable", "the scoring store is unavailable; retry")
+
+    for kind in REDIS_ERRORS:  # on a cluster also RedisClusterException, not a RedisError
+        app.add_exception_handler(kind, redis_down)
 
     @app.exception_handler(SQLAlchemyError)
     async def sql_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:

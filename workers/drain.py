@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -74,6 +74,7 @@ from engine.commands import forget_consumers
 from engine.domain.keys import Keys
 from engine.domain.periods import day_to_date
 from engine.domain.rules import Rules, reward_id
+from engine.runtime.connect import REDIS_ERRORS
 from engine.storage.outbox import GROUP, backlog, ensure_group, next_id
 from engine.storage.store import SqlStore
 
@@ -193,7 +194,7 @@ class _Lease:
                     "shard %s: the drain lost its lock (its lease lapsed); it stops", self.shard
                 )
                 return
-            except RedisError:
+            except REDIS_ERRORS:
                 continue  # Redis away for a moment: the next beat tries again
 
 

@@ -35,6 +35,14 @@ CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 5.0
 
 
+#: What a Redis call raises when the store is away: redis-py's errors, and on a cluster also its
+#: RedisClusterException (no node reachable, slots not covered), which is not a RedisError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    redis.exceptions.RedisClusterException,
+)
+
+
 def _backoff() -> ExponentialWithJitterBackoff:
     return ExponentialWithJitterBackoff(cap=RETRY_CAP_S, base=0.05)
 

@@ -101,6 +101,8 @@ class LocalCluster:
                 # a replica may take over however long it was cut off (tests kill masters)
                 "--cluster-replica-validity-factor", "0",
                 "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                # a replica syncs at once (no wait for others to join the same transfer)
+                "--repl-diskless-sync-delay", "0",
                 "--logfile", str(folder / "redis.log"),
             ]  # fmt: skip
             process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -243,9 +245,17 @@ class LocalCluster:
                 return False
             slots = client.execute_command("CLUSTER SLOTS")
             maps.add(tuple(sorted((s[0], s[1], int(s[2][1])) for s in slots)))
-            if client.execute_command("ROLE")[0] == b"slave":
-                if client.info("replication").get("master_link_status") != "up":
+            replication = client.info("replication")
+            if replication.get("role") == "slave":
+                if replication.get("master_link_status") != "up":
                     return False
+            else:
+                # the primary streams writes to a replica only once it is "online" (its first
+                # ACK after the initial sync): a write before that dies with a killed primary
+                for name, replica in replication.items():
+                    if name.startswith("slave") and isinstance(replica, dict):
+                        if replica.get("state") != "online":
+                            return False
         return len(maps) == 1 and sum(e - s + 1 for s, e, _ in next(iter(maps))) == SLOTS
 
     @staticmethod

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import redis
-
 from engine.domain.errors import ConfigError
 from engine.domain.keys import Keys
 from engine.domain.periods import local_day
 from engine.domain.results import UserState
 from engine.domain.rules import Rules
+from engine.runtime.connect import REDIS_ERRORS
 from engine.storage.outbox import DrainQueue
 from engine.storage.store import SqlStore
 
@@ -88,5 +87,5 @@ class Context:
             self.drain_queue.request(shard)
         except Exception as exc:  # noqa: BLE001 - any failure: the award stands, the drain waits
             log.warning("shard %s: its drain job could not be queued (%s)", shard, exc)
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 self.redis.delete(self.keys.drain_flag(shard))
