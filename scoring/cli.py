@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.domain.errors import ScoringError
 from engine.domain.rules import load_rules
-from engine.runtime.connect import queue_redis_url
+from engine.runtime.connect import queue_redis_url, uses_cluster
 from engine.runtime.embedded import release_embedded
 from engine.runtime.settings import Settings
 from engine.storage.store import SqlStore
@@ -233,9 +233,11 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else host}:{args.port}"
     if wait_healthy(url, children[0]):
-        where = (
-            settings.redis_url or f"embedded Redis and SQLite under {settings.data_dir.resolve()}"
-        )
+        if settings.redis_url:
+            kind = " (a Redis Cluster)" if uses_cluster(settings) else ""
+            where = f"{_safe(settings.redis_url)}{kind}"
+        else:
+            where = f"embedded Redis and SQLite under {settings.data_dir.resolve()}"
         supervisor.say(f"\n  scoring engine up on {where}\n"
                        f"  dashboard   {url}/\n  API docs    {url}/docs\n"
                        f"  leaderboard reads without credentials: "

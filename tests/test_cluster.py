@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -400,13 +401,8 @@ def test_award_many_streams_per_node_across_a_slot_map_change(
     """A batch sent while the client's slot map is stale (a slot migrated to another master
     since it was read) is still applied once per item: MOVED replies are sent again where
     the slot is now, never shown to the caller."""
-    client = cluster_client(own_cluster.url, decode_responses=True)
-    engine = ScoringEngine(client, rules=PLAIN_RULES, shards=SHARDS)
-    assert_applied(engine.award_many(awards(300)))
-    slot = client.keyslot(engine.keys.outbox(0))
-    source = own_cluster.master_of_slot(slot)
-    target = next(n for n in own_cluster.primaries() if n is not source)
-    migrate_slot(own_cluster, slot, source, target)
+    client, engine, move = shard_0_to_move(own_cluster, 300)
+    move()
     results = engine.award_many(awards(600))  # the first 300 replay, the next 300 are new
     assert_applied(results)
     assert [r.replayed for r in results] == [True] * 300 + [False] * 300
@@ -417,13 +413,74 @@ def test_award_many_streams_per_node_across_a_slot_map_change(
     client.close()
 
 
-def migrate_slot(cluster: LocalCluster, slot: int, source, target) -> None:
-    """Move one slot and its keys from ``source`` to ``target`` as redis-cli does."""
+def shard_0_to_move(
+    cluster: LocalCluster, n: int, batch: int = 100
+) -> tuple[RedisCluster, ScoringEngine, Callable[[], None]]:
+    """A client and an engine (K = 16) after ``n`` awards, and the call that moves shard 0's
+    slot to another master, ``batch`` keys at a time."""
+    client = cluster_client(cluster.url, decode_responses=True)
+    engine = ScoringEngine(client, rules=PLAIN_RULES, shards=SHARDS)
+    assert_applied(engine.award_many(awards(n)))
+    slot = client.keyslot(engine.keys.outbox(0))
+    source = cluster.master_of_slot(slot)
+    target = next(node for node in cluster.primaries() if node is not source)
+    return client, engine, lambda: migrate_slot(cluster, slot, source, target, batch)
+
+
+def migrate_slot(cluster: LocalCluster, slot: int, source, target, batch: int = 100) -> None:
+    """Move one slot and its keys from ``source`` to ``target`` as redis-cli does, ``batch``
+    keys at a time."""
     src, dst = source.client(), target.client()
     dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id)
     src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target.node_id)
-    while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+    while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, batch):
         src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        time.sleep(0.01)
     for node in (dst, src):
         node.execute_command("CLUSTER SETSLOT", slot, "NODE", target.node_id)
     cluster.wait_ok()
+
+
+@pytest.mark.parametrize("shards", [1, 16, 1024])
+def test_every_script_touches_one_slot(shards: int) -> None:
+    """Each Lua command's KEYS share one hash slot for any user and K (no CROSSSLOT)."""
+    from redis.crc import key_slot
+
+    from engine.commands import award, board_position, forget_consumers, profile, quest
+    from engine.domain.keys import Keys
+
+    k = Keys(shards=shards)
+    windows = ["day:2026-12-01", "week:2026-W49", "month:2026-12"]
+    for user in ["alice", "Bjørn", "user-123", "{s1}", "x" * 128]:
+        shard = k.shard_of(user)
+        for keys in (
+            award.keys(k, user, shard, "activity-1", "comment", windows),
+            quest.keys(k, user, shard, windows),
+            profile.keys(k, user, shard),
+            board_position.keys(k, shard, "all"),
+            forget_consumers.keys(k, shard),
+        ):
+            assert len({key_slot(key.encode()) for key in keys}) == 1, keys
+
+
+def test_awards_while_a_shards_slot_migrates(own_cluster: LocalCluster) -> None:
+    """A shard's slot moved to another master key by key (as `redis-cli --cluster reshard`
+    does) while batches and single awards keep coming: Redis answers ASK and TRYAGAIN during
+    the move, the engine retries, and every award is applied exactly once."""
+    client, engine, move = shard_0_to_move(own_cluster, 400, batch=5)
+    mover = threading.Thread(target=move)
+    mover.start()
+    results = []
+    while mover.is_alive() or not results:
+        results += engine.award_many(awards(100, prefix="m"))
+        for i in range(20):
+            results.append(engine.award(f"m{i}", "comment"))
+    mover.join()
+    applied = [r for r in results if not isinstance(r, Exception)]
+    failed = [r for r in results if isinstance(r, Exception)]
+    assert not failed or all("Redis" in str(e) for e in failed), failed[:3]
+    # every applied award counted once: the board's totals are the users' totals
+    board = engine.leaderboard().top(1000)
+    assert sum(e.score for e in board) == sum(engine.status(e.user_id).total_points for e in board)
+    assert len(applied) >= len(results) // 2, f"{len(failed)} of {len(results)} failed"
+    client.close()

@@ -28,11 +28,14 @@ KEY = "up-test-key-0123456789abcdef"
 class Up:
     """``scoring up`` in a subprocess, its output collected."""
 
-    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        given = env or {}
         env = {k: v for k, v in os.environ.items()
                if k not in ("REDIS_URL", "DATABASE_URL", "RQ_REDIS_URL")}  # fmt: skip
         env |= {"SCORING_DATA_DIR": str(data_dir), "SCORING_API_KEYS": f"t:{KEY}:admin",
-                "SCORING_QUEUE": "up-test"}  # fmt: skip
+                "SCORING_QUEUE": "up-test", **given}  # fmt: skip
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scoring.cli", "up", "--port", str(port), *extra],
@@ -125,6 +128,34 @@ def test_up_runs_everything_and_a_restart_loses_nothing(tmp_path: Path) -> None:
             up.proc.kill()
     store = SqlStore(f"sqlite:///{tmp_path / 'scoring.db'}")
     assert store.count_activities() == 2
+
+
+def test_up_on_an_external_cluster(
+    redis_cluster, cluster_redis, real_redis, redis_url: str, tmp_path: Path
+) -> None:
+    """`scoring up` against a Redis Cluster (RQ on a single server): awards through the API on
+    16 shards over three nodes reach SQL through the worker, and Ctrl-C stops cleanly."""
+    port = free_port()
+    env = {"REDIS_URL": redis_cluster.url, "RQ_REDIS_URL": redis_url, "SCORING_SHARDS": "16"}
+    up = Up(tmp_path, port, env=env)
+    try:
+        up.wait_until(r"dashboard\s+http://127\.0\.0\.1:\d+/")
+        assert f"scoring engine up on {redis_cluster.url}" in up.output
+        for i in range(20):
+            assert give(up, f"c{i}", 10 + i).status_code == 201
+        top = httpx.get(f"{up.url}/v1/leaderboards/all_time?limit=3", headers={"X-API-Key": KEY})
+        assert [e["user_id"] for e in top.json()["entries"]] == ["c19", "c18", "c17"]
+        store = SqlStore(f"sqlite:///{tmp_path / 'scoring.db'}")
+        deadline = time.monotonic() + 30  # the worker drains the shards' outboxes
+        while store.count_activities() < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.count_activities() == 20
+        assert up.stop() == 0, up.output[-3000:]
+        assert "0 outbox entries not yet in SQL" in up.output
+        assert "Traceback" not in up.output, up.output[-3000:]
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
 
 
 def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:

@@ -25,9 +25,11 @@ from redis.commands.core import Script
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    ClusterError,
     ConnectionError,
     MovedError,
     NoScriptError,
+    RedisClusterException,
     ResponseError,
     TimeoutError,
     TryAgainError,
@@ -221,6 +223,10 @@ def stream_calls(
     if hasattr(client, "nodes_manager"):  # a RedisCluster: one stream per node
         yield from _stream_cluster(client, items, to_call, inline=inline, wait=wait)
         return
+    if not hasattr(client, "connection_pool"):  # no one connection to stream on: one by one
+        for item in items:
+            yield item, _one_call(client, to_call(item))
+        return
     source = iter(items)
     unsent: deque[T] = deque()  # taken from source, not yet sent (after a dropped connection)
     in_flight: deque[deque[T]] = deque()
@@ -269,7 +275,10 @@ def stream_calls(
 
 
 #: Replies that mean: the slot is served elsewhere now (or soon); send the call again there.
-_MOVED = (MovedError, AskError, TryAgainError, ClusterDownError)
+_MOVED = (MovedError, ClusterDownError)
+#: Replies of a slot being migrated: the call goes alone through the cluster client, which sends
+#: ASKING to the importing node (or waits out TRYAGAIN) as a migration requires.
+_MIGRATING = (AskError, TryAgainError)
 
 
 def _stream_cluster(
@@ -299,6 +308,8 @@ def _stream_cluster(
                     answered += 1
                     if isinstance(reply, _MOVED):
                         again.append(item)
+                    elif isinstance(reply, _MIGRATING):
+                        yield item, _one_call(client, to_call(item))
                     else:
                         yield item, reply
             except _RETRYABLE as exc:  # the node is gone (or going): the rest go again
@@ -314,6 +325,16 @@ def _stream_cluster(
         raise failure
     for item in again:
         yield item, ClusterDownError(f"the slot of this call kept moving ({RETRIES} tries)")
+
+
+def _one_call(client: Any, call: Call) -> Any:
+    """One call on its own: its reply, or the error Redis (or, on a cluster, a slot still
+    migrating after the client's own retries) refused it with; a lost connection raises."""
+    script, keys, args = call
+    try:
+        return script(client, keys, args)
+    except (ResponseError, ClusterError, RedisClusterException) as exc:
+        return exc
 
 
 def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:

@@ -3,9 +3,11 @@
 ``SCORING_REDIS_CLUSTER`` decides: ``yes`` and ``no`` say it, ``auto`` (the default) asks the
 server at ``REDIS_URL`` (``INFO cluster``: ``cluster_enabled:1``). On a cluster the engine uses
 redis-py's cluster clients (sync and asyncio), which follow ``MOVED``/``ASK``, wait out
-``TRYAGAIN`` and refresh the slot map after a failover, within :data:`RETRIES` tries spread
-over about :data:`RETRY_BUDGET_S` seconds; after that a call fails with a ``RedisError`` (an
-HTTP 503), never hangs. RQ cannot use a cluster, so the queues then need ``RQ_REDIS_URL``.
+``TRYAGAIN`` and refresh the slot map after a failover, within :data:`RETRIES` tries with
+jittered exponential pauses (up to :data:`RETRY_CAP_S` each: about 3 s in all on average, 5.5 s
+at most, plus a connect timeout per try at a host that does not answer); after that a call
+fails with a ``RedisError`` (an HTTP 503), never hangs. RQ cannot use a cluster, so the queues
+then need ``RQ_REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ log = logging.getLogger("engine.runtime")
 #: Tries of one command on a cluster (a failover is over after cluster-node-timeout plus an
 #: election: about 2 s with a 1 s timeout, 15-20 s with Redis's default 15 s).
 RETRIES = 8
-#: The longest pause between two tries, and about the total the tries wait (s).
+#: The longest pause between two tries (s); the first is up to 0.1 s, each next up to twice that.
 RETRY_CAP_S = 1.0
-RETRY_BUDGET_S = 5.0
 #: Socket timeouts of cluster connections (s): a dead node is given up on, not waited for.
 CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 5.0
@@ -83,8 +84,8 @@ def uses_cluster(settings: Any) -> bool:
             )
         return False
     if mode == "auto":
-        return server_is_cluster(settings.redis_url)
-    return mode == "yes"
+        return server_is_cluster(str(settings.redis_url))
+    return bool(mode == "yes")
 
 
 def queue_redis_url(settings: Any, cluster: bool | None = None) -> str:

@@ -67,7 +67,8 @@ class Node:
     process: subprocess.Popen[bytes]
     node_id: str = ""
 
-    def client(self, **kwargs: Any) -> redis.Redis:
+    def client(self, **kwargs: Any) -> Any:
+        """A plain client of this node (``execute_command`` for the CLUSTER commands)."""
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)
 
     @property
@@ -264,3 +265,25 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(message)
             time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.runtime.local_cluster``: a throwaway cluster until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a throwaway Redis Cluster on loopback ports")
+    parser.add_argument("--masters", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=0, help="replicas of each master")
+    args = parser.parse_args(argv)
+    with LocalCluster(masters=args.masters, replicas=args.replicas) as cluster:
+        print(f"REDIS_URL={cluster.url}  ({len(cluster.nodes)} nodes; Ctrl-C stops and deletes it)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
