@@ -9,6 +9,7 @@ test files; this file holds what only a cluster has.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -216,6 +217,33 @@ def test_reshard_keeps_every_read_and_retry(
     fresh = new.award("u5", "comment")
     assert fresh.user.total_points == seen["users"]["u5"].total_points + 5
     drain(new)
+    assert reconcile(new, store) == []
+
+
+def test_the_reshard_command(
+    cluster_redis: RedisCluster, redis_cluster: LocalCluster, real_redis, redis_url, tmp_path
+) -> None:
+    """`scoring reshard --from 2` with SCORING_SHARDS=5: refused while the outbox holds entries
+    SQL lacks (exit 2, the message says to drain), then done once drained."""
+    store = sqlite(tmp_path)
+    old = ScoringEngine(cluster_redis, rules=PLAIN_RULES, shards=2, store=store)
+    assert_applied(old.award_many(awards(300)))
+    env = {**os.environ, "REDIS_URL": redis_cluster.url, "RQ_REDIS_URL": redis_url,
+           "DATABASE_URL": store.url, "SCORING_SHARDS": "5"}  # fmt: skip
+
+    def command() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "scoring.cli", "reshard", "--from", "2"],
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    refused = command()
+    assert refused.returncode == 2 and "drain" in refused.stderr, refused.stderr
+    before = old.leaderboard().top(1000)
+    drain(old)
+    done = command()
+    assert done.returncode == 0, done.stderr
+    assert "resharded 2 -> 5 shards" in done.stdout
+    new = ScoringEngine(cluster_redis, rules=PLAIN_RULES, shards=5, store=store)
+    assert new.leaderboard().top(1000) == before
     assert reconcile(new, store) == []
 
 
@@ -484,3 +512,41 @@ def test_awards_while_a_shards_slot_migrates(own_cluster: LocalCluster) -> None:
     assert sum(e.score for e in board) == sum(engine.status(e.user_id).total_points for e in board)
     assert len(applied) >= len(results) // 2, f"{len(failed)} of {len(results)} failed"
     client.close()
+
+
+def test_wait_replicas_waits_on_the_awards_connection(
+    replicated_cluster: LocalCluster, real_redis
+) -> None:
+    """With SCORING_REDIS_WAIT_REPLICAS the award is followed by WAIT on its own connection:
+    Redis counts the WAITs, an award whose master has its replica answers at once, and one
+    whose master lost its replica answers after the timeout, applied all the same. The same on
+    a single server (which has no replica: every award waits the timeout)."""
+    cluster = replicated_cluster
+    engine = ScoringEngine.from_url(cluster.url, shards=SHARDS, rules=PLAIN_RULES,
+                                    wait_replicas=1, wait_timeout_ms=400)  # fmt: skip
+    for node in cluster.primaries():
+        node.client().config_resetstat()
+    started = time.monotonic()
+    for i in range(20):
+        engine.award(f"w{i}", "comment")
+    assert time.monotonic() - started < 2.0  # the replicas answered: no timeout waited
+    waits = sum(n.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+                for n in cluster.primaries())  # fmt: skip
+    assert waits == 20
+    lonely = cluster.master_of_slot(engine.redis.keyslot(engine.keys.outbox(0)))
+    for node in cluster.nodes:  # the replica of shard 0's master goes away
+        if node.alive and node is not lonely and node not in cluster.primaries():
+            role = node.client().execute_command("ROLE")
+            if int(role[2]) == lonely.port:
+                cluster.kill(node)
+    user = next(f"w{i}" for i in range(100) if engine.keys.shard_of(f"w{i}") == 0)
+    started = time.monotonic()
+    result = asyncio.run(engine.award_async(user, "comment"))
+    assert 0.35 < time.monotonic() - started < 3.0
+    assert result.user.total_points == engine.status(user).total_points
+    single = ScoringEngine(real_redis, rules=PLAIN_RULES, wait_replicas=1, wait_timeout_ms=200)
+    started = time.monotonic()
+    assert_applied(single.award_many(awards(50)))  # one WAIT for the batch
+    single.award("solo", "comment")
+    assert 0.35 < time.monotonic() - started < 2.0
+    assert single.status("solo").total_points == 5

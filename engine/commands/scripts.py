@@ -13,6 +13,8 @@ batches pipelined and re-run the calls a flushed script cache refused.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import re
 import threading
@@ -35,7 +37,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from engine.runtime.connect import RETRIES, refresh_topology
+from engine.runtime.connect import RETRIES, is_cluster_client, pause, refresh_topology
 
 #: hiredis's C command packer (one command to its wire bytes), or None without hiredis.
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -86,12 +88,25 @@ class LuaScript:
 
     async def acall(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run now on an asyncio client (``redis.asyncio``): EVALSHA, and if the server's script
-        cache lacks the script, EVAL with the full source (which also caches it again)."""
+        cache lacks the script, EVAL with the full source (which also caches it again). On a
+        cluster, a call whose node failed is tried again after a pause, as
+        :func:`stream_calls` does, within :data:`~engine.runtime.connect.RETRIES` tries."""
         self._check(keys)
-        try:
-            return await client.evalsha(self.sha, self.numkeys, *keys, *args)
-        except NoScriptError:
-            return await client.eval(self.source, self.numkeys, *keys, *args)
+        for attempt in itertools.count():
+            try:
+                try:
+                    return await client.evalsha(self.sha, self.numkeys, *keys, *args)
+                except NoScriptError:
+                    return await client.eval(self.source, self.numkeys, *keys, *args)
+            except _NODE_AWAY:
+                # on a cluster, a node that failed: its client retried without pausing; wait
+                # for the failover and read the slot map again (the call is safe to repeat)
+                if not is_cluster_client(client) or attempt >= RETRIES:
+                    raise
+                await asyncio.sleep(pause(attempt))
+                with contextlib.suppress(*_NODE_AWAY):
+                    await client.nodes_manager.initialize()
+        raise AssertionError("unreachable")
 
     def command(
         self, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False
@@ -274,6 +289,8 @@ def stream_calls(
         pool.release(conn)
 
 
+#: What a call to a cluster node that failed (or whose slots have no primary yet) raises.
+_NODE_AWAY = (ConnectionError, TimeoutError, ClusterDownError, RedisClusterException)
 #: Replies that mean: the slot is served elsewhere now (or soon); send the call again there.
 _MOVED = (MovedError, ClusterDownError)
 #: Replies of a slot being migrated: the call goes alone through the cluster client, which sends

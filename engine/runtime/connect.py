@@ -3,11 +3,14 @@
 ``SCORING_REDIS_CLUSTER`` decides: ``yes`` and ``no`` say it, ``auto`` (the default) asks the
 server at ``REDIS_URL`` (``INFO cluster``: ``cluster_enabled:1``). On a cluster the engine uses
 redis-py's cluster clients (sync and asyncio), which follow ``MOVED``/``ASK``, wait out
-``TRYAGAIN`` and refresh the slot map after a failover, within :data:`RETRIES` tries with
-jittered exponential pauses (up to :data:`RETRY_CAP_S` each: about 3 s in all on average, 5.5 s
-at most, plus a connect timeout per try at a host that does not answer); after that a call
-fails with a ``RedisError`` (an HTTP 503), never hangs. RQ cannot use a cluster, so the queues
-then need ``RQ_REDIS_URL``.
+``TRYAGAIN`` and read the slot map again after a connection error, :data:`RETRIES` times at
+most but without pausing: a read of a failed master's keys fails within milliseconds with a
+``RedisError`` (an HTTP 503). Awards (single, batched and awaited) add pauses between their
+tries (:func:`pause`: jittered, doubling up to :data:`RETRY_CAP_S`; about 3 s in all on average,
+5.5 s at most, plus a connect timeout per try at a host that does not answer), so that a
+failover with a short ``cluster-node-timeout`` passes unseen; after that they fail with a
+``RedisError`` too. Nothing hangs. RQ cannot use a cluster, so the queues then need
+``RQ_REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ SOCKET_TIMEOUT_S = 5.0
 #: RedisClusterException (no node reachable, slots not covered), which is not a RedisError.
 REDIS_ERRORS: tuple[type[Exception], ...] = (
     redis.RedisError,
+    redis.exceptions.RedisClusterException,
+)
+
+
+#: Replies of a cluster whose slot was elsewhere, migrating or without a primary through every
+#: retry: the call was not applied.
+CLUSTER_UNSETTLED: tuple[type[Exception], ...] = (
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterError,
     redis.exceptions.RedisClusterException,
 )
 
@@ -163,12 +176,17 @@ def is_cluster_client(client: Any) -> bool:
     return hasattr(client, "nodes_manager")
 
 
+def pause(attempt: int) -> float:
+    """Seconds to wait before try ``attempt + 1`` (jittered, doubling, at most RETRY_CAP_S)."""
+    return float(_backoff().compute(attempt + 1))
+
+
 def refresh_topology(client: Any, attempt: int) -> None:
     """After a call found its slot moved or its node gone: wait the attempt's backoff, then
     read the cluster's slot map again (a failover's new primary, a migrated slot)."""
     import time
 
-    time.sleep(_backoff().compute(attempt + 1))
+    time.sleep(pause(attempt))
     try:
         client.nodes_manager.initialize()
     except (ConnectionError, TimeoutError, redis.exceptions.RedisClusterException):

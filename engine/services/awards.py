@@ -39,6 +39,7 @@ from engine.domain.periods import (
     window_boards,
 )
 from engine.domain.results import Activity, AwardResult, UserState
+from engine.runtime.connect import CLUSTER_UNSETTLED, is_cluster_client
 from engine.services.context import Context
 from engine.storage.outbox import FLAG_TTL
 
@@ -79,6 +80,7 @@ class _Prepared:
 ATTEMPTS = 3
 _TZ_KEPT = "the user's time zone kept changing during the award"
 _UNAPPLIED = "the award could not be applied after three attempts"
+_SHARD_AWAY = "the user's shard is failing over or moving between Redis nodes; retry"
 
 _Item = tuple[int, _Prepared]
 
@@ -143,6 +145,11 @@ class _Attempts:
         if isinstance(reply, NoScriptError):
             self._retry.append(item)
             self._reload = True
+            return
+        if isinstance(reply, CLUSTER_UNSETTLED):
+            # the slot kept moving (a failover, a migration) through every retry: nothing
+            # was applied, and a retry later with the same key is safe
+            self._results[i] = ScriptError(_SHARD_AWAY)
             return
         if isinstance(reply, Exception):
             self._results[i] = ScriptError(f"award failed in Redis: {reply}")
@@ -244,13 +251,16 @@ class Awards:
         return run.one()
 
     def _send(self, item: _Item, inline: bool) -> Any:
-        """One award's call (followed by its WAIT, if configured): its reply or error."""
-        if self._wait is None:
-            return self._award(self.ctx.redis, item[1].keys, item[1].args)
-        for _, reply in stream_calls(self.ctx.redis, [item], self._call, inline=inline,
-                                     wait=self._wait):  # fmt: skip
-            return reply
-        raise AssertionError("stream_calls answers every call")
+        """One award's call: its reply or error. With a WAIT to follow it, or on a cluster
+        (whose client retries a call to a failed node without pausing), it takes the
+        batches' path: the WAIT on the call's connection, pauses between tries and a fresh
+        slot map after each."""
+        client = self.ctx.redis
+        if self._wait is None and not is_cluster_client(client):
+            return self._award(client, item[1].keys, item[1].args)
+        # read the stream to its end: the WAIT is sent once the call's reply is in
+        replies = list(stream_calls(client, [item], self._call, inline=inline, wait=self._wait))
+        return replies[0][1]
 
     async def award_async(
         self,
