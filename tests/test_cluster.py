@@ -330,14 +330,19 @@ def test_a_master_killed_during_awards(
     acknowledged award can be lost; without it, the test reports any that were."""
     cluster = replicated_cluster
     store = sqlite(tmp_path)
+    # the promoted replica has no replica of its own: its awards wait out the WAIT timeout
     engine = ScoringEngine.from_url(cluster.url, shards=SHARDS, rules=PLAIN_RULES, store=store,
-                                    wait_replicas=wait_replicas, wait_timeout_ms=1000)  # fmt: skip
+                                    wait_replicas=wait_replicas, wait_timeout_ms=200)  # fmt: skip
     items = awards(3000, users=301)
     acknowledged: dict[str, str] = {}  # idempotency key -> activity id
     unanswered: list[AwardRequest] = []
     victim = cluster.master_of_slot(engine.redis.keyslot(engine.keys.outbox(0)))
     killed_at = first_after = None
+    sent = served_again = 0
     for i, item in enumerate(items):
+        if first_after is not None and i > served_again + 300:
+            break  # served again: 300 more awards, then the client's retries
+        sent += 1
         if i == 1000:
             cluster.kill(victim)
             killed_at = time.monotonic()
@@ -354,6 +359,7 @@ def test_a_master_killed_during_awards(
             and engine.keys.shard_of(item.user_id) == 0
         ):
             first_after = time.monotonic() - killed_at
+            served_again = i
     cluster.wait_ok()
     retried = len(unanswered)
     deadline = time.monotonic() + 60
@@ -368,7 +374,7 @@ def test_a_master_killed_during_awards(
             time.sleep(0.1)
             continue
         acknowledged[item.idempotency_key] = result.activity.id
-    assert len(acknowledged) == len(items)
+    assert len(acknowledged) == sent
     for shard in range(SHARDS):
         Drainer(engine.redis, store, engine.keys, engine.rules).drain(shard)
     rows, ids = rows_by_id(store)
@@ -532,7 +538,7 @@ def test_wait_replicas_waits_on_the_awards_connection(
     assert time.monotonic() - started < 2.0  # the replicas answered: no timeout waited
     waits = sum(n.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
                 for n in cluster.primaries())  # fmt: skip
-    assert waits == 20
+    assert 20 <= waits <= 21  # one WAIT a call; the first call may find no script loaded yet
     lonely = cluster.master_of_slot(engine.redis.keyslot(engine.keys.outbox(0)))
     for node in cluster.nodes:  # the replica of shard 0's master goes away
         if node.alive and node is not lonely and node not in cluster.primaries():
