@@ -27,7 +27,6 @@ three times; the last row names any phase that stayed mixed.
 from __future__ import annotations
 
 import getpass
-import multiprocessing as mp
 import random
 import sys
 import threading
@@ -53,6 +52,7 @@ from bench.harness import (
     reset_stats,
     summary,
     timed_calls,
+    timed_clients,
     verdict,
 )
 from engine import AwardRequest, ScoringEngine
@@ -201,29 +201,14 @@ def _award_many_client(
 def bench_award_many(r: redis.Redis, sizes: Sizes, *, processes: int, shards: int) -> Phase:
     """award_many from ``processes`` client processes, timed from a common start to the last."""
     fresh_db(r)
-    ctx = mp.get_context("spawn")
-    ready, go = ctx.Barrier(processes + 1), ctx.Barrier(processes + 1)
-    results = ctx.Queue()
     each = sizes.batch_awards // processes
-    procs = [
-        ctx.Process(
-            target=_award_many_client,
-            args=(redis_url(), shards, each, sizes.users, 100 + i, ready, go, results),
-        )
-        for i in range(processes)
-    ]
-    for p in procs:
-        p.start()
-    ready.wait(timeout=CLIENT_TIMEOUT)  # a client that died breaks the barrier
-    reset_stats(r)
-    go.wait(timeout=CLIENT_TIMEOUT)
-    start = time.perf_counter()
-    errors = sum(results.get(timeout=CLIENT_TIMEOUT) for _ in procs)
-    seconds = time.perf_counter() - start
-    stats = command_stats(r)
-    for p in procs:
-        p.join()
-    return Phase(each * processes, seconds, stats, errors)
+    seconds, errors = timed_clients(
+        _award_many_client,
+        [(redis_url(), shards, each, sizes.users, 100 + i) for i in range(processes)],
+        on_ready=lambda: reset_stats(r),
+        timeout=CLIENT_TIMEOUT,
+    )
+    return Phase(each * processes, seconds, command_stats(r), sum(errors))
 
 
 # -- 4. the bare two-command script ------------------------------------------------------------

@@ -27,7 +27,6 @@ costs mean for scaling ("scaling on paper"); a missed target is marked MISS, nev
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import random
 import re
 import statistics
@@ -69,6 +68,7 @@ from bench.harness import (
     reset_stats,
     summary,
     timed_calls,
+    timed_clients,
     verdict,
 )
 from engine import AwardRequest, ScoringEngine
@@ -236,34 +236,14 @@ def _awarder(
 def bench_awards(layout: Layout, sizes: Sizes) -> Phase:
     """award_many from PROCESSES client processes, timed from a common start to the last."""
     layout.flush()
-    ctx = mp.get_context("spawn")
-    ready, go = ctx.Barrier(PROCESSES + 1), ctx.Barrier(PROCESSES + 1)
-    results = ctx.Queue()
     each = sizes.batch_awards // PROCESSES
-    procs = [
-        ctx.Process(
-            target=_awarder,
-            args=(layout.url, layout.shards, each, sizes.users, 100 + i, ready, go, results),
-        )
-        for i in range(PROCESSES)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        ready.wait(timeout=CLIENT_TIMEOUT)  # a client that died breaks the barrier
-        reset_stats(layout.stats)
-        go.wait(timeout=CLIENT_TIMEOUT)
-        start = time.perf_counter()
-        errors = sum(results.get(timeout=CLIENT_TIMEOUT) for _ in procs)
-        seconds = time.perf_counter() - start
-        stats = command_stats(layout.stats)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    return Phase(each * PROCESSES, seconds, stats, errors)
+    seconds, errors = timed_clients(
+        _awarder,
+        [(layout.url, layout.shards, each, sizes.users, 100 + i) for i in range(PROCESSES)],
+        on_ready=lambda: reset_stats(layout.stats),
+        timeout=CLIENT_TIMEOUT,
+    )
+    return Phase(each * PROCESSES, seconds, command_stats(layout.stats), sum(errors))
 
 
 # -- 2. reads on K=1 and on K=16 ---------------------------------------------------------------

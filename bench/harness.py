@@ -121,6 +121,40 @@ def timed_calls(call: Callable[[Any], object], items: Iterable[Any]) -> tuple[fl
     return time.perf_counter() - start, statistics.median(latencies) * 1e6
 
 
+def timed_clients(
+    target: Callable[..., None],
+    arg_sets: Sequence[tuple[Any, ...]],
+    *,
+    on_ready: Callable[[], None],
+    timeout: float = 300.0,
+) -> tuple[float, list[Any]]:
+    """One spawned process per ``arg_sets`` item, each running ``target(*args, ready, go,
+    results)``: it prepares, waits at ``ready``, starts at ``go`` and puts one result on
+    ``results``. ``on_ready`` runs once all are ready, just before they start together. Returns
+    the seconds from the start to the last result, and the results."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Barrier(len(arg_sets) + 1), ctx.Barrier(len(arg_sets) + 1)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, ready, go, results)) for args in arg_sets]
+    for p in procs:
+        p.start()
+    try:
+        ready.wait(timeout=timeout)  # a client that died breaks the barrier
+        on_ready()
+        go.wait(timeout=timeout)
+        start = time.perf_counter()
+        out = [results.get(timeout=timeout) for _ in procs]
+        return time.perf_counter() - start, out
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     """Whether ``condition()`` came true within ``timeout`` seconds (polled every ``step``)."""
     deadline = time.monotonic() + timeout

@@ -227,7 +227,8 @@ def stream_calls(
     is single-slot) and each node's group is streamed as above, in order within the group. A
     call a node refused because its slot moved (``MOVED``, ``ASK``, ``TRYAGAIN``, a failover in
     progress), or whose node stopped answering, is sent again after the slot map is refreshed,
-    within :data:`~engine.runtime.connect.RETRIES` tries; so none of these reaches a caller.
+    within :data:`~engine.runtime.connect.RETRIES` tries; a call still unsettled after them gets
+    the last error as its reply (the rest of the batch stands).
 
     Items are turned into calls lazily and replies are yielded as they arrive, with a chunk
     being processed by Redis while the caller prepares the next one and handles the last one's
@@ -338,10 +339,10 @@ def _stream_cluster(
             break
         refresh_topology(client, attempt)
         pending = again
-    if failure is not None:
-        raise failure
+    # each call still unsettled fails on its own, the others of the batch stand
+    last = failure or ClusterDownError(f"the slot of this call kept moving ({RETRIES} tries)")
     for item in again:
-        yield item, ClusterDownError(f"the slot of this call kept moving ({RETRIES} tries)")
+        yield item, last
 
 
 def _one_call(client: Any, call: Call) -> Any:

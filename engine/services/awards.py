@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from engine.commands import award as award_cmd
 from engine.commands.scripts import stream_calls
@@ -81,6 +81,10 @@ ATTEMPTS = 3
 _TZ_KEPT = "the user's time zone kept changing during the award"
 _UNAPPLIED = "the award could not be applied after three attempts"
 _SHARD_AWAY = "the user's shard is failing over or moving between Redis nodes; retry"
+_NODE_LOST = (
+    "the Redis node of the user's shard did not answer; the award may have been applied: "
+    "retry with the same idempotency key"
+)
 
 _Item = tuple[int, _Prepared]
 
@@ -150,6 +154,11 @@ class _Attempts:
             # the slot kept moving (a failover, a migration) through every retry: nothing
             # was applied, and a retry later with the same key is safe
             self._results[i] = ScriptError(_SHARD_AWAY)
+            return
+        if isinstance(reply, ConnectionError | TimeoutError):
+            # a cluster node that stopped answering through every retry, this call perhaps
+            # applied before it did: a retry with the same key answers either way
+            self._results[i] = ScriptError(_NODE_LOST)
             return
         if isinstance(reply, Exception):
             self._results[i] = ScriptError(f"award failed in Redis: {reply}")
