@@ -33,6 +33,7 @@ STATUS: list[tuple[type[e.ScoringError], int]] = [
     (e.ValidationError, 422),
     (e.ConfigError, 503),
     (e.ScriptError, 503),
+    (e.StoreUnavailable, 503),
 ]
 
 

@@ -140,6 +140,14 @@ class ScriptError(ScoringError):
     code = "script_error"
 
 
+class StoreUnavailable(ScoringError):
+    """The Redis node that holds the user's shard could not take the call (on a cluster: a
+    master failing over, a slot moving) through every retry; retry with the same idempotency
+    key (HTTP 503)."""
+
+    code = "redis_unavailable"
+
+
 class ScriptCode(IntEnum):
     """Expected outcomes returned by the Lua scripts as their first reply element."""
 

@@ -28,6 +28,7 @@ from engine.domain.errors import (
     ScoringError,
     ScriptCode,
     ScriptError,
+    StoreUnavailable,
     ValidationError,
 )
 from engine.domain.periods import (
@@ -153,12 +154,12 @@ class _Attempts:
         if isinstance(reply, CLUSTER_UNSETTLED):
             # the slot kept moving (a failover, a migration) through every retry: nothing
             # was applied, and a retry later with the same key is safe
-            self._results[i] = ScriptError(_SHARD_AWAY)
+            self._results[i] = StoreUnavailable(_SHARD_AWAY)
             return
         if isinstance(reply, ConnectionError | TimeoutError):
             # a cluster node that stopped answering through every retry, this call perhaps
             # applied before it did: a retry with the same key answers either way
-            self._results[i] = ScriptError(_NODE_LOST)
+            self._results[i] = StoreUnavailable(_NODE_LOST)
             return
         if isinstance(reply, Exception):
             self._results[i] = ScriptError(f"award failed in Redis: {reply}")
