@@ -16,6 +16,7 @@ failover with a short ``cluster-node-timeout`` passes unseen; after that they fa
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,13 +133,7 @@ def cluster_client(url: str, **kwargs: Any) -> Any:
     from redis.cluster import RedisCluster
     from redis.retry import Retry
 
-    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
-    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
-    return RedisCluster.from_url(
-        cluster_url(url),
-        retry=Retry(_backoff(), RETRIES, supported_errors=(ConnectionError, TimeoutError)),
-        **kwargs,
-    )
+    return RedisCluster.from_url(cluster_url(url), **_cluster_options(Retry, kwargs))
 
 
 def async_cluster_client(url: str, **kwargs: Any) -> Any:
@@ -146,13 +141,16 @@ def async_cluster_client(url: str, **kwargs: Any) -> Any:
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
 
+    return RedisCluster.from_url(cluster_url(url), **_cluster_options(Retry, kwargs))
+
+
+def _cluster_options(retry: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Socket timeouts, and the number of tries (redis-py's cluster clients take only the count
+    from their Retry object: the pauses are the engine's, see :func:`pause`)."""
     kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
-    return RedisCluster.from_url(
-        cluster_url(url),
-        retry=Retry(_backoff(), RETRIES, supported_errors=(ConnectionError, TimeoutError)),
-        **kwargs,
-    )
+    kwargs["retry"] = retry(_backoff(), RETRIES, supported_errors=(ConnectionError, TimeoutError))
+    return kwargs
 
 
 def clients(url: str, cluster: bool) -> tuple[Any, Callable[[], Any]]:
@@ -184,8 +182,6 @@ def pause(attempt: int) -> float:
 def refresh_topology(client: Any, attempt: int) -> None:
     """After a call found its slot moved or its node gone: wait the attempt's backoff, then
     read the cluster's slot map again (a failover's new primary, a migrated slot)."""
-    import time
-
     time.sleep(pause(attempt))
     try:
         client.nodes_manager.initialize()

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
 from engine.domain.keys import Keys
 from engine.domain.rules import Rules, load_rules
 from engine.runtime.connect import (
@@ -56,7 +54,8 @@ class ScoringEngine:
     """Awards points and answers reads. Thread-safe; share one per process.
 
     Args:
-        client: a redis-py client created with ``decode_responses=True``.
+        client: a redis-py client (``Redis`` or ``RedisCluster``) created with
+            ``decode_responses=True``.
         rules: the scoring rules (defaults: the seed's).
         shards: number of user shards K; every read merges them.
         key_prefix: prefix of every key.
@@ -75,7 +74,7 @@ class ScoringEngine:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         *,
         rules: Rules | None = None,
         shards: int = 1,
