@@ -7,14 +7,16 @@ do); ``scoring serve`` runs it under uvicorn.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,6 +37,16 @@ MAX_BODY = 2 * 1024 * 1024
 BODY_TIMEOUT = 30.0
 
 
+#: FastAPI's own OpenTelemetry instrumentation (FastAPI 0.165 and later) turned off: it asks
+#: the OpenTelemetry providers, and through them the environment, on every request (a twentieth
+#: of an award request's CPU), and the engine reports through Prometheus (``/metrics``).
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
+
+
 def create_app(engine: ScoringEngine | None = None, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     try:
@@ -50,6 +62,7 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
         await app.state.engine.aclose()  # the asyncio Redis client of this worker's loop
 
     app = FastAPI(
+        **_NO_TELEMETRY,
         lifespan=lifespan,
         title="Scoring engine",
         version="0.1.0",
@@ -64,15 +77,23 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     app.state.metrics = Metrics(app.state)
     app.state.live = LiveHub(app.state, settings.stream_interval_ms / 1000)
     errors.install(app)
-    app.add_middleware(_Guard)
     # the user's response models show the rules' lifetime counters (api.schemas.user_schemas)
     schemas = user_schemas(tuple(app.state.engine.rules.lifetime))
-    for router in (health.router, awards.router(schemas), users.router(schemas),
+    award_routes = awards.router(schemas)
+    for router in (health.router, award_routes, users.router(schemas),
                    leaderboards.router, engagement.router, stats.router, me.router(schemas),
                    dashboard.router):  # fmt: skip
         app.include_router(router)
+    # the last added is the outermost: the guard, then the award route's fast handler
+    award_route = _route(award_routes, awards.AWARD_PATH)
+    app.add_middleware(awards.FastHandler, schemas=schemas, route=award_route)
+    app.add_middleware(_Guard)
     app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC), name="dashboard")
     return app
+
+
+def _route(router: APIRouter, path: str) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path)
 
 
 class _Guard:

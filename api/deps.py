@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
 from engine.domain.errors import ValidationError
 from engine.services.facade import ScoringEngine
 
-from .auth import PRINCIPAL, Authenticator, Principal, Scope
+from .auth import PRINCIPAL, Authenticator, Forbidden, Principal, Scope
 
 
 # async: they do no I/O, and FastAPI runs a plain-def dependency in its thread pool (a hop per
@@ -77,15 +77,13 @@ Caller = Annotated[Principal, Depends(get_principal)]
 Reader = Annotated[Principal | None, Depends(get_reader)]
 
 
-def may_award(request: Request, caller: Principal, user_id: str, activity_type: object) -> None:
+def may_award(state: Any, caller: Principal, user_id: str, activity_type: object) -> None:
     """A key with the award scope awards anyone; a user token awards only itself, and only
-    the activity types the operator opened to self-awards."""
-    from .auth import Forbidden, Scope
-
+    the activity types the operator opened to self-awards (``state``: the app's state)."""
     if caller.key is not None:
         caller.require(Scope.AWARD)
         return
     if caller.user_id != user_id:
         raise Forbidden("a user token can award points to its own user only")
-    if activity_type not in request.app.state.self_award_types:
+    if activity_type not in state.self_award_types:
         raise Forbidden(f"users may not award themselves {activity_type!r} points")

@@ -8,6 +8,7 @@ mapped here.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,11 +50,24 @@ def status_of(exc: e.ScoringError) -> int:
     return next((status for kind, status in STATUS if isinstance(exc, kind)), 400)
 
 
+def refusal(state: Any, exc: e.ScoringError) -> JSONResponse:
+    """The answer to an error the engine (or the API's own checks) raised; counted in the
+    app's metrics (``state``: the app's state)."""
+    state.metrics.error(exc.code)
+    return error(status_of(exc), exc.code, exc.message, exc.field)
+
+
+def store_down(state: Any, exc: Exception) -> JSONResponse:
+    """The answer to a Redis error (:data:`~engine.runtime.connect.REDIS_ERRORS`): 503."""
+    log.error("Redis error: %s", exc)
+    state.metrics.error("redis_unavailable")
+    return error(503, "redis_unavailable", "the scoring store is unavailable; retry")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.ScoringError)
     async def scoring_error(request: Request, exc: e.ScoringError) -> JSONResponse:
-        app.state.metrics.error(exc.code)
-        return error(status_of(exc), exc.code, exc.message, exc.field)
+        return refusal(app.state, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -85,9 +99,7 @@ def install(app: FastAPI) -> None:
         return error(422, "invalid_json", "the request body is not valid JSON")
 
     async def redis_down(request: Request, exc: Exception) -> JSONResponse:
-        log.error("Redis error: %s", exc)
-        app.state.metrics.error("redis_unavailable")
-        return error(503, "redis_unavailable", "the scoring store is unavailable; retry")
+        return store_down(app.state, exc)
 
     for kind in REDIS_ERRORS:  # on a cluster also RedisClusterException, not a RedisError
         app.add_exception_handler(kind, redis_down)

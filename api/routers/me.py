@@ -55,7 +55,7 @@ def router(schemas: UserSchemas) -> APIRouter:
         x_user_id: UserHeader = None,
     ) -> Response:
         user = me(caller, x_user_id, Scope.AWARD)
-        may_award(request, caller, user, body.activity_type)
+        may_award(request.app.state, caller, user, body.activity_type)
         result = await engine.award_async(
             user, body.activity_type, amount=body.amount, description=body.description
         )

@@ -37,16 +37,13 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from engine.runtime.connect import RETRIES, is_cluster_client, pause, refresh_topology
-
-#: hiredis's C command packer (one command to its wire bytes), or None without hiredis.
-_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    from hiredis import pack_command
-except ImportError:  # pragma: no cover - hiredis is a dependency; the fallback is redis-py's
-    _hiredis_pack = None
-else:
-    _hiredis_pack = pack_command
+from engine.runtime.connect import (
+    RETRIES,
+    is_cluster_client,
+    pack_commands,
+    pause,
+    refresh_topology,
+)
 
 T = TypeVar("T")
 _ENGINE = Path(__file__).resolve().parent.parent
@@ -260,7 +257,7 @@ def stream_calls(
                         script, keys, args = to_call(item)
                         commands.append(script.command(keys, args, inline=inline))
                     in_flight.append(deque(chunk))
-                    conn.send_packed_command(_pack(conn, commands), check_health=False)
+                    conn.send_packed_command(pack_commands(conn, commands), check_health=False)
                 if not in_flight:
                     if wait is not None:
                         conn.send_command("WAIT", *wait, check_health=False)
@@ -353,14 +350,6 @@ def _one_call(client: Any, call: Call) -> Any:
         return script(client, keys, args)
     except (ResponseError, ClusterError, RedisClusterException) as exc:
         return exc
-
-
-def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
-    """The wire form of ``commands``: hiredis's C packer when present (our arguments are
-    str, int and float, which it takes as they are), else redis-py's."""
-    if _hiredis_pack is not None:
-        return [b"".join([_hiredis_pack(c) for c in commands])]
-    return conn.pack_commands(commands)
 
 
 def run_calls(client: Any, calls: Sequence[Call]) -> list[Any]:

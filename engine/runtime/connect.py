@@ -30,6 +30,15 @@ from engine.runtime.embedded import state_redis_url
 
 log = logging.getLogger("engine.runtime")
 
+#: hiredis's C command packer (one command to its wire bytes), or None without hiredis.
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover - hiredis is a dependency; the fallback is redis-py's
+    _hiredis_pack = None
+else:
+    _hiredis_pack = pack_command
+
 #: Tries of one command on a cluster (a failover is over after cluster-node-timeout plus an
 #: election: about 2 s with a 1 s timeout, 15-20 s with Redis's default 15 s).
 RETRIES = 8
@@ -167,6 +176,15 @@ def clients(url: str, cluster: bool) -> tuple[Any, Callable[[], Any]]:
         redis.Redis.from_url(url, decode_responses=True),
         lambda: aioredis.Redis.from_url(url, decode_responses=True),
     )
+
+
+def pack_commands(connection: Any, commands: list[tuple[Any, ...]]) -> Any:
+    """The wire form of ``commands`` for ``connection`` (sync or asyncio): hiredis's C packer
+    when present (the engine's arguments are str, int and float, which it takes as they are;
+    redis-py's own is Python), else the connection's."""
+    if _hiredis_pack is not None:
+        return [b"".join([_hiredis_pack(c) for c in commands])]
+    return connection.pack_commands(commands)
 
 
 def is_cluster_client(client: Any) -> bool:

@@ -40,6 +40,7 @@ from engine.domain.periods import (
     window_boards,
 )
 from engine.domain.results import Activity, AwardResult, UserState
+from engine.runtime.autopipe import AutoPipeline
 from engine.runtime.connect import CLUSTER_UNSETTLED, is_cluster_client
 from engine.services.context import Context
 from engine.storage.outbox import FLAG_TTL
@@ -311,7 +312,10 @@ class Awards:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = self._async_clients[loop] = self._async_factory()
+            client = self._async_factory()
+            if not is_cluster_client(client):
+                client = AutoPipeline(client)  # concurrent awards share writes to Redis
+            self._async_clients[loop] = client
         return client
 
     def award_many(
