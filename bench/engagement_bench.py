@@ -65,7 +65,7 @@ def script_usec(engine: ScoringEngine, items: list[AwardRequest]) -> tuple[float
     for i in range(100, len(items), CHUNK):
         for result in engine.award_many(items[i : i + CHUNK]):
             rewards += len(result.rewards)
-    calls, usec = command_stats(r).get("evalsha", (0, 0))
+    calls, usec = command_stats(r).get("script", (0, 0))
     return usec / (calls or 1), rewards
 
 

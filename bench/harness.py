@@ -191,13 +191,22 @@ def reset_stats(r: redis.Redis) -> None:
     r.config_resetstat()
 
 
+#: The commands that run a Lua script: EVALSHA, and FCALL where the engine's scripts run as
+#: Redis Functions (Redis 7 and later); :func:`command_stats` sums them as "script".
+SCRIPT_CALLS = ("evalsha", "fcall")
+
+
 def command_stats(r: redis.Redis) -> dict[str, tuple[int, int]]:
-    """``INFO commandstats`` as {command: (calls, usec)}, without the benchmark's own probes."""
+    """``INFO commandstats`` as {command: (calls, usec)}, without the benchmark's own probes,
+    and "script": the :data:`SCRIPT_CALLS` together, when there were any."""
     out = {}
     for name, v in r.info("commandstats").items():
         command = name.removeprefix("cmdstat_")
         if command not in IGNORED_COMMANDS:
             out[command] = (int(v["calls"]), int(v["usec"]))
+    scripts = [out[c] for c in SCRIPT_CALLS if c in out]
+    if scripts:
+        out["script"] = (sum(c for c, _ in scripts), sum(u for _, u in scripts))
     return out
 
 

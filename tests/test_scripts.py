@@ -11,7 +11,14 @@ import redis
 from helpers import PLAIN_RULES
 
 from engine import AwardRequest, ScoringEngine
-from engine.commands.scripts import LUA_DIR, ScriptRegistry, lua_literal, run_calls, scripts
+from engine.commands.scripts import (
+    LUA_DIR,
+    ScriptRegistry,
+    _names,
+    lua_literal,
+    run_calls,
+    scripts,
+)
 from engine.domain.rules import build_rules, load_rules
 
 
@@ -110,6 +117,7 @@ def test_script_flush_during_award_many(real_engine: ScoringEngine) -> None:
     def flush_loop() -> None:
         while not stop.is_set():
             flusher.script_flush()
+            flusher.function_flush()  # the award script runs as a Redis Function
             stop.wait(0.002)
 
     type(scripts["board_position"]).load = counting_load
@@ -175,3 +183,92 @@ def test_award_many_on_a_client_without_a_connection_pool(real_redis: redis.Redi
     real_redis.script_flush()
     results = engine.award_many([AwardRequest("cl", "comment", amount=2) for _ in range(5)])
     assert [r.user.total_points for r in results] == [2, 4, 6, 8, 10]
+
+
+# -- Redis Functions: the scripts' libraries -----------------------------------------------------
+
+
+def _commands(r: redis.Redis) -> dict[str, int]:
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
+
+
+def test_every_script_loads_as_a_library_whose_function_matches_eval(
+    real_redis: redis.Redis,
+) -> None:
+    rules = load_rules().script_tables
+    for name in scripts.names():
+        script = scripts.get(name, RULES=rules) if name in ("award", "quest") else scripts[name]
+        assert script.library is not None and script.library.startswith("#!lua name=scoring_")
+        assert not re.search(r"^--- @(include|define)", script.library, re.M)
+        assert script.uses_function(real_redis), name  # FUNCTION LOAD took it
+    names = set(_names(real_redis.function_list(library="scoring_*")))
+    assert scripts["board_position"].function in names
+
+
+def test_awards_run_as_fcall_and_survive_a_function_flush(real_engine: ScoringEngine) -> None:
+    import asyncio
+
+    r = real_engine.redis
+    before = _commands(r)
+    real_engine.award("alice", "comment")
+    assert _commands(r).get("fcall", 0) > before.get("fcall", 0)
+    r.function_flush()  # a restart without persistence, or an operator's flush
+    assert real_engine.award("alice", "comment").user.total_points == 10
+    r.function_flush()
+    results = real_engine.award_many([AwardRequest("bob", "comment") for _ in range(3)])
+    assert [x.user.total_points for x in results] == [5, 10, 15]
+
+    engine = ScoringEngine.from_url(_url(real_engine), clock=real_engine.clock)
+
+    async def run() -> int:
+        try:
+            await engine.award_async("carol", "comment")
+            r.function_flush()
+            return (await engine.award_async("carol", "comment")).user.total_points
+        finally:
+            await engine.aclose()
+
+    assert asyncio.run(run()) == 10
+
+
+def _url(engine: ScoringEngine) -> str:
+    kw = engine.redis.connection_pool.connection_kwargs
+    return f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def test_a_server_that_refuses_functions_gets_evalsha(
+    real_redis: redis.Redis, real_engine: ScoringEngine
+) -> None:
+    """A user without FUNCTION (a managed Redis may deny it; Redis before 7 lacks it)."""
+    kw = real_redis.connection_pool.connection_kwargs
+    user = "scoring-test-nofunction"
+    real_redis.acl_setuser(
+        user, enabled=True, nopass=True, keys=["*"], channels=["*"],
+        commands=["+@all", "-function"], reset=True,
+    )  # fmt: skip
+    try:
+        client = redis.Redis(
+            host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0),
+            username=user, decode_responses=True,
+        )  # fmt: skip
+        engine = ScoringEngine(client, clock=real_engine.clock)
+        before = _commands(real_redis)
+        assert engine.award("dave", "comment").user.total_points == 5
+        assert engine.award_many([AwardRequest("dave", "comment")])[0].user.total_points == 10
+        after = _commands(real_redis)
+        assert after.get("evalsha", 0) >= before.get("evalsha", 0) + 2
+        assert not engine.awards._award.uses_function(client)
+        client.close()
+    finally:
+        real_redis.acl_deluser(user)
+
+
+def test_libraries_of_old_rule_sets_are_bounded(real_redis: redis.Redis) -> None:
+    from engine.commands.scripts import MAX_LIBRARIES
+
+    real_redis.function_flush()
+    for n in range(MAX_LIBRARIES + 3):
+        rules = build_rules({"tiers": {"low": 0, f"high{n}": 10 + n}})
+        assert scripts.get("award", RULES=rules.script_tables).uses_function(real_redis)
+    listed = _names(real_redis.function_list(library="scoring_award_*"))
+    assert 1 <= len(listed) <= MAX_LIBRARIES + 1

@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from redis.commands.core import Script
 from redis.exceptions import (
@@ -46,6 +48,7 @@ from engine.runtime.connect import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("engine.commands")
 _ENGINE = Path(__file__).resolve().parent.parent
 #: ``lua/`` beside ``engine/`` in a checkout (and an editable install); ``engine/lua`` in a wheel.
 LUA_DIR = _ENGINE / "lua" if (_ENGINE / "lua").is_dir() else _ENGINE.parent / "lua"
@@ -53,12 +56,21 @@ _INCLUDE = re.compile(r'^--- @include "([\w.-]+)"\s*$', re.M)
 _DEFINE = re.compile(r"^--- @define (\w+)\s*$", re.M)
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.S)
 _KEY_REF = re.compile(r"KEYS\[(\d+)\]")
+#: The lines of a script a library runs once, at load: its includes and its defines.
+_HOISTED = re.compile(r'^--- @include "([\w.-]+)"[ \t]*$|^--- @define \w+[ \t]*$', re.M)
+#: The prefix of the engine's Redis Functions libraries (one per script and source).
+LIBRARY_PREFIX = "scoring_"
+#: Libraries of one script kept in a server (one per rule set in use); past this, loading one
+#: deletes the others (a process still using one loads it again on its next call).
+MAX_LIBRARIES = 8
 
 
 class LuaScript:
     """One loaded script: its flattened source, SHA1 and number of keys."""
 
-    def __init__(self, name: str, source: str) -> None:
+    def __init__(self, name: str, source: str, parts: tuple[str, str] | None = None) -> None:
+        """``parts``: the source as (what runs once: its defines and includes, the rest), for
+        the Redis Functions library of the script; None: EVAL only."""
         header = _HEADER.search(source)
         if header is None:
             raise RuntimeError(f"lua/{name}.lua must open with a --[[ ... ]] header")
@@ -69,6 +81,11 @@ class LuaScript:
         # client's encoder. redis-py annotates the parameter as a required client, though its
         # Script handles client=None (it only reads registered_client when a call passes none).
         self._script = Script(None, source.encode("utf-8"))  # type: ignore[arg-type]
+        #: the script's function (and library) name: one per source, like its SHA1
+        self.function = f"{LIBRARY_PREFIX}{name}_{self.sha[:16]}"
+        self.library = None if parts is None else _library(self.function, *parts)
+        #: client -> whether calls on it go through the function (its server has it loaded)
+        self._modes: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
     @property
     def sha(self) -> str:
@@ -79,16 +96,80 @@ class LuaScript:
             raise TypeError(f"{self.name}.lua takes {self.numkeys} keys, got {len(keys)}")
 
     def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run now (EVALSHA, loading the script if the server lacks it)."""
+        """Run now: FCALL where the server has the script's function (loaded on first use),
+        else EVALSHA, loading the script if the server lacks it."""
         self._check(keys)
+        if self.uses_function(client):
+            try:
+                return client.execute_command("FCALL", self.function, self.numkeys, *keys, *args)
+            except ResponseError as exc:
+                if not function_missing(exc):
+                    raise
+            self.load(client)  # a server restarted, or FUNCTION FLUSH: load it again
+            if self.uses_function(client):
+                return client.execute_command("FCALL", self.function, self.numkeys, *keys, *args)
         return self._script(keys=keys, args=args, client=client)
 
+    def uses_function(self, client: Any) -> bool:
+        """Whether calls on ``client`` go through the script's Redis Function: on the first
+        call, FUNCTION LOAD is tried (Redis 7 and later; a cluster's top-level client, whose
+        FCALL would cost a round trip to find its keys, uses EVALSHA)."""
+        mode = self._modes.get(client)
+        if mode is None:
+            mode = self._modes[client] = self._load_function(client)
+        return mode
+
+    def _load_function(self, client: Any) -> bool:
+        if self.library is None or is_cluster_client(client):
+            return False
+        try:
+            client.execute_command("FUNCTION", "LOAD", "REPLACE", self.library)
+        except ResponseError as exc:  # before Redis 7 (unknown command), or not permitted
+            log.info("lua/%s.lua runs as EVALSHA: FUNCTION LOAD refused (%s)", self.name, exc)
+            return False
+        listed = client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", self._pattern)
+        _prune(client, self, listed)
+        return True
+
+    async def _aload_function(self, client: Any) -> bool:
+        if self.library is None or is_cluster_client(client):
+            return False
+        try:
+            await client.execute_command("FUNCTION", "LOAD", "REPLACE", self.library)
+        except ResponseError as exc:
+            log.info("lua/%s.lua runs as EVALSHA: FUNCTION LOAD refused (%s)", self.name, exc)
+            return False
+        listed = await client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", self._pattern)
+        for stale in _stale(self, listed):
+            with contextlib.suppress(ResponseError):
+                await client.execute_command("FUNCTION", "DELETE", stale)
+        return True
+
+    @property
+    def _pattern(self) -> str:
+        return f"{LIBRARY_PREFIX}{self.name}_*"
+
     async def acall(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run now on an asyncio client (``redis.asyncio``): EVALSHA, and if the server's script
-        cache lacks the script, EVAL with the full source (which also caches it again). On a
+        """Run now on an asyncio client (``redis.asyncio``, or an
+        :class:`~engine.runtime.autopipe.AutoPipeline`): FCALL where the server has the
+        script's function (loaded on first use), else EVALSHA; a server that lacks either is
+        sent EVAL with the full source (which also caches it again). On a
         cluster, a call whose node failed is tried again after a pause, as
         :func:`stream_calls` does, within :data:`~engine.runtime.connect.RETRIES` tries."""
         self._check(keys)
+        mode = self._modes.get(client)
+        if mode is None:
+            mode = self._modes[client] = await self._aload_function(client)
+        if mode:
+            try:
+                return await client.execute_command(
+                    "FCALL", self.function, self.numkeys, *keys, *args
+                )
+            except ResponseError as exc:
+                if not function_missing(exc):
+                    raise
+                del self._modes[client]  # loaded again on the next call; this one: EVAL
+                return await client.eval(self.source, self.numkeys, *keys, *args)
         for attempt in itertools.count():
             try:
                 try:
@@ -106,16 +187,73 @@ class LuaScript:
         raise AssertionError("unreachable")
 
     def command(
-        self, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False
+        self,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        inline: bool = False,
+        function: bool = False,
     ) -> tuple[Any, ...]:
-        """The EVALSHA (or, ``inline``, EVAL) command for a pipeline; see :func:`run_calls`."""
+        """The EVALSHA (``inline``: EVAL; ``function``: FCALL) command for a pipeline; see
+        :func:`run_calls`."""
         self._check(keys)
         if inline:
             return ("EVAL", self.source, self.numkeys, *keys, *args)
+        if function:
+            return ("FCALL", self.function, self.numkeys, *keys, *args)
         return ("EVALSHA", self.sha, self.numkeys, *keys, *args)
 
     def load(self, client: Any) -> None:
+        """Load the script (and its function, where the server takes functions) into the
+        server: after NOSCRIPT or "Function not found" (a restart, a flush, a new node)."""
         client.script_load(self.source)
+        if self.library is None:
+            return
+        if is_cluster_client(client):  # every primary: their node clients use FCALL
+            with contextlib.suppress(ResponseError):
+                client.function_load(self.library, replace=True)
+        elif self._modes.get(client) is not False:
+            self._modes[client] = self._load_function(client)
+
+
+def _library(function: str, once: str, body: str) -> str:
+    """A Redis Functions library whose one function, ``function``, runs ``body`` with the
+    script's KEYS and ARGV; ``once`` (the rule tables and shared functions) runs at load, so a
+    call no longer builds them."""
+    return (
+        f"#!lua name={function}\n{once}\n"
+        f"redis.register_function('{function}', function(KEYS, ARGV)\n{body}\nend)\n"
+    )
+
+
+def function_missing(exc: Exception) -> bool:
+    """Whether ``exc`` is Redis's answer to an FCALL of a function it does not have."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("Function not found")
+
+
+def _names(listed: Any) -> list[str]:
+    """The library names in a FUNCTION LIST reply (dicts through redis-py's reply callback,
+    flat key/value lists without it)."""
+    names = []
+    for entry in listed or ():
+        fields = entry if isinstance(entry, dict) else dict(zip(entry[::2], entry[1::2]))
+        name = fields.get("library_name", fields.get(b"library_name"))
+        names.append(name.decode() if isinstance(name, bytes) else str(name))
+    return names
+
+
+def _stale(script: LuaScript, listed: Any) -> list[str]:
+    """The other libraries of ``script`` to delete, once more than MAX_LIBRARIES are loaded."""
+    names = _names(listed)
+    if len(names) <= MAX_LIBRARIES:
+        return []
+    return [n for n in names if n != script.function]
+
+
+def _prune(client: Any, script: LuaScript, listed: Any) -> None:
+    for stale in _stale(script, listed):
+        with contextlib.suppress(ResponseError):  # another process deleted it first
+            client.execute_command("FUNCTION", "DELETE", stale)
 
 
 class ScriptRegistry:
@@ -143,7 +281,9 @@ class ScriptRegistry:
                 script = self._scripts.get(cache_key)
                 if script is None:
                     source = self._define(name, self._flatten(name), values)
-                    script = self._scripts[cache_key] = LuaScript(name, source)
+                    once, body = self._flatten(name, hoist=True)
+                    parts = (self._define(name, once, values), body)
+                    script = self._scripts[cache_key] = LuaScript(name, source, parts)
         return script
 
     def names(self) -> list[str]:
@@ -156,7 +296,15 @@ class ScriptRegistry:
             raise TypeError(f"{name}.lua defines {sorted(wanted)}, got values for {sorted(values)}")
         return _DEFINE.sub(lambda m: f"local {m.group(1)} = {values[m.group(1)]}", source)
 
-    def _flatten(self, name: str) -> str:
+    @overload
+    def _flatten(self, name: str) -> str: ...
+    @overload
+    def _flatten(self, name: str, *, hoist: bool) -> tuple[str, str]: ...
+
+    def _flatten(self, name: str, *, hoist: bool = False) -> str | tuple[str, str]:
+        """The script with its includes in place; ``hoist``: (its ``--- @define`` lines and
+        includes, in order, the rest of the script), for a library that runs the first part
+        once, at load, and the rest on each call."""
         path = self.directory / f"{name}.lua"
         if not path.is_file():
             raise KeyError(f"no script lua/{name}.lua")
@@ -172,7 +320,17 @@ class ScriptRegistry:
                 raise RuntimeError(f"lua/{name}.lua includes missing lua/includes/{part}.lua")
             return _INCLUDE.sub(include, inc.read_text(encoding="utf-8")).rstrip("\n")
 
-        return _INCLUDE.sub(include, path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not hoist:
+            return _INCLUDE.sub(include, text)
+        once: list[str] = []
+
+        def lift(match: re.Match[str]) -> str:
+            once.append(include(match) if match.group(1) else match.group(0))
+            return ""
+
+        body = _HOISTED.sub(lift, text)
+        return "\n".join(once), body
 
 
 def lua_literal(value: Any) -> str:
@@ -255,7 +413,10 @@ def stream_calls(
                     commands = []
                     for item in chunk:
                         script, keys, args = to_call(item)
-                        commands.append(script.command(keys, args, inline=inline))
+                        function = script.uses_function(client)
+                        commands.append(
+                            script.command(keys, args, inline=inline, function=function)
+                        )
                     in_flight.append(deque(chunk))
                     conn.send_packed_command(pack_commands(conn, commands), check_health=False)
                 if not in_flight:
@@ -270,7 +431,8 @@ def stream_calls(
                     try:
                         reply = conn.read_response()
                     except ResponseError as exc:
-                        reply = exc
+                        # a function the server lost is handled as a flushed script cache
+                        reply = NoScriptError(str(exc)) if function_missing(exc) else exc
                     yield done.popleft(), reply
                 in_flight.popleft()
             except _RETRYABLE:

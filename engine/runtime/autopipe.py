@@ -41,6 +41,8 @@ class AutoPipeline:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: times the connection failed and commands were sent again on a new one
+        self.reconnects = 0
 
     async def execute_command(self, *args: Any) -> Any:
         """Send one command with the others of this turn; its reply (an error reply raises
@@ -93,6 +95,7 @@ class AutoPipeline:
                 await self._round(batch)
                 return
             except (ConnectionError, TimeoutError, OSError) as exc:
+                self.reconnects += 1
                 if self._connection is not None:
                     await self._connection.disconnect()
                 if attempt == RETRIES:
