@@ -29,9 +29,10 @@ marked MISS; it never fails):
 6. ``ScoringEngine.award_many`` x500 from this process, one connection, back to back, with no
    server running, on the same Redis and data as measure 4 and the same awards: awards/s, and
    the batch endpoint's awards/s as a share of it (target: at least 85 %).
-7. Measure 2 again on ``scoring serve --no-reuse-port`` (uvicorn's workers on one shared
-   socket, the mode before each worker listened on a SO_REUSEPORT socket of its own), in a
-   server of its own: req/s, p50, p99 and the workers' CPU split beside the default's.
+7. Measures 2 (50 connections) and 4 (8 connections) again on ``scoring serve
+   --no-reuse-port`` (uvicorn's workers on one shared socket, the mode before each worker
+   listened on a SO_REUSEPORT socket of its own), in a server of its own: rate, p50, p99 and
+   the workers' CPU split beside the default's.
 
 The leaderboard's req/s is also shown as a share of the bare endpoint's (target: at least
 80 %). For each measure against ``scoring serve`` the workers' CPU split (each worker's share of
@@ -411,6 +412,7 @@ class Results:
     open_loop: Load = field(default_factory=lambda: Load("award at a fixed rate", 0))
     in_process: InProcess = field(default_factory=InProcess)
     shared_award: Load = field(default_factory=lambda: Load("award, shared socket", 0))
+    shared_batch: Load = field(default_factory=lambda: Load("batch, shared socket", 0))
 
 
 #: (measure name, wrk script, connections), in the order they run against the real server.
@@ -421,7 +423,10 @@ API_LOADS = (
     ("batch", "batch", BATCH_CONNECTIONS),
 )
 #: Against ``scoring serve --no-reuse-port``.
-SHARED_LOADS = (("award, shared socket", "award", CONNECTIONS),)
+SHARED_LOADS = (
+    ("award, shared socket", "award", CONNECTIONS),
+    ("batch, shared socket", "batch", BATCH_CONNECTIONS),
+)
 
 
 def serve_and_measure(
@@ -501,11 +506,13 @@ def measure(seconds: float) -> Results:
             # the same Redis and data, no server running
             in_process = measure_in_process(r, url, seconds)
             shared = shared_socket_server(env, tmp)
-            (shared_award,) = serve_and_measure(shared, SHARED_LOADS, scripts, seconds, r, rpid)
+            shared_award, shared_batch = serve_and_measure(
+                shared, SHARED_LOADS, scripts, seconds, r, rpid
+            )
         finally:
             fresh_db(r)
     return Results(bare, bare_sync, *api_loads, open_loop=open_loop, in_process=in_process,
-                   shared_award=shared_award)  # fmt: skip
+                   shared_award=shared_award, shared_batch=shared_batch)  # fmt: skip
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -595,20 +602,29 @@ def open_loop_rows(res: Results) -> list[Row]:
 
 
 def shared_socket_rows(res: Results) -> list[Row]:
-    """The award measure again on ``scoring serve --no-reuse-port`` (uvicorn's shared socket)."""
-    load, award = res.shared_award, res.award
-    label = f"POST /v1/users/{{id}}/awards, {CONNECTIONS} conn, --no-reuse-port (shared socket)"
-    if load.failed:
-        return failed_rows(label, load)
-    return [
-        Row(label, f"{load.rate:,.0f} req/s"),
-        Row("  award p50 / p99, shared socket", latency(load)),
-        error_row("award, shared socket,", load),
-        cpu_row("award, shared socket", load),
-        split_row("award, shared socket", load),
-        Row("  award req/s, SO_REUSEPORT / shared socket",
-            f"{award.rate / load.rate:.0%}" if load.rate and not award.failed else "n/a"),
-    ]  # fmt: skip
+    """The award and batch measures again on ``scoring serve --no-reuse-port`` (uvicorn's
+    shared socket), beside the default's."""
+    rows = []
+    for kind, load, base, conns in (
+        ("award", res.shared_award, res.award, CONNECTIONS),
+        ("batch", res.shared_batch, res.batch, BATCH_CONNECTIONS),
+    ):
+        path = "/v1/users/{id}/awards" if kind == "award" else f"/v1/awards/batch x{BATCH}"
+        label = f"POST {path}, {conns} conn, --no-reuse-port (shared socket)"
+        if load.failed:
+            rows += failed_rows(label, load)
+            continue
+        unit = 1 if kind == "award" else BATCH
+        rows += [
+            Row(label, f"{load.rate * unit:,.0f} {'req' if unit == 1 else 'awards'}/s"),
+            Row(f"  {kind} p50 / p99, shared socket", latency(load)),
+            error_row(f"{kind}, shared socket,", load, bodies=kind == "batch"),
+            cpu_row(f"{kind}, shared socket", load),
+            split_row(f"{kind}, shared socket", load),
+            Row(f"  {kind} rate, SO_REUSEPORT / shared socket",
+                f"{base.rate / load.rate:.0%}" if load.rate and not base.failed else "n/a"),
+        ]  # fmt: skip
+    return rows
 
 
 def in_process_rows(res: Results) -> list[Row]:
@@ -703,6 +719,7 @@ def rows_for(res: Results) -> list[Row]:
             ratio_row("leaderboard / bare req/s", board.rate, bare, BOARD_VS_BARE),
             error_row("leaderboard", board),
             cpu_row("leaderboard", board),
+            split_row("leaderboard", board),
         ]
 
     label = f"POST /v1/awards/batch x{BATCH}, {BATCH_CONNECTIONS} conn"
@@ -717,6 +734,7 @@ def rows_for(res: Results) -> list[Row]:
             Row("  batch p50 / p99", latency(batch)),
             error_row("batch", batch, bodies=True),
             cpu_row("batch", batch),
+            split_row("batch", batch),
             script_row("batch", batch),
         ]  # fmt: skip
     rows += in_process_rows(res)
