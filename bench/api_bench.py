@@ -19,6 +19,24 @@ marked MISS; it never fails):
 4. ``POST /v1/awards/batch`` with 500 awards per request (16 bodies pre-built by the script,
    random users), 8 connections: awards/s = req/s x 500 (target: at least 30,000), p50, p99, and
    the responses that were not 200 with ``"refused":0``.
+5. The award at a fixed rate (open loop), 70 % of the req/s measure 2 found: ``hey`` (Debian's
+   package) in 10 processes, each awarding a user of its own (hey sends one URL) over 2
+   connections at ``-q`` = its share (hey's ``-q`` is per connection), started a connection's
+   tick apart so that their requests interleave rather than arrive in bursts: p50, p99 (target:
+   at most 10 ms), the rate answered (a hey connection waits for its answer, so a slow server is
+   sent less than asked), answers other than 201. No warm-up: it runs on the server measure 4
+   has just warmed.
+6. ``ScoringEngine.award_many`` x500 from this process, one connection, back to back, with no
+   server running, on the same Redis and data as measure 4 and the same awards: awards/s, and
+   the batch endpoint's awards/s as a share of it (target: at least 85 %).
+7. Measures 2 (50 connections) and 4 (8 connections) again on ``scoring serve
+   --no-reuse-port`` (uvicorn's workers on one shared socket, the mode before each worker
+   listened on a SO_REUSEPORT socket of its own), in a server of its own: rate, p50, p99 and
+   the workers' CPU split beside the default's.
+
+The leaderboard's req/s is also shown as a share of the bare endpoint's (target: at least
+80 %). For each measure against ``scoring serve`` the workers' CPU split (each worker's share of
+the CPU the workers used) shows whether the connections were spread over the workers.
 
 For each measure the table also gives the CPU used by the server's processes (uvicorn master and
 workers, and each worker on its own), by Redis and by wrk, from ``/proc`` and ``getrusage``, as a
@@ -34,19 +52,21 @@ only if it is empty or holds the marker key the benchmarks leave in it, as ``awa
 ``SCORING_API_KEYS`` holds one key with the award and read scopes, sent as ``X-API-Key``. No
 outbox worker runs: the outbox grows in Redis during the run and is flushed with the database.
 
-Without ``wrk`` on PATH, every row says how to install it.
+Without ``wrk`` on PATH, every row says how to install it; without ``hey``, measure 5's row.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -82,6 +102,7 @@ from bench.harness import (
     summary,
     verdict,
 )
+from engine import AwardRequest, ScoringEngine
 
 LOW_CONNECTIONS = 2
 BATCH_CONNECTIONS = 8
@@ -92,6 +113,16 @@ USERS = 10_000
 AWARD_VS_BARE = 0.80
 AWARD_P99_MS = 10.0
 BATCH_TARGET = 30_000
+BOARD_VS_BARE = 0.80
+BATCH_VS_IN_PROCESS = 0.85
+
+#: The fixed-rate award run: this share of the closed-loop award req/s, sent by this many hey
+#: processes (each its own user, started one after the other so that their ticks interleave)
+#: with this many connections each.
+OPEN_LOOP_SHARE = 0.70
+OPEN_LOOP_PROCESSES = 10
+OPEN_LOOP_CONNECTIONS = 2
+HEY_MISSING = "skipped: install hey (apt-get install hey)"
 
 
 # -- wrk scripts -------------------------------------------------------------------------------
@@ -220,6 +251,152 @@ def measure_load(
     return load
 
 
+# -- hey: the award at a fixed rate (open loop) ------------------------------------------------
+
+
+def hey_argv(url: str, user: str, rate: float, seconds: float) -> list[str]:
+    """One hey process awarding ``user`` at ``rate`` req/s over OPEN_LOOP_CONNECTIONS
+    connections (hey's ``-q`` is per connection), its responses as CSV on stdout."""
+    return [
+        "hey", "-z", f"{seconds:g}s", "-c", str(OPEN_LOOP_CONNECTIONS),
+        "-q", f"{rate / OPEN_LOOP_CONNECTIONS:.3f}", "-t", "10", "-o", "csv",
+        "-m", "POST", "-T", "application/json", "-H", f"X-API-Key: {API_KEY}",
+        "-d", '{"activity_type":"comment"}', f"{url}/v1/users/{user}/awards",
+    ]  # fmt: skip
+
+
+def measure_open_loop(
+    server: Server, rate: float, seconds: float, rpid: int | None, tmp: Path
+) -> Load:
+    """``POST /v1/users/{id}/awards`` at ``rate`` req/s in all, from OPEN_LOOP_PROCESSES hey
+    processes (each awarding a user of its own: hey sends one URL) started a tick apart, so that
+    their connections' ticks interleave instead of arriving in one burst. ``requests`` is what
+    was answered (hey's CSV lists answers only: a refused or timed-out request shows as a rate
+    under the one asked for), ``non2xx`` the answers other than 201."""
+    load = Load(f"award at {rate:,.0f} req/s", OPEN_LOOP_PROCESSES * OPEN_LOOP_CONNECTIONS)
+    if shutil.which("hey") is None:
+        load.failed = HEY_MISSING
+        return load
+    each = rate / OPEN_LOOP_PROCESSES
+    log(f"award at a fixed {rate:,.0f} req/s: {OPEN_LOOP_PROCESSES} hey x "
+        f"{OPEN_LOOP_CONNECTIONS} connections x {each / OPEN_LOOP_CONNECTIONS:.1f} req/s, "
+        f"{seconds:g} s")  # fmt: skip
+    outs = [tmp / f"hey-{i}.csv" for i in range(OPEN_LOOP_PROCESSES)]
+    meter = CpuMeter(server, rpid)
+    meter.start()
+    procs = []
+    for i, out in enumerate(outs):
+        with open(out, "wb") as f:
+            argv = hey_argv(server.url, f"u{i:07d}", each, seconds)
+            procs.append(subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT))
+        time.sleep(OPEN_LOOP_CONNECTIONS / rate)  # a connection's tick over the processes
+    codes = [p.wait(timeout=seconds + 60) for p in procs]
+    meter.stop()
+    if any(codes):
+        load.failed = f"failed: hey exited {codes}: {outs[0].read_text()[-150:]}"
+        return load
+    latencies, statuses = [], []
+    for out in outs:
+        for line in out.read_text().splitlines()[1:]:
+            fields = line.split(",")
+            latencies.append(float(fields[0]) * 1000)
+            statuses.append(fields[6])
+    if len(latencies) < 2:
+        load.failed = f"failed: hey got {len(latencies)} answers"
+        return load
+    load.requests, load.seconds = len(latencies), seconds
+    load.p50_ms = statistics.median(latencies)
+    load.p99_ms = statistics.quantiles(latencies, n=100)[98]
+    load.max_ms = max(latencies)
+    load.non2xx = sum(1 for x in statuses if x != "201")
+    meter.into(load)
+    return load
+
+
+# -- in-process award_many, for the batch endpoint's ratio -------------------------------------
+
+
+@dataclass
+class InProcess:
+    """``ScoringEngine.award_many`` from this process: what it did and its Redis-side cost."""
+
+    awards: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    script_calls: int = 0
+    script_usec: int = 0
+    failed: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.awards / self.seconds if self.seconds else 0.0
+
+
+def measure_in_process(r: redis.Redis, url: str, seconds: float) -> InProcess:
+    """``award_many`` in batches of BATCH, back to back for ``seconds`` after a warm-up, from
+    this process (one connection, no server running): the batch measure's awards (comment,
+    random users of USERS, BATCH_BODIES batches in turn) on the same Redis and its data."""
+    log(f"in-process award_many x{BATCH}: {WARMUP:g} s warm-up + {seconds:g} s")
+    out = InProcess()
+    rng = random.Random(15)
+    batches = [[AwardRequest(f"u{rng.randrange(USERS):07d}", "comment") for _ in range(BATCH)]
+               for _ in range(BATCH_BODIES)]  # fmt: skip
+    engine = ScoringEngine(connect(url), shards=1)
+    try:
+        n = 0
+        warm = time.perf_counter() + WARMUP
+        while time.perf_counter() < warm:
+            engine.award_many(batches[n % BATCH_BODIES])
+            n += 1
+        reset_stats(r)
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            done = engine.award_many(batches[n % BATCH_BODIES])
+            n += 1
+            out.awards += len(done)
+            out.errors += sum(1 for x in done if isinstance(x, Exception))
+        out.seconds = time.perf_counter() - start
+        out.script_calls, out.script_usec = command_stats(r).get("evalsha", (0, 0))
+    except redis.RedisError as exc:
+        out.failed = f"failed: {exc}"[:200]
+    finally:
+        engine.close()
+    return out
+
+
+# -- uvicorn's shared socket, for the A/B of the workers' balance ------------------------------
+
+
+def shared_socket_server(env: dict[str, str], tmp: Path) -> Server:
+    """``scoring serve --no-reuse-port``: uvicorn's workers accepting from one socket their
+    parent bound (the mode before each worker had a SO_REUSEPORT socket of its own)."""
+    port = free_port()
+    return Server(
+        "scoring serve --no-reuse-port",
+        [PYTHON, "-m", "scoring.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(WORKERS), "--log-level", "warning", "--no-reuse-port"],
+        env, port, tmp / "serve-shared.log",
+    )  # fmt: skip
+
+
+def listening_sockets(port: int) -> int:
+    """The TCP sockets listening on ``port`` (Linux's /proc/net/tcp; 0 elsewhere)."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    return sum(1 for x in lines if x.split()[3] == "0A" and int(x.split()[1][-4:], 16) == port)
+
+
+def every_worker_listens(server: Server) -> None:
+    """Wait (up to 60 s) until each worker of ``scoring serve`` listens on its own socket, so
+    that no measure starts while one worker has not joined the port yet (not for uvicorn's
+    shared socket). Where /proc does not show them, it returns at once."""
+    deadline = time.monotonic() + 60
+    while 0 < listening_sockets(server.port) < WORKERS and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 # -- the runs ----------------------------------------------------------------------------------
 
 
@@ -231,6 +408,11 @@ class Results:
     award_low: Load
     leaderboard: Load
     batch: Load
+    # measured in the same run for issue 15's comparisons
+    open_loop: Load = field(default_factory=lambda: Load("award at a fixed rate", 0))
+    in_process: InProcess = field(default_factory=InProcess)
+    shared_award: Load = field(default_factory=lambda: Load("award, shared socket", 0))
+    shared_batch: Load = field(default_factory=lambda: Load("batch, shared socket", 0))
 
 
 #: (measure name, wrk script, connections), in the order they run against the real server.
@@ -239,6 +421,11 @@ API_LOADS = (
     ("award, few connections", "award", LOW_CONNECTIONS),
     ("leaderboard", "leaderboard", CONNECTIONS),
     ("batch", "batch", BATCH_CONNECTIONS),
+)
+#: Against ``scoring serve --no-reuse-port``.
+SHARED_LOADS = (
+    ("award, shared socket", "award", CONNECTIONS),
+    ("batch, shared socket", "batch", BATCH_CONNECTIONS),
 )
 
 
@@ -249,15 +436,23 @@ def serve_and_measure(
     seconds: float,
     r: redis.Redis,
     rpid: int | None,
+    *,
+    ready: Callable[[Server], None] | None = None,
+    after: Callable[[Server, list[Load]], None] | None = None,
 ) -> list[Load]:
-    """Start ``server``, run ``loads`` against it one after the other, stop it. A server that
-    does not start fails its measures; a measure that fails does not stop the others."""
+    """Start ``server``, wait for ``ready(server)``, run ``loads`` against it one after the
+    other, then ``after(server, measured)``, and stop it. A server that does not start fails its
+    measures; a measure that fails does not stop the others."""
     try:
         with running(server):
+            if ready is not None:
+                ready(server)
             out = [
                 measure_load(name, server, scripts[script], conns, seconds, r, rpid)
                 for name, script, conns in loads
             ]
+            if after is not None:
+                after(server, out)
             if any(x.failed for x in out):
                 log(f"{server.name} log:\n{server.tail()}")
             return out
@@ -292,13 +487,32 @@ def measure(seconds: float) -> Results:
             fresh_db(r)
             why = db_upgrade(env)
             if why:
-                api_loads = [Load(name, conns, failed=why) for name, _, conns in API_LOADS]
-            else:
-                api = scoring_server(env, tmp)
-                api_loads = serve_and_measure(api, API_LOADS, scripts, seconds, r, rpid)
+                failed = [Load(name, conns, failed=why) for name, _, conns in API_LOADS]
+                return Results(bare, bare_sync, *failed)
+            open_loop = Load("award at a fixed rate", 0, failed="failed: the award measure")
+
+            def at_fixed_rate(server: Server, measured: list[Load]) -> None:
+                nonlocal open_loop
+                award = measured[0]
+                if not award.failed and award.rate:
+                    rate = OPEN_LOOP_SHARE * award.rate
+                    open_loop = measure_open_loop(server, rate, seconds, rpid, tmp)
+
+            api = scoring_server(env, tmp)
+            api_loads = serve_and_measure(
+                api, API_LOADS, scripts, seconds, r, rpid,
+                ready=every_worker_listens, after=at_fixed_rate,
+            )  # fmt: skip
+            # the same Redis and data, no server running
+            in_process = measure_in_process(r, url, seconds)
+            shared = shared_socket_server(env, tmp)
+            shared_award, shared_batch = serve_and_measure(
+                shared, SHARED_LOADS, scripts, seconds, r, rpid
+            )
         finally:
             fresh_db(r)
-    return Results(bare, bare_sync, *api_loads)
+    return Results(bare, bare_sync, *api_loads, open_loop=open_loop, in_process=in_process,
+                   shared_award=shared_award, shared_batch=shared_batch)  # fmt: skip
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -312,7 +526,7 @@ def latency(load: Load) -> str:
     return f"{ms(load.p50_ms)} / {ms(load.p99_ms)}"
 
 
-def cpu_row(label: str, load: Load) -> Row:
+def cpu_row(label: str, load: Load, client: str = "wrk") -> Row:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.0f}%"
 
@@ -321,9 +535,19 @@ def cpu_row(label: str, load: Load) -> Row:
     return Row(
         f"  CPU, {label}",
         f"server {pct(load.cpu.get('server'))} (workers {workers}), "
-        f"Redis {pct(load.cpu.get('redis'))}, wrk {pct(load.cpu.get('wrk'))} "
+        f"Redis {pct(load.cpu.get('redis'))}, {client} {pct(load.cpu.get('wrk'))} "
         f"(of {100 * total}%)",
     )
+
+
+def split_row(label: str, load: Load) -> Row:
+    """Each worker's share of the CPU the workers used: about even when the connections are
+    spread over the workers, lopsided when one worker holds most of them."""
+    total = sum(load.worker_cpu)
+    if len(load.worker_cpu) < 2 or total <= 0:
+        return Row(f"  workers' CPU split, {label}", "n/a")
+    shares = " / ".join(f"{100 * w / total:.0f}%" for w in load.worker_cpu)
+    return Row(f"  workers' CPU split, {label}", f"{shares} of the workers' {total:.0f}%")
 
 
 def script_row(label: str, load: Load) -> Row:
@@ -348,6 +572,83 @@ def error_row(label: str, load: Load, *, bodies: bool = False) -> Row:
 
 def failed_rows(label: str, load: Load) -> list[Row]:
     return [Row(label, load.failed or "", "", "n/a")]
+
+
+def ratio_row(label: str, rate: float, base: Load, target: float) -> Row:
+    if base.failed or not base.rate:
+        return Row(f"  {label}", "n/a", f">= {target:.0%}", "n/a")
+    ratio = rate / base.rate
+    return Row(f"  {label}", f"{ratio:.0%}", f">= {target:.0%}", verdict(ratio >= target))
+
+
+def open_loop_rows(res: Results) -> list[Row]:
+    """The award at a fixed rate (hey), OPEN_LOOP_SHARE of the closed-loop award req/s."""
+    load, award = res.open_loop, res.award
+    conns = OPEN_LOOP_PROCESSES * OPEN_LOOP_CONNECTIONS
+    label = f"POST /v1/users/{{id}}/awards at a fixed {OPEN_LOOP_SHARE:.0%} of its max, hey"
+    if load.failed:
+        return failed_rows(label, load)
+    asked = OPEN_LOOP_SHARE * award.rate
+    return [
+        Row(label, f"{asked:,.0f} req/s asked, {load.rate:,.0f} answered, {conns} conn"),
+        Row("  fixed-rate award p50", ms(load.p50_ms)),
+        Row("  fixed-rate award p99", ms(load.p99_ms), f"<= {AWARD_P99_MS:g} ms",
+            verdict(load.p99_ms <= AWARD_P99_MS)),
+        Row("  fixed-rate award answers not 201", f"{load.non2xx:,}", "0",
+            verdict(load.non2xx == 0)),
+        cpu_row("fixed rate", load, client="hey"),
+        split_row("fixed rate", load),
+    ]  # fmt: skip
+
+
+def shared_socket_rows(res: Results) -> list[Row]:
+    """The award and batch measures again on ``scoring serve --no-reuse-port`` (uvicorn's
+    shared socket), beside the default's."""
+    rows = []
+    for kind, load, base, conns in (
+        ("award", res.shared_award, res.award, CONNECTIONS),
+        ("batch", res.shared_batch, res.batch, BATCH_CONNECTIONS),
+    ):
+        path = "/v1/users/{id}/awards" if kind == "award" else f"/v1/awards/batch x{BATCH}"
+        label = f"POST {path}, {conns} conn, --no-reuse-port (shared socket)"
+        if load.failed:
+            rows += failed_rows(label, load)
+            continue
+        unit = 1 if kind == "award" else BATCH
+        rows += [
+            Row(label, f"{load.rate * unit:,.0f} {'req' if unit == 1 else 'awards'}/s"),
+            Row(f"  {kind} p50 / p99, shared socket", latency(load)),
+            error_row(f"{kind}, shared socket,", load, bodies=kind == "batch"),
+            cpu_row(f"{kind}, shared socket", load),
+            split_row(f"{kind}, shared socket", load),
+            Row(f"  {kind} rate, SO_REUSEPORT / shared socket",
+                f"{base.rate / load.rate:.0%}" if load.rate and not base.failed else "n/a"),
+        ]  # fmt: skip
+    return rows
+
+
+def in_process_rows(res: Results) -> list[Row]:
+    """In-process award_many x BATCH beside the batch endpoint."""
+    inproc, batch = res.in_process, res.batch
+    label = f"ScoringEngine.award_many x{BATCH}, in-process, 1 connection"
+    if inproc.failed:
+        return [Row(label, inproc.failed, "", "n/a")]
+    rows = [
+        Row(label, f"{inproc.rate:,.0f} awards/s"),
+        Row("  in-process award_many errors", f"{inproc.errors:,}", "0",
+            verdict(inproc.errors == 0)),
+    ]  # fmt: skip
+    if inproc.script_calls:
+        usec = inproc.script_usec / inproc.script_calls
+        rows.append(Row("  award script, Redis-side, in-process", f"{usec:.1f} us/award wall"))
+    if not batch.failed and inproc.rate:
+        ratio = batch.rate * BATCH / inproc.rate
+        target = f">= {BATCH_VS_IN_PROCESS:.0%}"
+        ok = verdict(ratio >= BATCH_VS_IN_PROCESS)
+        rows.append(
+            Row("  batch endpoint / in-process award_many awards/s", f"{ratio:.0%}", target, ok)
+        )
+    return rows
 
 
 def rows_for(res: Results) -> list[Row]:
@@ -392,8 +693,11 @@ def rows_for(res: Results) -> list[Row]:
                 verdict(award.p99_ms <= AWARD_P99_MS)),
             error_row("award", award),
             cpu_row("award", award),
+            split_row("award", award),
             script_row("award", award),
         ]  # fmt: skip
+
+    rows += open_loop_rows(res) + shared_socket_rows(res)
 
     label = f"POST /v1/users/{{id}}/awards, {LOW_CONNECTIONS} conn"
     if low.failed:
@@ -412,8 +716,10 @@ def rows_for(res: Results) -> list[Row]:
         rows += [
             Row(label, f"{board.rate:,.0f} req/s"),
             Row("  leaderboard p50 / p99", latency(board)),
+            ratio_row("leaderboard / bare req/s", board.rate, bare, BOARD_VS_BARE),
             error_row("leaderboard", board),
             cpu_row("leaderboard", board),
+            split_row("leaderboard", board),
         ]
 
     label = f"POST /v1/awards/batch x{BATCH}, {BATCH_CONNECTIONS} conn"
@@ -428,8 +734,10 @@ def rows_for(res: Results) -> list[Row]:
             Row("  batch p50 / p99", latency(batch)),
             error_row("batch", batch, bodies=True),
             cpu_row("batch", batch),
+            split_row("batch", batch),
             script_row("batch", batch),
         ]  # fmt: skip
+    rows += in_process_rows(res)
     return rows
 
 
@@ -441,6 +749,8 @@ def skipped_rows() -> list[Row]:
         Row(f"POST /v1/users/{{id}}/awards, {LOW_CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row(f"GET /v1/leaderboards/all_time?limit=10, {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row(f"POST /v1/awards/batch x{BATCH}, {BATCH_CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
+        Row("POST /v1/users/{id}/awards at a fixed rate, hey", WRK_MISSING, "", "n/a"),
+        Row("POST /v1/users/{id}/awards, --no-reuse-port", WRK_MISSING, "", "n/a"),
     ]
 
 
@@ -461,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.quick,
             started,
             redis_url(),
-            f"{WORKERS} uvicorn workers, wrk -t{WRK_THREADS}",
+            f"{WORKERS} uvicorn workers, wrk -t{WRK_THREADS}, hey",
             f"{seconds:g} s per measure after {WARMUP:g} s warm-up",
         )
     )

@@ -185,24 +185,16 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.app import create_app
+    from scoring.serve import serve
 
+    if args.workers < 1:
+        print("scoring serve: --workers must be at least 1", file=sys.stderr)
+        return 2
     _default_schema(settings)
     create_app(settings=settings)  # fail here, not in a worker, on bad settings
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level.lower(),
-        access_log=False,
-        # live streams end on SIGINT/SIGTERM (api.live); this bounds whatever else is open
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    return serve(host=args.host, port=args.port, workers=args.workers,
+                 log_level=args.log_level, reuse_port=args.reuse_port)  # fmt: skip
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
@@ -221,7 +213,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     me = [sys.executable, "-m", "scoring.cli"]
     children = [
         Child("api", [*me, "serve", "--host", args.host, "--port", str(args.port),
-                      "--log-level", args.log_level]),
+                      "--workers", str(args.workers), "--log-level", args.log_level]),
         Child("worker", [*me, "worker", "--log-level", args.log_level]),
         Child("scheduler", [*me, "scheduler"]),
     ]  # fmt: skip
@@ -275,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = sub.add_parser("up", help="run the API, a worker and the scheduler until Ctrl-C")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=int, default=1, help="API worker processes (default 1)")
     up.add_argument("--log-level", default="INFO")
     up.add_argument("--demo", type=float, nargs="?", const=DEMO_RATE, metavar="RATE",
                     help=f"also run the demo at RATE awards/s (default {DEMO_RATE:g})")  # fmt: skip
@@ -308,6 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument(
+        "--reuse-port",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --workers N: each worker listens on a SO_REUSEPORT socket of its own and "
+        "the kernel spreads connections over them (Linux; the default); --no-reuse-port: "
+        "uvicorn's workers accept from one shared socket",
+    )
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(run=_serve)
     rebuild = sub.add_parser("rebuild", help="rebuild all Redis state from SQL")
