@@ -356,7 +356,7 @@ def measure_in_process(r: redis.Redis, url: str, seconds: float) -> InProcess:
             out.awards += len(done)
             out.errors += sum(1 for x in done if isinstance(x, Exception))
         out.seconds = time.perf_counter() - start
-        out.script_calls, out.script_usec = command_stats(r).get("evalsha", (0, 0))
+        out.script_calls, out.script_usec = command_stats(r).get("script", (0, 0))
     except redis.RedisError as exc:
         out.failed = f"failed: {exc}"[:200]
     finally:
