@@ -19,6 +19,10 @@ marked MISS; it never fails):
 4. ``POST /v1/awards/batch`` with 500 awards per request (16 bodies pre-built by the script,
    random users), 8 connections: awards/s = req/s x 500 (target: at least 30,000), p50, p99, and
    the responses that were not 200 with ``"refused":0``.
+5. ``GET /v1/users/{id}`` (a user's status; a random user of the 10,000 the awards reached),
+   50 connections.
+
+The two reads give their req/s as a share of the bare endpoint's (target: at least 80 %).
 
 For each measure the table also gives the CPU used by the server's processes (uvicorn master and
 workers, and each worker on its own), by Redis and by wrk, from ``/proc`` and ``getrusage``, as a
@@ -90,6 +94,7 @@ BATCH_BODIES = 16
 USERS = 10_000
 
 AWARD_VS_BARE = 0.80
+READ_VS_BARE = 0.80
 AWARD_P99_MS = 10.0
 BATCH_TARGET = 30_000
 
@@ -131,6 +136,16 @@ end
 LUA_LEADERBOARD = """
 wrk.method = "GET"
 wrk.path = "/v1/leaderboards/all_time?limit=10"
+"""
+
+LUA_STATUS = f"""
+wrk.method = "GET"
+function init(args)
+  math.randomseed(os.time())
+end
+function request()
+  return wrk.format(nil, string.format("/v1/users/u%07d", math.random(0, {USERS - 1})))
+end
 """
 
 LUA_BARE = """
@@ -175,6 +190,7 @@ SCRIPTS = {
     "bare": LUA_BARE,
     "bare_sync": LUA_BARE_SYNC,
     "batch": LUA_BATCH,
+    "status": LUA_STATUS,
 }
 
 
@@ -231,6 +247,7 @@ class Results:
     award_low: Load
     leaderboard: Load
     batch: Load
+    status: Load
 
 
 #: (measure name, wrk script, connections), in the order they run against the real server.
@@ -239,6 +256,7 @@ API_LOADS = (
     ("award, few connections", "award", LOW_CONNECTIONS),
     ("leaderboard", "leaderboard", CONNECTIONS),
     ("batch", "batch", BATCH_CONNECTIONS),
+    ("status", "status", CONNECTIONS),
 )
 
 
@@ -406,15 +424,7 @@ def rows_for(res: Results) -> list[Row]:
         ]
 
     label = f"GET /v1/leaderboards/all_time?limit=10, {CONNECTIONS} conn"
-    if board.failed:
-        rows += failed_rows(label, board)
-    else:
-        rows += [
-            Row(label, f"{board.rate:,.0f} req/s"),
-            Row("  leaderboard p50 / p99", latency(board)),
-            error_row("leaderboard", board),
-            cpu_row("leaderboard", board),
-        ]
+    rows += read_rows(label, "leaderboard", board, bare)
 
     label = f"POST /v1/awards/batch x{BATCH}, {BATCH_CONNECTIONS} conn"
     if batch.failed:
@@ -430,7 +440,26 @@ def rows_for(res: Results) -> list[Row]:
             cpu_row("batch", batch),
             script_row("batch", batch),
         ]  # fmt: skip
+
+    label = f"GET /v1/users/{{id}} (status), {CONNECTIONS} conn"
+    rows += read_rows(label, "status", res.status, bare)
     return rows
+
+
+def read_rows(label: str, name: str, load: Load, bare: Load) -> list[Row]:
+    """A read's rows: req/s, its share of the bare endpoint's (target 80 %), latency, errors,
+    CPU."""
+    if load.failed:
+        return failed_rows(label, load)
+    ratio = load.rate / bare.rate if not bare.failed and bare.rate else None
+    return [
+        Row(label, f"{load.rate:,.0f} req/s"),
+        Row(f"  {name} / bare req/s", f"{ratio:.0%}" if ratio else "n/a",
+            f">= {READ_VS_BARE:.0%}", verdict(ratio >= READ_VS_BARE) if ratio else "n/a"),
+        Row(f"  {name} p50 / p99", latency(load)),
+        error_row(name, load),
+        cpu_row(name, load),
+    ]  # fmt: skip
 
 
 def skipped_rows() -> list[Row]:
@@ -441,6 +470,7 @@ def skipped_rows() -> list[Row]:
         Row(f"POST /v1/users/{{id}}/awards, {LOW_CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row(f"GET /v1/leaderboards/all_time?limit=10, {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row(f"POST /v1/awards/batch x{BATCH}, {BATCH_CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
+        Row(f"GET /v1/users/{{id}} (status), {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
     ]
 
 
