@@ -34,9 +34,12 @@ marked MISS; it never fails):
    listened on a SO_REUSEPORT socket of its own), in a server of its own: rate, p50, p99 and
    the workers' CPU split beside the default's.
 
-The leaderboard's req/s is also shown as a share of the bare endpoint's (target: at least
-80 %). For each measure against ``scoring serve`` the workers' CPU split (each worker's share of
-the CPU the workers used) shows whether the connections were spread over the workers.
+8. ``GET /v1/users/{id}`` (a user's status; a random user of the 10,000 the awards reached),
+   50 connections.
+
+The two reads (measures 3 and 8) give their req/s as a share of the bare endpoint's (target: at
+least 80 %). For each measure against ``scoring serve`` the workers' CPU split (each worker's
+share of the CPU the workers used) shows whether the connections were spread over the workers.
 
 For each measure the table also gives the CPU used by the server's processes (uvicorn master and
 workers, and each worker on its own), by Redis and by wrk, from ``/proc`` and ``getrusage``, as a
@@ -111,9 +114,9 @@ BATCH_BODIES = 16
 USERS = 10_000
 
 AWARD_VS_BARE = 0.80
+READ_VS_BARE = 0.80
 AWARD_P99_MS = 10.0
 BATCH_TARGET = 30_000
-BOARD_VS_BARE = 0.80
 BATCH_VS_IN_PROCESS = 0.85
 
 #: The fixed-rate award run: this share of the closed-loop award req/s, sent by this many hey
@@ -164,6 +167,16 @@ wrk.method = "GET"
 wrk.path = "/v1/leaderboards/all_time?limit=10"
 """
 
+LUA_STATUS = f"""
+wrk.method = "GET"
+function init(args)
+  math.randomseed(os.time())
+end
+function request()
+  return wrk.format(nil, string.format("/v1/users/u%07d", math.random(0, {USERS - 1})))
+end
+"""
+
 LUA_BARE = """
 wrk.method = "GET"
 wrk.path = "/bare"
@@ -206,6 +219,7 @@ SCRIPTS = {
     "bare": LUA_BARE,
     "bare_sync": LUA_BARE_SYNC,
     "batch": LUA_BATCH,
+    "status": LUA_STATUS,
 }
 
 
@@ -408,6 +422,7 @@ class Results:
     award_low: Load
     leaderboard: Load
     batch: Load
+    status: Load
     # measured in the same run for issue 15's comparisons
     open_loop: Load = field(default_factory=lambda: Load("award at a fixed rate", 0))
     in_process: InProcess = field(default_factory=InProcess)
@@ -421,6 +436,7 @@ API_LOADS = (
     ("award, few connections", "award", LOW_CONNECTIONS),
     ("leaderboard", "leaderboard", CONNECTIONS),
     ("batch", "batch", BATCH_CONNECTIONS),
+    ("status", "status", CONNECTIONS),
 )
 #: Against ``scoring serve --no-reuse-port``.
 SHARED_LOADS = (
@@ -574,13 +590,6 @@ def failed_rows(label: str, load: Load) -> list[Row]:
     return [Row(label, load.failed or "", "", "n/a")]
 
 
-def ratio_row(label: str, rate: float, base: Load, target: float) -> Row:
-    if base.failed or not base.rate:
-        return Row(f"  {label}", "n/a", f">= {target:.0%}", "n/a")
-    ratio = rate / base.rate
-    return Row(f"  {label}", f"{ratio:.0%}", f">= {target:.0%}", verdict(ratio >= target))
-
-
 def open_loop_rows(res: Results) -> list[Row]:
     """The award at a fixed rate (hey), OPEN_LOOP_SHARE of the closed-loop award req/s."""
     load, award = res.open_loop, res.award
@@ -710,17 +719,9 @@ def rows_for(res: Results) -> list[Row]:
         ]
 
     label = f"GET /v1/leaderboards/all_time?limit=10, {CONNECTIONS} conn"
-    if board.failed:
-        rows += failed_rows(label, board)
-    else:
-        rows += [
-            Row(label, f"{board.rate:,.0f} req/s"),
-            Row("  leaderboard p50 / p99", latency(board)),
-            ratio_row("leaderboard / bare req/s", board.rate, bare, BOARD_VS_BARE),
-            error_row("leaderboard", board),
-            cpu_row("leaderboard", board),
-            split_row("leaderboard", board),
-        ]
+    rows += read_rows(label, "leaderboard", board, bare)
+    if not board.failed:
+        rows.append(split_row("leaderboard", board))
 
     label = f"POST /v1/awards/batch x{BATCH}, {BATCH_CONNECTIONS} conn"
     if batch.failed:
@@ -738,7 +739,26 @@ def rows_for(res: Results) -> list[Row]:
             script_row("batch", batch),
         ]  # fmt: skip
     rows += in_process_rows(res)
+
+    label = f"GET /v1/users/{{id}} (status), {CONNECTIONS} conn"
+    rows += read_rows(label, "status", res.status, bare)
     return rows
+
+
+def read_rows(label: str, name: str, load: Load, bare: Load) -> list[Row]:
+    """A read's rows: req/s, its share of the bare endpoint's (target 80 %), latency, errors,
+    CPU."""
+    if load.failed:
+        return failed_rows(label, load)
+    ratio = load.rate / bare.rate if not bare.failed and bare.rate else None
+    return [
+        Row(label, f"{load.rate:,.0f} req/s"),
+        Row(f"  {name} / bare req/s", f"{ratio:.0%}" if ratio else "n/a",
+            f">= {READ_VS_BARE:.0%}", verdict(ratio >= READ_VS_BARE) if ratio else "n/a"),
+        Row(f"  {name} p50 / p99", latency(load)),
+        error_row(name, load),
+        cpu_row(name, load),
+    ]  # fmt: skip
 
 
 def skipped_rows() -> list[Row]:
@@ -751,6 +771,7 @@ def skipped_rows() -> list[Row]:
         Row(f"POST /v1/awards/batch x{BATCH}, {BATCH_CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
         Row("POST /v1/users/{id}/awards at a fixed rate, hey", WRK_MISSING, "", "n/a"),
         Row("POST /v1/users/{id}/awards, --no-reuse-port", WRK_MISSING, "", "n/a"),
+        Row(f"GET /v1/users/{{id}} (status), {CONNECTIONS} conn", WRK_MISSING, "", "n/a"),
     ]
 
 

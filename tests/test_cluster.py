@@ -482,7 +482,7 @@ def test_every_script_touches_one_slot(shards: int) -> None:
     """Each Lua command's KEYS share one hash slot for any user and K (no CROSSSLOT)."""
     from redis.crc import key_slot
 
-    from engine.commands import award, board_position, forget_consumers, profile, quest
+    from engine.commands import award, board_position, board_rank, forget_consumers, profile, quest
     from engine.domain.keys import Keys
 
     k = Keys(shards=shards)
@@ -494,6 +494,7 @@ def test_every_script_touches_one_slot(shards: int) -> None:
             quest.keys(k, user, shard, windows),
             profile.keys(k, user, shard),
             board_position.keys(k, shard, "all"),
+            board_rank.keys(k, shard, "all"),
             forget_consumers.keys(k, shard),
         ):
             assert len({key_slot(key.encode()) for key in keys}) == 1, keys

@@ -85,7 +85,7 @@ async def stream(
 
 
 @router.get("/{board}", response_model=LeaderboardOut, responses=ERRORS, summary="A leaderboard")
-def leaderboard(
+async def leaderboard(
     board: str,
     engine: Engine,
     _: Reader,
@@ -100,15 +100,17 @@ def leaderboard(
     final standings were archived (after it ended) is read from the archive in SQL."""
     lb = engine.leaderboard(board, period=period)  # validates board and period
     if period is not None and around is None and board in WINDOWS and engine.store is not None:
-        archived = engine.archived_top(board, period, limit=limit, offset=offset)
+        archived = await run_in_threadpool(
+            engine.archived_top, board, period, limit=limit, offset=offset
+        )
         if archived is not None:
             users, entries = archived
             return {"board": board, "period": period, "total_users": users, "entries": entries}
     if around is not None:
-        entries = lb.around(around, max(0, (limit - 1) // 2))
+        entries, total = await lb.around_with_size_async(around, max(0, (limit - 1) // 2))
     else:
-        entries = lb.top(limit, offset)
-    return {"board": board, "period": period, "total_users": lb.size(), "entries": entries}
+        entries, total = await lb.top_with_size_async(limit, offset)
+    return {"board": board, "period": period, "total_users": total, "entries": entries}
 
 
 @router.get(
@@ -117,17 +119,17 @@ def leaderboard(
     responses=ERRORS,
     summary="A user's rank, score, percentile and points to the next rank",
 )
-def standing(
+async def standing(
     board: str, user_id: str, engine: Engine, _: Reader, period: Period = None
 ) -> dict[str, object]:
     lb = engine.leaderboard(board, period=period)
-    info: RankInfo | None = None
     if period is not None and board in WINDOWS and engine.store is not None:
-        archived = engine.archived_rank(board, period, user_id)
+        archived = await run_in_threadpool(engine.archived_rank, board, period, user_id)
         if archived is not None:
             rank, points, users = archived
             info = RankInfo(
                 user_id=user_id, score=points, rank=rank, total_users=users,
                 percentile=round(100.0 * (users - rank + 1) / users, 2),
             )  # fmt: skip
-    return {"board": board, **asdict(info or lb.rank(user_id))}
+            return {"board": board, **asdict(info)}
+    return {"board": board, **asdict(await lb.rank_async(user_id))}

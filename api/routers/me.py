@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engine.domain.validation import user_id as check_user_id
@@ -63,15 +65,25 @@ def router(schemas: UserSchemas) -> APIRouter:
         return render(SeedAwardOut, result, status_code=201)
 
     @router.get("/my-status/", response_model=schemas.status, responses=ERRORS, summary="My status")
-    def my_status(
+    async def my_status(
         engine: Engine, caller: Caller, x_user_id: UserHeader = None
     ) -> dict[str, object]:
         user = me(caller, x_user_id, Scope.READ)
-        recent = engine.recent_activities(user, limit=20) if engine.store is not None else []
-        return {"user": engine.status(user), "recent_activities": recent}
+        if engine.store is None:
+            return {"user": await engine.status_async(user), "recent_activities": []}
+        # SQL in a thread while Redis answers; the errors in the order the reads are listed
+        recent, state = await asyncio.gather(
+            run_in_threadpool(engine.recent_activities, user, limit=20),
+            engine.status_async(user),
+            return_exceptions=True,
+        )
+        for outcome in (recent, state):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {"user": state, "recent_activities": recent}
 
     @router.get("/", response_model=LeaderboardOut, responses=ERRORS, summary="The leaderboard")
-    def leaderboard(
+    async def leaderboard(
         engine: Engine,
         caller: Caller,
         x_user_id: UserHeader = None,
@@ -79,8 +91,7 @@ def router(schemas: UserSchemas) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> dict[str, object]:
         me(caller, x_user_id, Scope.READ)
-        lb = engine.leaderboard("all_time")
-        return {"board": "all_time", "period": None, "total_users": lb.size(),
-                "entries": lb.top(limit, offset)}  # fmt: skip
+        entries, total = await engine.leaderboard("all_time").top_with_size_async(limit, offset)
+        return {"board": "all_time", "period": None, "total_users": total, "entries": entries}
 
     return router

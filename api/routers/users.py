@@ -26,9 +26,9 @@ def router(schemas: UserSchemas) -> APIRouter:
     @router.get(
         "/{user_id}", response_model=schemas.user, responses=ERRORS, summary="A user's state"
     )
-    def get_user(user_id: str, engine: Engine, caller: Caller) -> UserState:
+    async def get_user(user_id: str, engine: Engine, caller: Caller) -> UserState:
         caller.require_user(user_id, Scope.READ)
-        return engine.status(user_id)
+        return await engine.status_async(user_id)
 
     @router.put(
         "/{user_id}/profile",

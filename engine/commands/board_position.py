@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.commands.scripts import Call, scripts
+from engine.commands.reads import Cmd, script
+from engine.commands.scripts import scripts
 from engine.domain.keys import Keys
 
 
@@ -17,10 +18,10 @@ def args(score: str, member: str) -> list[Any]:
     return [score, member]
 
 
-def call(k: Keys, shard: int, board_id: str, score: str, member: str) -> Call:
-    """The call (for :func:`~engine.commands.scripts.run_calls`) that counts the entries of
-    ``shard``'s board that sort before the pair (score, member)."""
-    return scripts["board_position"], keys(k, shard, board_id), args(score, member)
+def command(k: Keys, shard: int, board_id: str, score: str, member: str) -> Cmd:
+    """The read (for :mod:`engine.commands.reads`) that counts the entries of ``shard``'s
+    board that sort before the pair (score, member)."""
+    return script(scripts["board_position"], keys(k, shard, board_id), args(score, member))
 
 
 def parse(reply: Any) -> int:

@@ -34,7 +34,7 @@ class Boards:
         ``type:<activity_type>``."""
         ctx = self.ctx
         bid = board_id(board, period=period, now=ctx.clock(), rules=ctx.rules)
-        return Leaderboard(ctx.redis, ctx.keys, bid)
+        return Leaderboard(ctx.redis, ctx.keys, bid, ctx.async_redis)
 
     def live_board(self, board: str = "all_time", limit: int = 10, upgrades: int = 20) -> LiveBoard:
         """The current period's ``board`` (as :meth:`leaderboard` names it) as a dashboard

@@ -1,5 +1,6 @@
-"""What the services share: the Redis client, key builder, rules, clock, SQL store and drain
-queue of one engine, and the time zones last seen of its users.
+"""What the services share: the Redis clients (sync, and asyncio per event loop), key builder,
+rules, clock, SQL store and drain queue of one engine, and the time zones last seen of its
+users.
 
 One :class:`Context` is made by :class:`~engine.services.facade.ScoringEngine` and handed to
 each of its services, so a change to it (a test swapping the Redis client) reaches them all.
@@ -63,6 +64,9 @@ class Context:
     store: SqlStore | None = None
     drain_queue: DrainQueue | None = None
     zones: Zones = field(default_factory=Zones)
+    #: this event loop's asyncio client of the same Redis (``redis.asyncio``), or None when the
+    #: engine has none (the reads' ``_async`` forms then run the sync read in a thread)
+    async_redis: Callable[[], Any] = field(default=lambda: None)
 
     def sql(self) -> SqlStore:
         """The SQL store; :class:`ConfigError` if this engine has none."""

@@ -65,9 +65,10 @@ class ScoringEngine:
             sweep and ``scoring worker --burst``.
         store: the SQL audit trail, for the queries over it (recent activities, stats).
         async_client: makes an asyncio client (``redis.asyncio``) of the same Redis, for
-            :meth:`award_async`; called once per event loop (a client belongs to the loop that
-            made it). :meth:`from_url` supplies one; without it :meth:`award_async` runs
-            :meth:`award` in a worker thread.
+            :meth:`award_async` and the reads' ``_async`` forms (``status_async``, a board's
+            ``top_async``, ``rank_async``...); called once per event loop (a client belongs to
+            the loop that made it). :meth:`from_url` supplies one; without it they run their
+            sync counterparts in a worker thread.
         wait_replicas: replicas that must hold each award before it is answered (Redis
             ``WAIT``, up to ``wait_timeout_ms``); 0 answers at once.
     """
@@ -99,6 +100,8 @@ class ScoringEngine:
         self.awards = Awards(
             ctx, async_client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
         )
+        # the reads share the awards' asyncio client of each event loop (closed by aclose)
+        ctx.async_redis = self.awards._async_redis
         self.users = Users(ctx)
         self.boards = Boards(ctx)
         self.archives = Archives(ctx, self.boards)
@@ -112,6 +115,7 @@ class ScoringEngine:
         self.award_async = self.awards.award_async
         self.award_many = self.awards.award_many
         self.status = self.users.status
+        self.status_async = self.users.status_async
         self.set_profile = self.users.set_profile
         self.leaderboard = self.boards.leaderboard
         self.live_board = self.boards.live_board

@@ -12,17 +12,21 @@ with one shard, so every read returns exactly the same for any K.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.commands import board_position
-from engine.commands.scripts import run_calls
+from engine.commands import board_position, board_rank
+from engine.commands.reads import Plan, arun, cmd, run
 from engine.domain.errors import InvalidPaging, NotRanked
 from engine.domain.keys import Keys
 from engine.domain.results import LeaderboardEntry, Page, RankInfo
 from engine.domain.validation import user_id as check_user_id
+
+T = TypeVar("T")
 
 MAX_LIMIT = 1000
 MAX_AROUND = 100
@@ -35,154 +39,255 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
 
 
 class Leaderboard:
-    """Reads of one board (all shards). Obtain from :meth:`ScoringEngine.leaderboard`."""
+    """Reads of one board (all shards). Obtain from :meth:`ScoringEngine.leaderboard`.
 
-    def __init__(self, client: Any, keys: Keys, board_id: str) -> None:
+    Each read is written once, as a plan of round trips (:mod:`engine.commands.reads`), and
+    runs on the sync client or, in its ``_async`` form, on the asyncio client that
+    ``async_client`` returns (this event loop's; without one, the sync read runs in a thread).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        board_id: str,
+        async_client: Callable[[], Any] | None = None,
+    ) -> None:
         self.redis = client
         self.board_id = board_id
         self.keys = keys
         self.shard_keys = keys.boards(board_id)
+        self._async_client = async_client
 
     # -- public reads ---------------------------------------------------------------------
 
     def size(self) -> int:
         """Number of users on the board."""
-        pipe = self.redis.pipeline(transaction=False)
-        for key in self.shard_keys:
-            pipe.zcard(key)
-        return sum(pipe.execute())
+        return run(self.redis, self._size())
 
     def top(self, limit: int = 10, offset: int = 0) -> list[LeaderboardEntry]:
         """The board from position ``offset`` (0 = the leader), at most ``limit`` entries."""
-        _check_int("limit", limit, 1, MAX_LIMIT)
-        _check_int("offset", offset, 0, 10**9)
-        return self._slice(offset, limit)
+        return run(self.redis, self._top(limit, offset, sized=False))[0]
+
+    def top_with_size(self, limit: int = 10, offset: int = 0) -> tuple[list[LeaderboardEntry], int]:
+        """:meth:`top` and :meth:`size`, read together (one round trip)."""
+        return run(self.redis, self._top(limit, offset, sized=True))
 
     def rank(self, user_id: str) -> RankInfo:
         """The user's score, competition rank, percentile and the points needed to tie the next
         better score; :class:`NotRanked` if absent."""
-        uid = check_user_id(user_id)
-        score = self._score(uid)
-        pipe = self.redis.pipeline(transaction=False)
-        for key in self.shard_keys:
-            pipe.zcount(key, "-inf", f"({_fmt(score)}")
-            pipe.zcard(key)
-            # the nearest better score: the greatest (negated) score below the user's
-            pipe.zrevrangebyscore(key, f"({_fmt(score)}", "-inf", start=0, num=1, withscores=True)
-        replies = pipe.execute()
-        rank = 1 + sum(replies[0::3])
-        total = sum(replies[1::3])
-        better = [rows[0][1] for rows in replies[2::3] if rows]
-        to_next = int(score - max(better)) if better else None
-        percentile = round(100.0 * (total - rank + 1) / total, 2)
-        return RankInfo(uid, _points(score), rank, percentile, total, to_next)
+        return run(self.redis, self._rank(user_id))
 
     def around(self, user_id: str, n: int = 5) -> list[LeaderboardEntry]:
         """The user with ``n`` entries on each side; near the top or bottom the window slides so
         it still holds ``2n + 1`` entries when the board has that many."""
-        uid = check_user_id(user_id)
-        _check_int("n", n, 0, MAX_AROUND)
-        size = 2 * n + 1
-        pivot = self._position(uid)
-        start = max(0, min(pivot.position - n, pivot.total - size))
-        return self._slice(start, size, pivot)
+        return run(self.redis, self._around(user_id, n))[0]
+
+    def around_with_size(self, user_id: str, n: int = 5) -> tuple[list[LeaderboardEntry], int]:
+        """:meth:`around` and the board's size, read together."""
+        return run(self.redis, self._around(user_id, n))
 
     def page_of(self, user_id: str, page_size: int = 10) -> Page:
         """The page (of ``page_size`` entries, counted from 1) on which the user appears."""
-        uid = check_user_id(user_id)
-        _check_int("page_size", page_size, 1, MAX_LIMIT)
-        pivot = self._position(uid)
-        page = pivot.position // page_size
-        entries = self._slice(page * page_size, page_size, pivot)
-        return Page(page + 1, page_size, pivot.total, entries)
+        return run(self.redis, self._page_of(user_id, page_size))
 
     def page(self, number: int, page_size: int = 10) -> Page:
         """Page ``number`` (from 1) of ``page_size`` entries."""
         _check_int("page", number, 1, 10**6)
         _check_int("page_size", page_size, 1, MAX_LIMIT)
-        start = (number - 1) * page_size
-        entries = self._slice(start, page_size)
-        return Page(number, page_size, self.size(), entries)
+        entries, size = self.top_with_size(page_size, (number - 1) * page_size)
+        return Page(number, page_size, size, entries)
+
+    # -- the same reads, awaited ----------------------------------------------------------
+
+    async def size_async(self) -> int:
+        """:meth:`size` on the asyncio client."""
+        return await self._arun(self._size(), self.size)
+
+    async def top_async(self, limit: int = 10, offset: int = 0) -> list[LeaderboardEntry]:
+        """:meth:`top` on the asyncio client."""
+        return (await self.top_with_size_async(limit, offset))[0]
+
+    async def top_with_size_async(
+        self, limit: int = 10, offset: int = 0
+    ) -> tuple[list[LeaderboardEntry], int]:
+        """:meth:`top_with_size` on the asyncio client (one round trip)."""
+        return await self._arun(
+            self._top(limit, offset, sized=True), self.top_with_size, limit, offset
+        )
+
+    async def rank_async(self, user_id: str) -> RankInfo:
+        """:meth:`rank` on the asyncio client."""
+        return await self._arun(self._rank(user_id), self.rank, user_id)
+
+    async def around_async(self, user_id: str, n: int = 5) -> list[LeaderboardEntry]:
+        """:meth:`around` on the asyncio client."""
+        return (await self.around_with_size_async(user_id, n))[0]
+
+    async def around_with_size_async(
+        self, user_id: str, n: int = 5
+    ) -> tuple[list[LeaderboardEntry], int]:
+        """:meth:`around_with_size` on the asyncio client."""
+        return await self._arun(self._around(user_id, n), self.around_with_size, user_id, n)
+
+    async def _arun(self, plan: Plan[T], sync: Callable[..., T], *args: Any) -> T:
+        client = self._async_client() if self._async_client is not None else None
+        if client is None:
+            plan.close()
+            return await asyncio.to_thread(sync, *args)
+        return await arun(client, plan)
+
+    # -- the plans ------------------------------------------------------------------------
+
+    def _size(self) -> Plan[int]:
+        sizes = yield [cmd("zcard", key) for key in self.shard_keys]
+        return sum(sizes)
+
+    def _top(
+        self, limit: int, offset: int, *, sized: bool
+    ) -> Plan[tuple[list[LeaderboardEntry], int]]:
+        _check_int("limit", limit, 1, MAX_LIMIT)
+        _check_int("offset", offset, 0, 10**9)
+        return (yield from self._slice(offset, limit, sized=sized))
+
+    def _rank(self, user_id: str) -> Plan[RankInfo]:
+        uid = check_user_id(user_id)
+        own = self.keys.shard_of(uid)
+        if len(self.shard_keys) == 1:
+            (reply,) = yield [board_rank.command(self.keys, own, self.board_id, uid)]
+            found = board_rank.parse(reply)
+            if found is None:
+                raise _not_ranked(uid)
+            score, better, total, near = found
+            return _rank_info(uid, score, 1 + better, total, [] if near is None else [near])
+        (score,) = yield [cmd("zscore", self.shard_keys[own], uid)]
+        if score is None:
+            raise _not_ranked(uid)
+        commands = []
+        for key in self.shard_keys:
+            commands.append(cmd("zcount", key, "-inf", f"({_fmt(score)}"))
+            commands.append(cmd("zcard", key))
+            # the nearest better score: the greatest (negated) score below the user's
+            commands.append(cmd("zrevrangebyscore", key, f"({_fmt(score)}", "-inf",
+                                start=0, num=1, withscores=True))  # fmt: skip
+        replies = yield commands
+        nearest = [rows[0][1] for rows in replies[2::3] if rows]
+        return _rank_info(uid, score, 1 + sum(replies[0::3]), sum(replies[1::3]), nearest)
+
+    def _around(self, user_id: str, n: int) -> Plan[tuple[list[LeaderboardEntry], int]]:
+        uid = check_user_id(user_id)
+        _check_int("n", n, 0, MAX_AROUND)
+        size = 2 * n + 1
+        pivot = yield from self._pivot(uid)
+        start = max(0, min(pivot.position - n, pivot.total - size))
+        entries, _ = yield from self._slice(start, size, pivot)
+        return entries, pivot.total
+
+    def _page_of(self, user_id: str, page_size: int) -> Plan[Page]:
+        uid = check_user_id(user_id)
+        _check_int("page_size", page_size, 1, MAX_LIMIT)
+        pivot = yield from self._pivot(uid)
+        page = pivot.position // page_size
+        entries, _ = yield from self._slice(page * page_size, page_size, pivot)
+        return Page(page + 1, page_size, pivot.total, entries)
 
     # -- internals ------------------------------------------------------------------------
 
-    def _score(self, uid: str) -> float:
-        key = self.keys.board(self.keys.shard_of(uid), self.board_id)
-        score: float | None = self.redis.zscore(key, uid)
-        if score is None:
-            raise NotRanked(f"user {uid!r} is not on this board", field="user_id")
-        return score
-
     def _position(self, uid: str) -> _Pivot:
-        """Where a ranked user stands, over all shards."""
+        """Where a ranked user stands, over all shards, read now (the benchmarks time it)."""
+        return run(self.redis, self._pivot(uid))
+
+    def _pivot(self, uid: str) -> Plan[_Pivot]:
+        """Where a ranked user stands, over all shards: one round trip, and with K > 1 a
+        second (each other shard's count of the entries that sort before the user)."""
         own = self.keys.shard_of(uid)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zscore(self.shard_keys[own], uid)
-        pipe.zrank(self.shard_keys[own], uid)
-        for key in self.shard_keys:
-            pipe.zcard(key)
-        score, rank, *sizes = pipe.execute()
+        key = self.shard_keys[own]
+        commands = [cmd("zscore", key, uid), cmd("zrank", key, uid)]
+        commands += [cmd("zcard", k) for k in self.shard_keys]
+        score, rank, *sizes = yield commands
         if score is None:
-            raise NotRanked(f"user {uid!r} is not on this board", field="user_id")
+            raise _not_ranked(uid)
         positions = [0] * len(self.shard_keys)
         positions[own] = rank
         if len(self.shard_keys) > 1:
             others = [s for s in range(len(self.shard_keys)) if s != own]
-            calls = [
-                board_position.call(self.keys, s, self.board_id, _fmt(score), uid) for s in others
+            counts = yield [
+                board_position.command(self.keys, s, self.board_id, _fmt(score), uid)
+                for s in others
             ]
-            for s, n in zip(others, run_calls(self.redis, calls)):
-                if isinstance(n, Exception):
-                    raise n
-                positions[s] = board_position.parse(n)
+            for s, count in zip(others, counts):
+                positions[s] = board_position.parse(count)
         return _Pivot(uid, score, sum(positions), positions, sum(sizes))
 
-    def _slice(self, start: int, count: int, pivot: _Pivot | None = None) -> list[LeaderboardEntry]:
-        """Entries at positions [start, start + count) of the merged board, ranked.
+    def _slice(
+        self, start: int, count: int, pivot: _Pivot | None = None, *, sized: bool = False
+    ) -> Plan[tuple[list[LeaderboardEntry], int]]:
+        """Entries at positions [start, start + count) of the merged board, ranked, and (when
+        ``sized``) the board's size, else 0: one round trip, rarely two.
 
-        With several shards and no ``pivot``, each shard is read from its top; with a pivot (a
-        user within ``count`` of the slice), each shard is read only around the pivot.
+        With one shard, the slice is read with the row before it: the first row's rank is its
+        position unless the two tie (then a second round trip counts the better scores). With
+        several shards and no ``pivot``, each shard is read from its top, which holds every
+        entry before the slice; with a pivot (a user within ``count`` of the slice), each shard
+        is read only around the pivot, and the better scores are counted in a second round trip
+        only when a shard's window may not reach back to the first row's score.
         """
         keys = self.shard_keys
-        pipe = self.redis.pipeline(transaction=False)
+        first = max(0, start - 1)  # with one shard: the row before the slice too
         if len(keys) == 1:
-            pipe.zrange(keys[0], start, start + count - 1, withscores=True)
+            commands = [cmd("zrange", keys[0], first, start + count - 1, withscores=True)]
         elif pivot is None:
-            for key in keys:
-                pipe.zrange(key, 0, start + count - 1, withscores=True)
+            commands = [cmd("zrange", key, 0, start + count - 1, withscores=True) for key in keys]
         else:
-            for key, q in zip(keys, pivot.positions):
-                pipe.zrange(key, max(0, q - count), q + count, withscores=True)
-        lists = pipe.execute()
-        if len(lists) == 1:
+            windows = [max(0, q - count) for q in pivot.positions]
+            commands = [cmd("zrange", key, w, q + count, withscores=True)
+                        for key, w, q in zip(keys, windows, pivot.positions)]  # fmt: skip
+        if sized:
+            commands += [cmd("zcard", key) for key in keys]
+        replies = yield commands
+        lists, size = replies[: len(keys)], sum(replies[len(keys) :])
+        better: int | None  # entries with a better score than the first row's, when known
+        if len(keys) == 1:
             rows = lists[0]
+            before = rows[:1] if start > 0 else []
+            rows = rows[len(before) :][:count]
+            if not rows:
+                return [], size
+            better = start if not before or before[0][1] < rows[0][1] else None
         else:
             merged = list(heapq.merge(*lists, key=_order))
             if pivot is None:
-                rows = merged[start:]
+                rows = merged[start : start + count]
+                if not rows:
+                    return [], size
+                # merged holds every entry up to the slice's end
+                better = bisect_left(merged, rows[0][1], key=_score)
             else:
                 # merged[u] is the pivot; merged[u + j] sits at position pivot.position + j
                 u = bisect_left(merged, (pivot.score, pivot.user_id.encode()), key=_order)
-                first = u + start - pivot.position
-                rows = merged[first : first + count]
-        rows = rows[:count]
-        if not rows:
-            return []
+                lo = u + start - pivot.position
+                rows = merged[lo : lo + count]
+                if not rows:
+                    return [], size
+                s = rows[0][1]
+                # every shard's window starts below the first row's score (or at its top):
+                # the entries between that score and the pivot are all in merged
+                if all(w == 0 or (win and win[0][1] < s) for w, win in zip(windows, lists)):
+                    better = pivot.position - u + bisect_left(merged, s, key=_score)
+                else:
+                    better = None
+        if better is None:
+            counts = yield [cmd("zcount", key, "-inf", f"({_fmt(rows[0][1])}") for key in keys]
+            better = sum(counts)
         # the first row's rank counts the users with strictly better scores; later rows
         # take their position unless tied with the row above
-        first_rank = 1
-        if start > 0:
-            pipe = self.redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.zcount(key, "-inf", f"({_fmt(rows[0][1])}")
-            first_rank = 1 + sum(pipe.execute())
         out = []
-        rank, prev = first_rank, rows[0][1]
+        rank, prev = better + 1, rows[0][1]
         for i, (member, score) in enumerate(rows):
             if score != prev:
                 rank, prev = start + i + 1, score
             out.append(LeaderboardEntry(rank, member, _points(score)))
-        return out
+        return out, size
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +299,23 @@ class _Pivot:
     total: int  # board size
 
 
+def _rank_info(uid: str, score: float, rank: int, total: int, nearest: list[float]) -> RankInfo:
+    """``nearest``: the nearest better score of each shard that has one."""
+    to_next = int(score - max(nearest)) if nearest else None
+    percentile = round(100.0 * (total - rank + 1) / total, 2)
+    return RankInfo(uid, _points(score), rank, percentile, total, to_next)
+
+
+def _not_ranked(uid: str) -> NotRanked:
+    return NotRanked(f"user {uid!r} is not on this board", field="user_id")
+
+
 def _order(row: tuple[str, float]) -> tuple[float, bytes]:
     return row[1], row[0].encode()
+
+
+def _score(row: tuple[str, float]) -> float:
+    return row[1]
 
 
 def _points(score: float) -> int:

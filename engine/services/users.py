@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from engine.commands import profile
+from engine.commands.reads import Plan, arun, cmd, run
 from engine.domain import validation
 from engine.domain.periods import zone
 from engine.domain.results import UserState
@@ -23,8 +25,19 @@ class Users:
 
     def status(self, user_id: str) -> UserState:
         """The user's current state (a user never awarded has zero points, tier one, level 1)."""
+        return run(self.ctx.redis, self._status(user_id))
+
+    async def status_async(self, user_id: str) -> UserState:
+        """:meth:`status` on the engine's asyncio client (one round trip, no thread held);
+        without one, :meth:`status` in a worker thread."""
+        client = self.ctx.async_redis()
+        if client is None:
+            return await asyncio.to_thread(self.status, user_id)
+        return await arun(client, self._status(user_id))
+
+    def _status(self, user_id: str) -> Plan[UserState]:
         uid = validation.user_id(user_id)
-        h = self.ctx.redis.hgetall(self.ctx.keys.user(uid))
+        (h,) = yield [cmd("hgetall", self.ctx.keys.user(uid))]
         self.ctx.zones.remember(uid, h.get("tz", "UTC"))
         return self.ctx.state(uid, h)
 
