@@ -44,6 +44,13 @@ class AutoPipeline:
         #: times the connection failed and commands were sent again on a new one
         self.reconnects = 0
 
+    @property
+    def client(self) -> Any:
+        """The redis-py asyncio client whose pool this pipeline's connection comes from (for
+        the commands that want redis-py's reply parsing: a pipeline's replies are as Redis
+        sends them)."""
+        return self._client
+
     async def execute_command(self, *args: Any) -> Any:
         """Send one command with the others of this turn; its reply (an error reply raises
         redis-py's exception for it, e.g. ``NoScriptError``)."""

@@ -305,6 +305,12 @@ class Awards:
             await asyncio.to_thread(self.ctx.queue_drain, p.shard)
         return run.one()
 
+    def async_client(self) -> Any:
+        """This event loop's redis-py asyncio client (made on first use; None without a
+        factory), for the reads; awards on one server go through its :class:`AutoPipeline`."""
+        client = self._async_redis()
+        return client.client if isinstance(client, AutoPipeline) else client
+
     def _async_redis(self) -> Any:
         """This event loop's asyncio client (made on first use), or None without a factory."""
         if self._async_factory is None:

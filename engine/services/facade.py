@@ -101,7 +101,7 @@ class ScoringEngine:
             ctx, async_client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
         )
         # the reads share the awards' asyncio client of each event loop (closed by aclose)
-        ctx.async_redis = self.awards._async_redis
+        ctx.async_redis = self.awards.async_client
         self.users = Users(ctx)
         self.boards = Boards(ctx)
         self.archives = Archives(ctx, self.boards)
