@@ -108,6 +108,9 @@ OUTAGE_TTL = 3600
 CONSUMER_IDLE_MS = 600_000
 #: Seconds of one blocking read while a run lingers: between two, it checks whether to yield.
 LINGER_STEP = 0.1
+#: The drain flag's value while a lingering run holds it (the scripts raise it as "1"): such a
+#: run looks for unread entries when it ends, so a drain locked out meanwhile needs no successor.
+FLAG_HELD = "held"
 
 
 @dataclass
@@ -121,6 +124,7 @@ class DrainReport:
     batches: int = 0
     trimmed: int = 0
     complete: bool = True  # False when a limit stopped the run before the outbox was empty
+    locked_out: bool = False  # another drain held the shard's lock too long: nothing was done
     sql_unavailable: bool = False  # SQL could not take the entries; they wait for the retry
     retry_in: float = 0.0  # then: seconds until the shard's retry is due (its flag's lifetime)
     errors: list[str] = field(default_factory=list)
@@ -331,7 +335,7 @@ class Drainer:
             thread_local=False,
         )
         if not lock.acquire():
-            report.complete = False  # another drain holds the shard for too long
+            report.complete, report.locked_out = False, True  # another drain holds the shard
             return report
         try:
             with _Lease(lock, shard, self.lock_ttl, self.lock_grace, deadline) as lease:
@@ -350,7 +354,7 @@ class Drainer:
         # queues a drain. A lingering run raises it for itself: while it runs, no award queues
         flag = self.keys.drain_flag(run.shard)
         if run.holds_flag:
-            self.redis.set(flag, "1", px=round(self.lock_ttl * 1000))
+            self.redis.set(flag, FLAG_HELD, px=round(self.lock_ttl * 1000))
             run.flag_renewed = time.monotonic()
         else:
             self.redis.pexpire(flag, round(self.lock_ttl * 1000))

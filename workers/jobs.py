@@ -22,7 +22,7 @@ from engine.services.facade import ScoringEngine
 from engine.storage.outbox import raise_flag
 from engine.storage.store import SqlStore
 
-from .drain import Drainer, DrainReport
+from .drain import FLAG_HELD, Drainer, DrainReport
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def drain_shard(shard: int) -> dict[str, Any]:
         hold = report.retry_in + RETRY_HOLD_SECONDS
         engine.redis.set(engine.keys.drain_flag(shard), "1", px=round(hold * 1000))
         time.sleep(report.retry_in)
-    if not report.complete and not report.sql_unavailable:
+    if not report.complete and not report.sql_unavailable and not _held_by_another(engine, report):
         # this job was the one the flag stood for: its successor is queued whatever the flag
         # says (if it gave up waiting for the lock, the flag raised for it would otherwise keep
         # every award from queueing a drain until it lapses, once the holder is done)
@@ -110,6 +110,14 @@ def drain_shard(shard: int) -> dict[str, Any]:
         log.warning("drain of shard %s: %s", shard, report)
     progress.add(report)
     return asdict(report)
+
+
+def _held_by_another(engine: ScoringEngine, report: DrainReport) -> bool:
+    """Whether this job gave up waiting for its shard's lock while the holder is a lingering
+    drain that holds the flag (its value says so): that run looks for unread entries when it
+    ends and queues its own successor, so this job needs none (else two workers would pass
+    successors to each other every lock wait while one drain lingers)."""
+    return report.locked_out and engine.redis.get(engine.keys.drain_flag(report.shard)) == FLAG_HELD
 
 
 def _should_yield(engine: ScoringEngine) -> bool:
@@ -147,7 +155,10 @@ class Progress:
             if self._since is None:
                 if report.written:
                     self._since = now
-                    log.info("audit trail: the first %d outbox entries are in SQL", report.written)
+                    log.info(
+                        "audit trail: the worker writes the outbox to SQL (%s entries so far)",
+                        f"{report.written:,}",
+                    )
                     self._written = self._jobs = 0
                 return
             if self._written and now - self._since >= self.every:
