@@ -194,7 +194,8 @@ def rows_for(runs: list[Run]) -> list[Row]:
                 Row(f"{label}: awards sent", f"{run.awards:,} at {run.achieved:,.0f}/s",
                     f">= {0.95 * rate:,.0f}/s", ok(kept)),
                 Row(f"{label}: drain jobs per award",
-                    f"{run.per_award:.3f} ({run.jobs:,} jobs)",
+                    f"{run.per_award:.3g} ({run.jobs:,} jobs, "
+                    f"{run.awards / max(run.jobs, 1):,.0f} awards/job)",
                     f"<= {JOBS_TARGET:g}" if rate == min(RATES) and run.mode == new else "",
                     ok(run.per_award <= JOBS_TARGET)
                     if rate == min(RATES) and run.mode == new else ""),
@@ -208,7 +209,7 @@ def rows_for(runs: list[Run]) -> list[Row]:
             ]  # fmt: skip
         a, b = pair
         if a is not None and b is not None:
-            jobs = f"{a.per_award / b.per_award:.3f}x" if b.per_award else "n/a"
+            jobs = f"{a.per_award / b.per_award:.3g}x" if b.per_award else "n/a"
             lag = f"{a.quantile(0.99) / b.quantile(0.99):.2f}x" if b.lags and a.lags else "n/a"
             out.append(Row(f"{rate:,}/s: linger / before, jobs per award; lag p99",
                            f"{jobs}; {lag}"))  # fmt: skip
