@@ -134,23 +134,24 @@ class Postgres:
     user: str
     host: str = "127.0.0.1"
     port: int = 5432
+    database: str = PG_DATABASE  # the benchmark's own, created and dropped by the run
 
-    def conninfo(self, dbname: str = PG_DATABASE) -> str:
-        where = f"host={self.host} port={self.port} dbname={dbname}"
+    def conninfo(self, dbname: str | None = None) -> str:
+        where = f"host={self.host} port={self.port} dbname={dbname or self.database}"
         return f"{where} user={self.user} connect_timeout=3"
 
     @property
     def url(self) -> str:
         """The SQLAlchemy URL of the benchmark database (psycopg 3)."""
-        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{PG_DATABASE}"
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{self.database}"
 
 
-def find_postgres() -> Postgres:
+def find_postgres(database: str = PG_DATABASE) -> Postgres:
     """A server that accepts ``postgres`` (or the current user); :class:`Skipped` if none."""
     import psycopg
 
     for user in dict.fromkeys(("postgres", getpass.getuser())):
-        pg = Postgres(user)
+        pg = Postgres(user, database=database)
         try:
             psycopg.connect(pg.conninfo("postgres")).close()
             return pg
@@ -161,19 +162,19 @@ def find_postgres() -> Postgres:
 
 @contextmanager
 def bench_database(pg: Postgres) -> Iterator[None]:
-    """Create ``scoring_bench`` (dropping a leftover one first) and drop it afterwards."""
+    """Create the benchmark's database (dropping a leftover one first) and drop it afterwards."""
     import psycopg
 
     def admin(statement: str) -> None:
         with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
             conn.execute(statement)
 
-    admin(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-    admin(f"CREATE DATABASE {PG_DATABASE}")
+    admin(f"DROP DATABASE IF EXISTS {pg.database} WITH (FORCE)")
+    admin(f"CREATE DATABASE {pg.database}")
     try:
         yield
     finally:
-        admin(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+        admin(f"DROP DATABASE IF EXISTS {pg.database} WITH (FORCE)")
 
 
 def sql(pg: Postgres, statement: str) -> Any:

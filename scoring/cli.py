@@ -10,10 +10,13 @@ scoring db upgrade | rebuild | reconcile    schema and recovery
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError as SettingsError
 from sqlalchemy.exc import SQLAlchemyError
@@ -104,22 +107,41 @@ def _drain_all(settings: Settings) -> int:
     return left
 
 
+def _log_to_stderr(level: str, *names: str) -> None:
+    """Lines of the ``names`` loggers at ``level`` and above on stderr, with the time, as RQ
+    prints its own (without this only warnings would show, and without the time)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+
+
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     import redis
     from rq import Queue, SimpleWorker
 
+    import workers.jobs
     from workers.jobs import context, sweep
 
+    class Worker(SimpleWorker):
+        def request_stop(self, signum: Any, frame: Any) -> None:
+            workers.jobs.stopping.set()  # a lingering drain job ends now, not at its slice's end
+            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    _log_to_stderr(args.log_level, "workers", "engine")
     _default_schema(settings)
-    context()  # fail fast on bad settings or an unreachable Redis
+    _, drainer = context()  # fail fast on bad settings or an unreachable Redis
     conn = redis.Redis.from_url(queue_redis_url(settings))
     queue = Queue(settings.queue_name, connection=conn)
     if args.burst:
+        drainer.linger = 0.0  # drain what is there and exit: no job waits for more
         _drain_all(settings)
     else:
         sweep(force=True)  # a flag raised before a crash may stand for a job that was lost
-    worker = SimpleWorker([queue], connection=conn)
-    worker.work(burst=args.burst, logging_level=args.log_level)
+    worker = Worker([queue], connection=conn)
+    worker.work(burst=args.burst, logging_level=(args.rq_log_level or args.log_level).upper())
     return 0
 
 
@@ -129,6 +151,10 @@ def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
     from workers.schedule import register
 
+    # rq-scheduler's crontab warns on every start that a future version changes a default it
+    # does not use (it passes now= itself): noise on the terminal
+    warnings.filterwarnings("ignore", category=FutureWarning, module="rq_scheduler")
+    _log_to_stderr(args.log_level, "rq_scheduler")
     conn = redis.Redis.from_url(queue_redis_url(settings))
     scheduler = Scheduler(queue_name=settings.queue_name, connection=conn, interval=args.interval)
     print(f"registered: {', '.join(register(scheduler, queue_name=settings.queue_name))}")
@@ -211,11 +237,15 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     engine, _ = context()
     engine.redis.ping()
     me = [sys.executable, "-m", "scoring.cli"]
+    # RQ's own lines (a few per job) and the scheduler's only with --verbose; the worker's
+    # own lines (the first entries in SQL, then one every 30 s, outages) always
+    rq_level = args.log_level if args.verbose else _at_least("WARNING", args.log_level)
     children = [
         Child("api", [*me, "serve", "--host", args.host, "--port", str(args.port),
                       "--workers", str(args.workers), "--log-level", args.log_level]),
-        Child("worker", [*me, "worker", "--log-level", args.log_level]),
-        Child("scheduler", [*me, "scheduler"]),
+        Child("worker", [*me, "worker", "--log-level", args.log_level,
+                         "--rq-log-level", rq_level]),
+        Child("scheduler", [*me, "scheduler", "--log-level", rq_level]),
     ]  # fmt: skip
     if args.demo is not None:
         children.append(Child("demo", [*me, "demo", "--rate", f"{args.demo:g}"]))
@@ -253,6 +283,12 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed is not None or not clean else 0
 
 
+def _at_least(floor: str, level: str) -> str:
+    """The higher of two logging level names."""
+    names = logging.getLevelNamesMapping()
+    return max(floor.upper(), level.upper(), key=lambda name: names.get(name, 0))
+
+
 def _safe(url: str) -> str:
     """A URL without its password."""
     if "@" in url and "://" in url:
@@ -271,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--log-level", default="INFO")
     up.add_argument("--demo", type=float, nargs="?", const=DEMO_RATE, metavar="RATE",
                     help=f"also run the demo at RATE awards/s (default {DEMO_RATE:g})")  # fmt: skip
+    up.add_argument("--verbose", action="store_true",
+                    help="also show RQ's own lines (worker, scheduler: a few per job)")  # fmt: skip
     up.set_defaults(run=_up)
     demo = sub.add_parser("demo", help="made-up users earning points at a chosen rate")
     demo.add_argument(
@@ -292,10 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     upgrade.set_defaults(run=_db)
     worker = sub.add_parser("worker", help="run an RQ worker (drains the outbox into SQL)")
     worker.add_argument("--burst", action="store_true", help="drain everything pending, then exit")
-    worker.add_argument("--log-level", default="INFO")
+    worker.add_argument("--log-level", default="INFO", help="of the worker's lines (and RQ's)")
+    worker.add_argument("--rq-log-level", help="of RQ's own lines (default: --log-level)")
     worker.set_defaults(run=_worker)
     scheduler = sub.add_parser("scheduler", help="run rq-scheduler with the periodic jobs")
     scheduler.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    scheduler.add_argument("--log-level", default="INFO", help="of rq-scheduler's lines")
     scheduler.set_defaults(run=_scheduler)
     serve = sub.add_parser("serve", help="run the HTTP API under uvicorn")
     serve.add_argument("--host", default="127.0.0.1")

@@ -158,6 +158,46 @@ def test_up_on_an_external_cluster(
             up.proc.kill()
 
 
+#: Lines RQ's worker prints (several per job) and its start-up lines.
+RQ_LINES = re.compile(r"Job OK|Successfully completed|result is kept|Listening on|started with PID")
+
+
+def test_up_is_quiet_unless_verbose(tmp_path: Path) -> None:
+    """`scoring up --demo` at 10 awards/s: no RQ line per job (nor RQ's start-up lines) without
+    --verbose; the worker says once that it writes the audit trail, and every award reaches
+    SQL. With --verbose RQ's own lines are back."""
+    port = free_port()
+    up = Up(tmp_path, port, "--demo")
+    try:
+        up.wait_until(r"dashboard\s+http")
+        up.wait_until(r"demo \| demo: 50 users")
+        time.sleep(6)
+        assert up.stop() == 0, up.output[-3000:]
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+    worker = [line for line in up.lines if line.lstrip().startswith("worker |")]
+    assert not [line for line in up.lines if RQ_LINES.search(line)], up.output[-3000:]
+    assert len(worker) <= 5, worker  # not a line per job: 60 awards were drained
+    assert any("audit trail: the worker writes the outbox to SQL" in line for line in worker)
+    assert "FutureWarning" not in up.output  # rq-scheduler's crontab, on every start
+    assert "0 outbox entries not yet in SQL" in up.output
+    assert "Traceback" not in up.output, up.output[-3000:]
+    store = SqlStore(f"sqlite:///{tmp_path / 'scoring.db'}")
+    assert store.count_activities() >= 50
+
+    up = Up(tmp_path, port, "--verbose")
+    try:
+        up.wait_until(r"dashboard\s+http")
+        up.wait_until(r"worker \| .*Listening on up-test")  # RQ's own
+        assert give(up, "ann", 40).status_code == 201
+        up.wait_until(r"worker \| .*Job OK")
+        assert up.stop() == 0, up.output[-3000:]
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+
+
 def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

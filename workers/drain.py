@@ -29,9 +29,21 @@ within 60 s, or ``scoring worker --burst``):
 A worker that wakes up after losing its lease stops after the batch in hand (written again,
 which changes nothing).
 
-The shard's drain flag (see :mod:`engine.storage.outbox`) is lowered once SQL takes the run's first
-write: from then on an award queues the next drain, and what came before, this run reads (if
-the run dies before, the flag lapses within one lease, as the lock does). If
+The shard's drain flag (see :mod:`engine.storage.outbox`) stands for the run while it reads.
+A run with a *linger* (what drain jobs get: ``SCORING_DRAIN_LINGER_MS``, see
+:func:`workers.jobs.drain_shard`) holds the flag until it ends: once the outbox is empty it
+waits on the stream (``XREADGROUP BLOCK``, in steps of :data:`LINGER_STEP`) for up to the
+linger for more entries, writes what comes at once, and ends only after a linger with nothing
+new (or at the end of its time slice, or as soon as ``should_yield()`` says another job waits
+for the worker). Awards meanwhile find the flag raised and queue no job, so at a low, steady
+rate one job takes many awards instead of each award queueing one. The held flag lives one
+lease (:data:`LOCK_TTL`) and is renewed by the run, so if the run dies it lapses within one
+lease, as the lock does. When the run ends it lowers the flag, then looks once more for
+entries never read (appended while the flag still stood): if there are any, its successor is
+queued. A run without a linger (``linger=0``: direct drains, ``scoring worker --burst``, and
+``SCORING_DRAIN_LINGER_MS=0``, the behaviour before lingering existed) lowers the flag once SQL
+takes its first write: from then on an award queues the next drain, and what came before, this
+run reads. If
 SQL cannot take the entries at all (unreachable, or refusing every write alike: a missing
 table), nothing is acknowledged or counted against an entry: the run stops, reports
 ``sql_unavailable`` and ``retry_in``, and the flag stays raised for a backoff
@@ -55,6 +67,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -93,6 +106,11 @@ OUTAGE_RETRY = (1.0, 60.0)
 OUTAGE_TTL = 3600
 #: A consumer of the group idle this long (ms) and holding no entry is deleted.
 CONSUMER_IDLE_MS = 600_000
+#: Seconds of one blocking read while a run lingers: between two, it checks whether to yield.
+LINGER_STEP = 0.1
+#: The drain flag's value while a lingering run holds it (the scripts raise it as "1"): such a
+#: run looks for unread entries when it ends, so a drain locked out meanwhile needs no successor.
+FLAG_HELD = "held"
 
 
 @dataclass
@@ -106,6 +124,7 @@ class DrainReport:
     batches: int = 0
     trimmed: int = 0
     complete: bool = True  # False when a limit stopped the run before the outbox was empty
+    locked_out: bool = False  # another drain held the shard's lock too long: nothing was done
     sql_unavailable: bool = False  # SQL could not take the entries; they wait for the retry
     retry_in: float = 0.0  # then: seconds until the shard's retry is due (its flag's lifetime)
     errors: list[str] = field(default_factory=list)
@@ -209,16 +228,28 @@ class _Run:
     max_batches: int | None
     deadline: float | None
     outage: _Outage | None  # SQL was failing the shard when the run began, and still may be
-    flag_lowered: bool = False  # SQL took a write, and the drain flag was lowered
+    linger: float = 0.0  # seconds to wait for more entries once the outbox is empty
+    should_yield: Callable[[], bool] | None = None  # True: stop lingering (another job waits)
+    sql_ok: bool = False  # SQL took a write (or answered), and any outage was ended
+    flag_lowered: bool = False  # the drain flag was lowered
+    flag_renewed: float = 0.0  # when a lingering run last renewed the flag it holds (monotonic)
     claim_from: str | None = None  # the first pass's next XAUTOCLAIM start; None once done
     claim_until: str = "0-0"  # the newest entry pending when the run began
+
+    @property
+    def holds_flag(self) -> bool:
+        """Whether the run keeps the drain flag raised until it ends (it lingers)."""
+        return self.linger > 0
 
     def should_stop(self) -> bool:
         return (
             (self.max_batches is not None and self.report.batches >= self.max_batches)
-            or (self.deadline is not None and time.monotonic() > self.deadline)
+            or self.out_of_time()
             or self.lease.lost
         )
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
 
 
 class Drainer:
@@ -240,6 +271,9 @@ class Drainer:
         outage_retry: seconds before the first retry after SQL failed, and the most between two
             (see :data:`OUTAGE_RETRY`).
         consumer_idle_ms: idle time after which a consumer that holds nothing is deleted.
+        linger: seconds the drain *jobs* of this drainer (:func:`workers.jobs.drain_shard`)
+            wait for more entries once the outbox is empty (see :meth:`drain`); 0: none, the
+            flag is lowered at the first write. :meth:`drain` itself lingers only when told.
     """
 
     def __init__(
@@ -257,6 +291,7 @@ class Drainer:
         lock_grace: float = LOCK_GRACE,
         outage_retry: tuple[float, float] = OUTAGE_RETRY,
         consumer_idle_ms: int = CONSUMER_IDLE_MS,
+        linger: float = 0.0,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -270,13 +305,25 @@ class Drainer:
         self.lock_grace = lock_grace
         self.outage_retry = outage_retry
         self.consumer_idle_ms = consumer_idle_ms
+        self.linger = linger
 
     def drain(
-        self, shard: int, *, max_batches: int | None = None, max_seconds: float | None = None
+        self,
+        shard: int,
+        *,
+        max_batches: int | None = None,
+        max_seconds: float | None = None,
+        linger: float = 0.0,
+        should_yield: Callable[[], bool] | None = None,
     ) -> DrainReport:
         """Write what the shard's outbox holds to SQL until it is empty (or a limit is reached:
         ``report.complete`` is then False); return what was done. If SQL cannot take the
-        entries, ``report.sql_unavailable`` is True and the shard's retry waits its backoff."""
+        entries, ``report.sql_unavailable`` is True and the shard's retry waits its backoff.
+
+        ``linger``: once the outbox is empty, wait up to this many seconds for more entries
+        (and write them) before ending, holding the shard's drain flag meanwhile so that awards
+        queue no job; the wait starts again after each batch. It ends early when ``max_seconds``
+        is up or ``should_yield()`` is true (checked every :data:`LINGER_STEP`)."""
         report = DrainReport(shard)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         # one drain per shard at a time: a second one (a job queued while this one runs) waits
@@ -288,12 +335,13 @@ class Drainer:
             thread_local=False,
         )
         if not lock.acquire():
-            report.complete = False  # another drain holds the shard for too long
+            report.complete, report.locked_out = False, True  # another drain holds the shard
             return report
         try:
             with _Lease(lock, shard, self.lock_ttl, self.lock_grace, deadline) as lease:
                 outbox, outage = self.keys.outbox(shard), self._outage(shard)
-                self._run(_Run(shard, outbox, report, lease, max_batches, deadline, outage))
+                self._run(_Run(shard, outbox, report, lease, max_batches, deadline, outage,
+                               linger=max(0.0, linger), should_yield=should_yield))  # fmt: skip
         finally:
             with contextlib.suppress(LockError):
                 lock.release()
@@ -301,17 +349,24 @@ class Drainer:
 
     def _run(self, run: _Run) -> None:
         """One run, under the shard's lock: drain, end or extend an SQL outage, trim."""
-        # the flag, if raised, lapses within one lease unless this run lowers it (SQL took a
-        # write) or keeps it (SQL failed): if the run dies first, the next award queues a drain
-        self.redis.pexpire(self.keys.drain_flag(run.shard), round(self.lock_ttl * 1000))
+        # the flag lapses within one lease unless this run lowers it (SQL took a write), keeps
+        # it (SQL failed) or renews it (it lingers): if the run dies first, the next award
+        # queues a drain. A lingering run raises it for itself: while it runs, no award queues
+        flag = self.keys.drain_flag(run.shard)
+        if run.holds_flag:
+            self.redis.set(flag, FLAG_HELD, px=round(self.lock_ttl * 1000))
+            run.flag_renewed = time.monotonic()
+        else:
+            self.redis.pexpire(flag, round(self.lock_ttl * 1000))
         self._ensure_group(run.outbox)
         self._start_first_pass(run)
         try:
             self._drain(run)
-            if not run.flag_lowered:  # nothing was written
+            if not run.sql_ok:  # nothing was written
                 if run.outage is not None:
                     self.store.ping()  # is SQL back?
                 self._sql_ok(run)
+            self._lower_flag(run)  # a lingering run's: from now on an award queues a drain
             if run.report.complete and self._unread(run.outbox):
                 # appended after the last read: while the flag was still raised, or by an award
                 # whose job was never queued (its caller died, or its reply was lost); the
@@ -332,9 +387,12 @@ class Drainer:
                     if run.should_stop():
                         run.report.complete = False
                         break
+                    self._renew_flag(run)
                     # entries left pending are claimed only when no write is in flight (which
                     # would otherwise be claimed back from under itself when claim_idle_ms = 0)
                     entries = self._read(run.outbox) if in_flight else self._next(run)
+                    if not entries and in_flight is None:
+                        entries = self._linger(run)  # the outbox is empty: wait for more
                     batch = self._parse(entries) if entries else None
                     if in_flight is not None:
                         settling, in_flight = in_flight, None
@@ -355,6 +413,38 @@ class Drainer:
 
     def _next(self, run: _Run) -> list[tuple[str, dict[str, str]]]:
         return self._claim(run) or self._read(run.outbox)
+
+    def _linger(self, run: _Run) -> list[tuple[str, dict[str, str]]]:
+        """The outbox is empty: wait up to the run's linger for new entries (blocking reads of
+        :data:`LINGER_STEP`); the first that arrive, or nothing if the linger ran out, the time
+        slice is up, the lease was lost or another job waits for this worker."""
+        if run.linger <= 0:
+            return []
+        until = time.monotonic() + run.linger
+        while True:
+            left = until - time.monotonic()
+            if left <= 0 or run.out_of_time() or run.lease.lost:
+                return []
+            if run.should_yield is not None and run.should_yield():
+                return []
+            run.lease.progress()
+            self._renew_flag(run)
+            block = max(1, round(min(left, LINGER_STEP) * 1000))
+            reply = self.redis.xreadgroup(
+                GROUP, self.consumer, {run.outbox: ">"}, count=self.batch, block=block
+            )
+            if reply and reply[0][1]:
+                return list(reply[0][1])
+
+    def _renew_flag(self, run: _Run) -> None:
+        """A lingering run keeps the drain flag it holds alive, one lease at a time (renewed
+        every third of one), so that it lapses within a lease of the run's death."""
+        if not run.holds_flag or run.flag_lowered:
+            return
+        now = time.monotonic()
+        if now - run.flag_renewed >= self.lock_ttl / 3:
+            run.flag_renewed = now
+            self.redis.pexpire(self.keys.drain_flag(run.shard), round(self.lock_ttl * 1000))
 
     def backlog(self, shard: int) -> int:
         """Entries of the shard's outbox not yet in SQL (:func:`~engine.storage.outbox.backlog`)."""
@@ -524,15 +614,17 @@ class Drainer:
             )
 
     def _sql_ok(self, run: _Run) -> None:
-        """SQL took a write (or, with nothing to write, answered): lower the shard's drain flag
+        """SQL took a write (or, with nothing to write, answered): end the shard's outage, and,
+        unless the run holds the flag until it ends (it lingers), lower the shard's drain flag
         once, so that an award from now on queues the next drain (this run reads on until the
-        outbox is empty, so it takes whatever came before), and end the shard's outage. Kept
-        raised until then, the flag spares the first failed attempt of an outage the job that
-        every award arriving meanwhile would queue."""
-        if run.flag_lowered:
+        outbox is empty, so it takes whatever came before). Kept raised until then, the flag
+        spares the first failed attempt of an outage the job that every award arriving
+        meanwhile would queue."""
+        if run.sql_ok:
             return
-        run.flag_lowered = True
-        self.redis.delete(self.keys.drain_flag(run.shard))
+        run.sql_ok = True
+        if not run.holds_flag:
+            self._lower_flag(run)
         outage, run.outage = run.outage, None
         if outage is None:
             return
@@ -544,6 +636,13 @@ class Drainer:
             seconds,
             outage.attempts,
         )
+
+    def _lower_flag(self, run: _Run) -> None:
+        """Lower the shard's drain flag (once): the next award queues a drain."""
+        if run.flag_lowered:
+            return
+        run.flag_lowered = True
+        self.redis.delete(self.keys.drain_flag(run.shard))
 
     def _failed(
         self, shard: int, entry_id: str, fields: dict[str, str], why: str, report: DrainReport

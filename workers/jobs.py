@@ -8,6 +8,7 @@ them for every job (``scoring worker`` runs jobs in the worker process itself).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import asdict
 from datetime import date
@@ -15,12 +16,13 @@ from functools import lru_cache
 from typing import Any
 
 from engine.domain.errors import ConfigError
+from engine.runtime.connect import REDIS_ERRORS
 from engine.runtime.settings import get_settings
 from engine.services.facade import ScoringEngine
 from engine.storage.outbox import raise_flag
 from engine.storage.store import SqlStore
 
-from .drain import Drainer
+from .drain import FLAG_HELD, Drainer, DrainReport
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,12 @@ DRAIN_SLICE_SECONDS = 60.0
 #: Seconds the drain flag outlives a retry that a drain job, waiting out an SQL outage's
 #: backoff, will make itself (if the job dies meanwhile, awards queue drains again after that).
 RETRY_HOLD_SECONDS = 10.0
+#: The worker logs a line on what it has written at most this often (seconds), not per job.
+PROGRESS_SECONDS = 30.0
+
+#: Set when the worker running the jobs was asked to stop (``scoring worker`` sets it on
+#: SIGTERM or Ctrl-C): a lingering drain job then ends at once instead of at its slice's end.
+stopping = threading.Event()
 
 
 @lru_cache(maxsize=1)
@@ -44,6 +52,7 @@ def context() -> tuple[ScoringEngine, Drainer]:
         batch=settings.drain_batch,
         max_failures=settings.drain_max_failures,
         claim_idle_ms=settings.drain_claim_idle_ms,
+        linger=settings.drain_linger_ms / 1000,
     )
     return engine, drainer
 
@@ -70,25 +79,103 @@ def drain_shard(shard: int) -> dict[str, Any]:
     report says ``sql_unavailable``, the flag lapses when the next retry is due, and the next
     award (or the sweep) queues it. An outage thus holds a worker per failing shard, at most one
     time slice at a time, as a long drain does.
+
+    Once the outbox is empty the job lingers (the drainer's ``linger``, from
+    ``SCORING_DRAIN_LINGER_MS``): it waits that long for more entries, writing them as they
+    come, with the shard's drain flag held, so that awards at a low rate queue no job each; it
+    ends after a linger with nothing new, at the end of its time slice, as soon as another job
+    waits in the queue (this worker may be the only one), or when the worker is asked to stop.
     """
     engine, drainer = context()
     deadline = time.monotonic() + DRAIN_SLICE_SECONDS
     while True:
-        report = drainer.drain(shard, max_seconds=max(0.0, deadline - time.monotonic()))
+        report = drainer.drain(
+            shard,
+            max_seconds=max(0.0, deadline - time.monotonic()),
+            linger=drainer.linger,
+            should_yield=lambda: _should_yield(engine),
+        )
         if not report.sql_unavailable or report.retry_in > deadline - time.monotonic() - 1:
             break
         # the retry is this job's: the flag outlives it a little, so no award queues another
         hold = report.retry_in + RETRY_HOLD_SECONDS
         engine.redis.set(engine.keys.drain_flag(shard), "1", px=round(hold * 1000))
         time.sleep(report.retry_in)
-    if not report.complete and not report.sql_unavailable:
+    if not report.complete and not report.sql_unavailable and not _held_by_another(engine, report):
         # this job was the one the flag stood for: its successor is queued whatever the flag
         # says (if it gave up waiting for the lock, the flag raised for it would otherwise keep
         # every award from queueing a drain until it lapses, once the holder is done)
         request_drain(engine, drainer, shard, force=True)
     if report.dead or report.failed:
         log.warning("drain of shard %s: %s", shard, report)
+    progress.add(report)
     return asdict(report)
+
+
+def _held_by_another(engine: ScoringEngine, report: DrainReport) -> bool:
+    """Whether this job gave up waiting for its shard's lock while the holder is a lingering
+    drain that holds the flag (its value says so): that run looks for unread entries when it
+    ends and queues its own successor, so this job needs none (else two workers would pass
+    successors to each other every lock wait while one drain lingers)."""
+    return report.locked_out and engine.redis.get(engine.keys.drain_flag(report.shard)) == FLAG_HELD
+
+
+def _should_yield(engine: ScoringEngine) -> bool:
+    """Whether a lingering drain job should end now: the worker is stopping, or another job
+    waits in the queue (for another shard, or a periodic job) that this worker may be the only
+    one to run."""
+    if stopping.is_set():
+        return True
+    queue = engine.drain_queue
+    try:
+        return queue is not None and queue.waiting() > 0
+    except REDIS_ERRORS:
+        return True  # the queue's Redis is away: stop lingering, the job ends as it would
+
+
+class Progress:
+    """What this worker's drain jobs wrote, logged as one line when the first entries reach SQL
+    and then at most every :data:`PROGRESS_SECONDS` (a line per job would fill a terminal)."""
+
+    def __init__(self, every: float = PROGRESS_SECONDS) -> None:
+        self.every = every
+        self.total = 0  # entries written by this worker
+        self.jobs = 0  # drain jobs run by this worker
+        self._written = self._jobs = 0  # since the last line
+        self._since: float | None = None  # when the last line was logged (monotonic)
+        self._lock = threading.Lock()
+
+    def add(self, report: DrainReport) -> None:
+        with self._lock:
+            self.total += report.written
+            self.jobs += 1
+            self._written += report.written
+            self._jobs += 1
+            now = time.monotonic()
+            if self._since is None:
+                if report.written:
+                    self._since = now
+                    log.info(
+                        "audit trail: the worker writes the outbox to SQL (%s entries so far)",
+                        f"{report.written:,}",
+                    )
+                    self._written = self._jobs = 0
+                return
+            if self._written and now - self._since >= self.every:
+                log.info(
+                    "audit trail: %s outbox entries written to SQL in the last %.0f s "
+                    "(%d drain jobs); %s since the worker started",
+                    f"{self._written:,}",
+                    now - self._since,
+                    self._jobs,
+                    f"{self.total:,}",
+                )
+                self._since = now
+                self._written = self._jobs = 0
+
+
+#: This worker process's drain progress.
+progress = Progress()
 
 
 def sweep(*, force: bool = False) -> list[int]:

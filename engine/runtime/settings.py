@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         ge=0,
         description="How long an entry that failed in a drain run waits before the run retries it.",
     )
+    drain_linger_ms: int = Field(
+        default=500,
+        alias="SCORING_DRAIN_LINGER_MS",
+        ge=0,
+        le=10_000,
+        description="How long a drain job waits for more outbox entries once the outbox is "
+        "empty, holding the shard's drain flag so that awards queue no job meanwhile; 0: none "
+        "(a job per burst of awards).",
+    )
 
     api_keys: str = Field(
         default="",

@@ -2,11 +2,17 @@
 
 The award and profile scripts raise a per-shard flag (``SET NX`` with a lifetime) in the same
 atomic call that appends to the outbox; the caller that raised it enqueues the shard's drain
-job, and the job lowers the flag once SQL has taken its first write (it then reads on until
-the outbox is empty, so it also takes what arrived before). So a burst of awards queues one
-job, not one per award. If a queued job is lost, the flag lapses after :data:`FLAG_TTL` seconds
-and the next award queues another; the periodic sweep (``workers.jobs.sweep``) catches anything
-left.
+job. The job holds the flag while it runs: it reads until the outbox is empty, then lingers
+(``SCORING_DRAIN_LINGER_MS``, 500 ms by default) for more entries, writing them as they come,
+and lowers the flag only after a linger with nothing new, or when its time slice ends or
+another job waits for the worker; it then looks once more for entries appended while the flag
+stood and, if there are any, queues its successor. So a burst of awards queues one job, and so
+does a steady trickle (at 10 awards/s, one job per time slice instead of one per award). The
+flag a job holds lives one lease (:data:`workers.drain.LOCK_TTL`, renewed by the job); with
+``SCORING_DRAIN_LINGER_MS=0`` the job lowers it at its first commit instead, as before lingering
+existed. If a queued job is lost, the flag lapses after :data:`FLAG_TTL` seconds (a running
+job's, within one lease of its death) and the next award queues another; the periodic sweep
+(``workers.jobs.sweep``) catches anything left.
 
 While SQL fails a shard's drains, the flag stays raised, for the current backoff (1 s
 doubling to 60 s; see :mod:`workers.drain`): awards queue nothing until the retry is due. The
@@ -48,6 +54,10 @@ class DrainQueue:
         """The shards that have a drain job waiting in the queue (a short list by design: one
         job per shard, and the queue's other jobs are the periodic ones)."""
         return {job.args[0] for job in self.queue.jobs if job.func_name == DRAIN_JOB and job.args}
+
+    def waiting(self) -> int:
+        """Jobs waiting in the queue (of any kind: drains, periodic jobs)."""
+        return int(self.queue.count)
 
     def request(self, shard: int) -> None:
         """Queue a drain of ``shard``'s outbox."""
