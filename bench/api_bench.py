@@ -556,6 +556,26 @@ def cpu_row(label: str, load: Load, client: str = "wrk") -> Row:
     )
 
 
+def cpu_per_request(load: Load, who: str) -> float | None:
+    """CPU time (us) that ``who`` ("server", "redis") spent per request of ``load``."""
+    share = load.cpu.get(who)
+    return None if share is None or not load.rate else share / 100 * 1e6 / load.rate
+
+
+def cost_rows(award: Load, bare: Load) -> list[Row]:
+    """What one award costs the server's processes and Redis in CPU against one bare request:
+    on two shared cores the award's Redis work takes CPU the workers would use, so the req/s
+    ratio mixes the HTTP path's cost with Redis's; the server's CPU per request is the HTTP
+    path's alone."""
+    rows = []
+    for who, name in (("server", "server processes"), ("redis", "Redis")):
+        a, b = cpu_per_request(award, who), cpu_per_request(bare, who)
+        if a is not None and b is not None:
+            rows.append(Row(f"  CPU per request, {name}: award / bare",
+                            f"{a:,.0f} / {b:,.0f} us = {a / b:.2f}x"))  # fmt: skip
+    return rows
+
+
 def split_row(label: str, load: Load) -> Row:
     """Each worker's share of the CPU the workers used: about even when the connections are
     spread over the workers, lopsided when one worker holds most of them."""
@@ -704,6 +724,7 @@ def rows_for(res: Results) -> list[Row]:
             cpu_row("award", award),
             split_row("award", award),
             script_row("award", award),
+            *cost_rows(award, bare),
         ]  # fmt: skip
 
     rows += open_loop_rows(res) + shared_socket_rows(res)
