@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
+import random
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -498,7 +498,10 @@ def _uuid7(now: datetime) -> uuid.UUID:
     """A version 7 UUID (RFC 9562): unix milliseconds first, then random bits. Ids that grow with
     time keep inserts into ``point_activity``'s primary key on the index's right edge."""
     ms = int(now.timestamp() * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big")
+    # the random module's generator rather than os.urandom (a system call per id, where the
+    # thread of a batch gives up the GIL): the bits need to be unique, not secret, and the
+    # module's generator is reseeded in a forked child
+    rand = random.getrandbits(80)
     value = (
         (ms << 80)
         | (0x7 << 76)
