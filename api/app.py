@@ -14,9 +14,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,6 +25,7 @@ from engine.services.facade import ScoringEngine
 
 from . import errors
 from .auth import PRINCIPAL, Authenticator, AuthError, parse_api_keys
+from .hot import HotRoutes, route_of
 from .live import LiveHub
 from .metrics import Metrics
 from .routers import awards, dashboard, engagement, health, leaderboards, me, stats, users
@@ -79,21 +79,22 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     errors.install(app)
     # the user's response models show the rules' lifetime counters (api.schemas.user_schemas)
     schemas = user_schemas(tuple(app.state.engine.rules.lifetime))
-    award_routes = awards.router(schemas)
-    for router in (health.router, award_routes, users.router(schemas),
+    award_routes, user_routes = awards.router(schemas), users.router(schemas)
+    for router in (health.router, award_routes, user_routes,
                    leaderboards.router, engagement.router, stats.router, me.router(schemas),
                    dashboard.router):  # fmt: skip
         app.include_router(router)
-    # the last added is the outermost: the guard, then the award route's fast handler
-    award_route = _route(award_routes, awards.AWARD_PATH)
-    app.add_middleware(awards.FastHandler, schemas=schemas, route=award_route)
+    # the last added is the outermost: the guard, then the hottest routes' handlers (api.hot)
+    hot_routes = [
+        (route_of(award_routes.routes, awards.AWARD_PATH, "POST"), awards.hot_award(schemas)),
+        (route_of(leaderboards.router.routes, "/v1/leaderboards/{board}", "GET"),
+         leaderboards.hot_leaderboard),
+        (route_of(user_routes.routes, "/v1/users/{user_id}", "GET"), users.hot_status(schemas)),
+    ]  # fmt: skip
+    app.add_middleware(HotRoutes, routes=hot_routes)
     app.add_middleware(_Guard)
     app.mount("/dashboard", StaticFiles(directory=dashboard.STATIC), name="dashboard")
     return app
-
-
-def _route(router: APIRouter, path: str) -> APIRoute:
-    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path)
 
 
 class _Guard:

@@ -35,14 +35,23 @@ async def get_reader(
     x_api_key: Annotated[str | None, Header(description="a server API key")] = None,
     authorization: Annotated[str | None, Header(description="Bearer <user token>")] = None,
 ) -> Principal | None:
+    """Who reads a leaderboard: see :func:`reader`."""
+    host = request.client.host if request.client else ""
+    return reader(request.app.state, host, x_api_key, authorization)
+
+
+def reader(
+    state: Any, host: str, x_api_key: str | None, authorization: str | None
+) -> Principal | None:
     """Who reads a leaderboard: None when no credentials are needed (``SCORING_PUBLIC_
-    LEADERBOARDS``: yes, or local and a loopback client), else a key with the read scope or
-    a user token. Credentials that are sent are always checked."""
-    access = request.app.state.settings.leaderboard_access
+    LEADERBOARDS``: yes, or local and a client on ``host``, a loopback address), else a key
+    with the read scope or a user token. Credentials that are sent are always checked."""
+    access = state.settings.leaderboard_access
     if not x_api_key and not authorization:
-        if access == "yes" or (access == "local" and is_loopback(request)):
+        if access == "yes" or (access == "local" and loopback(host)):
             return None
-    caller = _authenticator(request).from_headers(x_api_key, authorization)
+    authenticator: Authenticator = state.authenticator  # set by create_app
+    caller = authenticator.from_headers(x_api_key, authorization)
     caller.require(Scope.READ)
     return caller
 
@@ -52,10 +61,9 @@ def _authenticator(request: Request) -> Authenticator:
     return authenticator
 
 
-def is_loopback(request: Request) -> bool:
-    """Whether the client is on this machine (behind a local proxy, uvicorn puts the
-    X-Forwarded-For address here)."""
-    host = request.client.host if request.client else ""
+def loopback(host: str) -> bool:
+    """Whether a client at ``host`` is on this machine (behind a local proxy, uvicorn gives the
+    X-Forwarded-For address as the client's)."""
     return host == "::1" or host.startswith("127.")
 
 

@@ -6,23 +6,20 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.routing import APIRoute
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import Response
-from starlette.routing import Match
 
 from engine.domain.errors import ScoringError
 from engine.domain.results import AwardResult
-from engine.runtime.connect import REDIS_ERRORS
 from engine.services.facade import AwardRequest
 
-from .. import errors
 from ..auth import PRINCIPAL, Principal
 from ..deps import Caller, Engine, header_text, may_award
+from ..hot import Handler, answer, header, read_body, replay
 from ..schemas import AwardIn, BatchIn, UserSchemas, error_responses, render
 
 ERRORS = error_responses(401, 403, 409, 422)
-#: The award route's path, which :class:`FastHandler` answers.
+#: The award route's path (it has a hot handler: :func:`hot_award`).
 AWARD_PATH = "/v1/users/{user_id}/awards"
 
 
@@ -44,7 +41,7 @@ def router(schemas: UserSchemas) -> APIRouter:
             Header(description="a replay changes nothing and answers as the first call"),
         ] = None,
     ) -> Response:
-        # the reference implementation of the route: FastHandler answers most requests
+        # the reference implementation: the hot handler (hot_award) answers most requests
         may_award(request.app.state, caller, user_id, body.activity_type)
         return await _award(request.app.state, schemas, user_id, body, idempotency_key)
 
@@ -107,75 +104,34 @@ async def _award(
     return render(schemas.award, result, status_code=201, headers=headers)
 
 
-class FastHandler:
-    """Pure ASGI middleware that answers ``POST /v1/users/{user_id}/awards`` itself, the
-    engine's hottest route, without FastAPI's per-request machinery (a ``Request`` object,
-    dependency resolution, a second body parse, exception middleware layers): about half of an
-    award request's CPU went there (``bench.api_bench``).
+def hot_award(schemas: UserSchemas) -> Handler:
+    """The award route's hot handler (:mod:`api.hot`): the body parsed once, by pydantic from
+    the bytes (``model_validate_json``); a body that is empty, not JSON, or fails validation, or
+    a content type other than JSON, goes to the FastAPI route."""
 
-    It sits inside :class:`api.app._Guard`, so the body limits, the authentication before the
-    body and the latency histogram apply as to every route. The body is read once and parsed by
-    pydantic from the bytes (``model_validate_json``). A request it does not take as is (any
-    other route; a body that is empty, not JSON, or fails validation; a content type other than
-    JSON) goes on to the FastAPI route with the body replayed, so every refusal is FastAPI's
-    own, word for word. Errors of the award itself are answered by the app's error handlers'
-    functions (:func:`api.errors.refusal`, :func:`api.errors.store_down`).
-    """
-
-    def __init__(self, app: Any, schemas: UserSchemas, route: APIRoute) -> None:
-        self.app = app
-        self.schemas = schemas
-        self.route = route
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _maybe_award(scope):
-            await self.app(scope, receive, send)
-            return
-        match, child = self.route.matches(scope)
-        if match is not Match.FULL:
-            await self.app(scope, receive, send)
-            return
-        body, more = await _read_body(receive)
-        parsed = _parse(scope, body) if not more else None
+    async def handle(
+        scope: dict[str, Any], receive: Any, params: dict[str, Any]
+    ) -> tuple[Response | None, Any]:
+        body, disconnected = await read_body(receive)
+        parsed = None if disconnected else _parse(scope, body)
         if parsed is None:
-            await self.app(scope, _replay(body, more, receive), send)
-            return
-        scope["route"] = self.route  # the latency histogram's label, as FastAPI sets it
+            return None, replay(body, disconnected, receive)
         state = scope["app"].state
-        user_id = child["path_params"]["user_id"]
+        user_id = params["user_id"]
         caller: Principal = scope["state"][PRINCIPAL]  # the guard authenticated the request
-        try:
+
+        async def award() -> Response:
             may_award(state, caller, user_id, parsed.activity_type)
-            response = await _award(
-                state, self.schemas, user_id, parsed, _header(scope, b"idempotency-key")
-            )
-        except ScoringError as exc:
-            response = errors.refusal(state, exc)
-        except REDIS_ERRORS as exc:
-            response = errors.store_down(state, exc)
-        await response(scope, receive, send)
+            return await _award(state, schemas, user_id, parsed, header(scope, b"idempotency-key"))
 
+        return await answer(state, award()), receive
 
-def _maybe_award(scope: dict[str, Any]) -> bool:
-    path: str = scope["path"]
-    return path.endswith("/awards") and path.startswith("/v1/users/")
-
-
-async def _read_body(receive: Any) -> tuple[bytes, bool]:
-    """The request's body, and whether the client disconnected before its end."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), True  # http.disconnect
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks), False
+    return handle
 
 
 def _parse(scope: dict[str, Any], body: bytes) -> AwardIn | None:
-    """The body as an award, or None when FastAPI is to answer it (see :class:`FastHandler`)."""
-    content_type = _header(scope, b"content-type")
+    """The body as an award, or None when FastAPI is to answer it."""
+    content_type = header(scope, b"content-type")
     if not body or (content_type is not None and not _JSON.match(content_type)):
         return None
     try:
@@ -186,26 +142,3 @@ def _parse(scope: dict[str, Any], body: bytes) -> AwardIn | None:
 
 #: The content types FastAPI parses a body of as JSON: application/json and application/*+json.
 _JSON = re.compile(r"\s*application/([\w.+-]*\+)?json\s*(;|$)", re.I)
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            text: str = value.decode("latin-1")
-            return text
-    return None
-
-
-def _replay(body: bytes, more: bool, receive: Any) -> Any:
-    """``receive`` that hands over ``body`` (already read) first, then what ``receive`` gives."""
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if sent or more:
-            message: dict[str, Any] = await receive()
-            return message
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

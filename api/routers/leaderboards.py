@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.responses import Response
 
+from engine.domain.errors import ScoringError
 from engine.domain.periods import WINDOWS
 from engine.domain.results import RankInfo
 
-from ..deps import Engine, Reader
-from ..schemas import BoardInfo, BoardsOut, LeaderboardOut, RankOut, error_responses
+from ..deps import Engine, Reader, reader
+from ..hot import answer, header, query
+from ..schemas import BoardInfo, BoardsOut, LeaderboardOut, RankOut, error_responses, render
 
 router = APIRouter(prefix="/v1/leaderboards", tags=["leaderboards"])
 ERRORS = error_responses(401, 403, 404, 422)
@@ -84,13 +87,17 @@ async def stream(
     )
 
 
+#: The bounds of the leaderboard route's limit and offset (its hot handler checks the same).
+LIMIT, OFFSET = (1, 1000), (0, 1_000_000)
+
+
 @router.get("/{board}", response_model=LeaderboardOut, responses=ERRORS, summary="A leaderboard")
 async def leaderboard(
     board: str,
     engine: Engine,
     _: Reader,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=LIMIT[0], le=LIMIT[1])] = 10,
+    offset: Annotated[int, Query(ge=OFFSET[0], le=OFFSET[1])] = 0,
     around: Annotated[str | None, Query(max_length=128, description="a user id")] = None,
     period: Period = None,
 ) -> dict[str, object]:
@@ -111,6 +118,34 @@ async def leaderboard(
     else:
         entries, total = await lb.top_with_size_async(limit, offset)
     return {"board": board, "period": period, "total_users": total, "entries": entries}
+
+
+async def hot_leaderboard(
+    scope: dict[str, Any], receive: Any, params: dict[str, Any]
+) -> tuple[Response | None, Any]:
+    """The leaderboard route's hot handler (:mod:`api.hot`): a current board's page (``limit``
+    and ``offset`` only; ``around`` and ``period`` go to the FastAPI route, as does a reader
+    without the right credentials or an unknown board)."""
+    paging = query(scope, {"limit": LIMIT, "offset": OFFSET})
+    if paging is None:
+        return None, receive
+    state = scope["app"].state
+    client = scope.get("client")
+    try:
+        reader(state, client[0] if client else "", header(scope, b"x-api-key"),
+               header(scope, b"authorization"))  # fmt: skip
+        lb = state.engine.leaderboard(params["board"])
+    except ScoringError:
+        return None, receive
+
+    async def page() -> Response:
+        entries, total = await lb.top_with_size_async(paging.get("limit", 10),
+                                                      paging.get("offset", 0))  # fmt: skip
+        board = {"board": params["board"], "period": None, "total_users": total,
+                 "entries": entries}  # fmt: skip
+        return render(LeaderboardOut, board)
+
+    return await answer(state, page()), receive
 
 
 @router.get(

@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from starlette.responses import Response
 
-from engine.domain.errors import InvalidPaging
+from engine.domain.errors import InvalidPaging, ScoringError
 from engine.domain.results import UserState
 
 from ..auth import Scope
 from ..deps import Caller, Engine
-from ..schemas import ActivityPage, ProfileIn, UserSchemas, error_responses
+from ..hot import Handler, answer, header
+from ..schemas import ActivityPage, ProfileIn, UserSchemas, error_responses, render
 
 ERRORS = error_responses(401, 403, 422)
 
@@ -69,6 +71,31 @@ def router(schemas: UserSchemas) -> APIRouter:
         }
 
     return router
+
+
+def hot_status(schemas: UserSchemas) -> Handler:
+    """The user status route's hot handler (:mod:`api.hot`); a caller without the right
+    credentials goes to the FastAPI route."""
+
+    async def handle(
+        scope: dict[str, Any], receive: Any, params: dict[str, Any]
+    ) -> tuple[Response | None, Any]:
+        state = scope["app"].state
+        user_id = params["user_id"]
+        try:
+            caller = state.authenticator.from_headers(
+                header(scope, b"x-api-key"), header(scope, b"authorization")
+            )
+            caller.require_user(user_id, Scope.READ)
+        except ScoringError:
+            return None, receive
+
+        async def status() -> Response:
+            return render(schemas.user, await state.engine.status_async(user_id))
+
+        return await answer(state, status()), receive
+
+    return handle
 
 
 def _encode(at: datetime, activity_id: str) -> str:
