@@ -5,10 +5,16 @@ Each script may pull in shared pieces with a line ``--- @include "name"`` (from
 ``--- @define NAME`` becomes ``local NAME = <value>`` with a value the engine supplies (the rule
 tables), so rules reach the script without costing arguments on every call; each set of values
 is a script of its own, with its own SHA1. The number of keys a script takes is read from its
-header (the highest ``KEYS[n]`` it documents) and checked on every call. Calls go through
-:class:`redis.commands.core.Script` (EVALSHA with a NOSCRIPT fallback), or
-:meth:`LuaScript.acall` on an asyncio client; :func:`stream_calls` and :func:`run_calls` run
-batches pipelined and re-run the calls a flushed script cache refused.
+header (the highest ``KEYS[n]`` it documents) and checked on every call.
+
+Where the server takes Redis Functions (Redis 7 and later), each script is also a library
+(``FUNCTION LOAD``, on a client's first call) whose defines and includes run once, at load, and
+whose one function runs the rest with the call's KEYS and ARGV: calls are ``FCALL``, and no
+longer build the rule tables each time. Elsewhere (Redis 6.2, an ACL without ``FUNCTION``, a
+cluster's top-level client) calls go through :class:`redis.commands.core.Script` (EVALSHA with a
+NOSCRIPT fallback). :meth:`LuaScript.acall` runs a call on an asyncio client; :func:`stream_calls`
+and :func:`run_calls` run batches pipelined and re-run the calls a flushed script cache (or a
+lost function, handled as NOSCRIPT) refused.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from redis.exceptions import (
     ClusterError,
     ConnectionError,
     MovedError,
+    NoPermissionError,
     NoScriptError,
     RedisClusterException,
     ResponseError,
@@ -124,8 +131,8 @@ class LuaScript:
             return False
         try:
             client.execute_command("FUNCTION", "LOAD", "REPLACE", self.library)
-        except ResponseError as exc:  # before Redis 7 (unknown command), or not permitted
-            log.info("lua/%s.lua runs as EVALSHA: FUNCTION LOAD refused (%s)", self.name, exc)
+        except ResponseError as exc:
+            self._refused(exc)
             return False
         listed = client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", self._pattern)
         _prune(client, self, listed)
@@ -137,13 +144,22 @@ class LuaScript:
         try:
             await client.execute_command("FUNCTION", "LOAD", "REPLACE", self.library)
         except ResponseError as exc:
-            log.info("lua/%s.lua runs as EVALSHA: FUNCTION LOAD refused (%s)", self.name, exc)
+            self._refused(exc)
             return False
         listed = await client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", self._pattern)
         for stale in _stale(self, listed):
             with contextlib.suppress(ResponseError):
                 await client.execute_command("FUNCTION", "DELETE", stale)
         return True
+
+    def _refused(self, exc: ResponseError) -> None:
+        """Say why calls of this script run as EVALSHA: quietly for a server without functions
+        (before Redis 7: an unknown command) or a user without them (NOPERM), loudly for a
+        library that did not load (a bug of the engine's)."""
+        text = str(exc)
+        expected = "unknown command" in text.lower() or isinstance(exc, NoPermissionError)
+        level = logging.INFO if expected else logging.WARNING
+        log.log(level, "lua/%s.lua runs as EVALSHA: FUNCTION LOAD refused (%s)", self.name, text)
 
     @property
     def _pattern(self) -> str:
