@@ -449,6 +449,38 @@ def test_award_many_streams_per_node_across_a_slot_map_change(
     client.close()
 
 
+def test_awards_run_as_functions_and_survive_a_function_flush(
+    cluster_redis: RedisCluster,
+) -> None:
+    """The node clients of a batch's streams call the award script's function (FCALL); after
+    FUNCTION FLUSH on every master (a restart without persistence, say) a batch and a single
+    award load it again and are applied once each."""
+
+    def fcalls() -> int:
+        stats = cluster_redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        return sum(v.get("cmdstat_fcall", {}).get("calls", 0) for v in stats.values())
+
+    engine = ScoringEngine(cluster_redis, rules=PLAIN_RULES, shards=SHARDS)
+    batch = awards(240)
+    before = fcalls()
+    first = engine.award_many(batch[:120])
+    assert_applied(first)
+    assert fcalls() >= before + 120
+    cluster_redis.function_flush()  # on every primary
+    second = engine.award_many(batch[120:])
+    assert_applied(second)
+    name = engine.awards._award.function
+    for node in cluster_redis.get_primaries():  # loaded again where it was lost
+        listed = cluster_redis.get_redis_connection(node).function_list(library=name)
+        assert listed, node.name
+    assert not any(r.replayed for r in first + second)
+    cluster_redis.function_flush()  # on every primary
+    one = engine.award("u1", "comment", amount=2)
+    points = sum(r.activity.amount for r in first + second) + 2
+    assert sum(engine.status(f"u{i}").total_points for i in range(97)) == points
+    assert one.user.total_points == engine.status("u1").total_points
+
+
 def shard_0_to_move(
     cluster: LocalCluster, n: int, batch: int = 100
 ) -> tuple[RedisCluster, ScoringEngine, Callable[[], None]]:
