@@ -58,6 +58,16 @@ def test_concurrent_awards_share_one_connection_and_get_their_own_replies(
         assert engine.status(f"u{u}").total_points == expected
 
 
+def _kill_others_of_this_database(r: redis.Redis) -> None:
+    """CLIENT KILL of this database's other connections (the engine's): not of the server's
+    other clients, which may be another run's."""
+    db = str(r.connection_pool.connection_kwargs.get("db", 0))
+    me = r.client_id()
+    for c in r.client_list():
+        if c.get("db") == db and int(c["id"]) != me:
+            r.client_kill_filter(_id=c["id"])
+
+
 def test_a_killed_connection_loses_and_doubles_nothing(
     engine: ScoringEngine, real_redis: redis.Redis
 ) -> None:
@@ -67,11 +77,17 @@ def test_a_killed_connection_loses_and_doubles_nothing(
             asyncio.ensure_future(engine.award_async(f"k{i % 20}", "reaction", amount=1))
             for i in range(2000)
         ]
-        for _ in range(3):  # kill the pipeline's connection while batches are on the wire
-            await asyncio.sleep(0.01)
-            real_redis.client_kill_filter(_type="normal", skipme=True)
+        pipe = engine.awards._async_redis()
+        for _ in range(2):  # kill the pipeline's connection while batches are on the wire
+            await asyncio.sleep(0.02)
+            lost = pipe.reconnects
+            _kill_others_of_this_database(real_redis)
+            for _ in range(400):  # until the pipeline noticed (or every award is answered)
+                if pipe.reconnects > lost or all(t.done() for t in tasks):
+                    break
+                await asyncio.sleep(0.005)
         results = await asyncio.gather(*tasks)
-        assert engine.awards._async_redis().reconnects >= 1  # the kills did land mid-batch
+        assert pipe.reconnects >= 1  # a kill did land mid-batch
         return results
 
     results = _run(engine, work)
@@ -116,6 +132,35 @@ def test_an_error_reply_is_its_command_s_own(redis_url: str, real_redis: redis.R
             with pytest.raises(ResponseError):
                 await pipe.execute_command("INCR", "ap:text")
             assert await pipe.execute_command("GET", "ap:a") == "1"
+        finally:
+            await pipe.aclose()
+
+    asyncio.run(work())
+
+
+def test_a_redis_that_is_down_fails_at_once() -> None:
+    """Nothing can be written: the callers get the connection error at once (the API's 503),
+    not after retries."""
+    import socket
+    import time
+
+    from redis.exceptions import ConnectionError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def work() -> None:
+        # as the engine makes its asyncio clients (engine.runtime.connect.clients)
+        pipe = AutoPipeline(aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0"))
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(pipe.execute_command("PING") for _ in range(10)), return_exceptions=True
+            )
+            assert all(isinstance(r, ConnectionError) for r in results)
+            assert time.monotonic() - started < 1.0
+            assert pipe.reconnects == 0
         finally:
             await pipe.aclose()
 

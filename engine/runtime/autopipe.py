@@ -9,12 +9,13 @@ writes whatever has gathered, reads the replies in order and hands each to its c
 writes what gathered meanwhile. Redis executes the commands one after the other as it would
 from separate connections, so nothing changes for the callers but the cost.
 
-Only for commands that are safe to send again: when the connection fails before a command's
-reply arrives, the command is sent again on a new connection (up to
-:data:`~engine.runtime.connect.RETRIES` tries, with the usual pauses), as redis-py's client
-retries a command whose connection failed. The award script is safe to repeat: its activity id
-makes a second run a replay. Single Redis servers only; a cluster client routes each command to
-its slot's node itself.
+Only for commands that are safe to send again: when a connection fails after the commands were
+written and before their replies arrived (the server or a proxy closed it, a killed client),
+they are sent again on a new connection, up to :data:`TRIES` writes in all, since only the same
+call can settle whether the first one ran. When no connection can be made, the callers get the
+error at once (a Redis that is down is a 503 within milliseconds, as with redis-py's client).
+The award script is safe to repeat: its activity id makes a second run a replay. Single Redis
+servers only; a cluster client routes each command to its slot's node itself.
 """
 
 from __future__ import annotations
@@ -25,9 +26,22 @@ from typing import Any
 
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
-from engine.runtime.connect import RETRIES, pack_commands, pause
+from engine.runtime.connect import pack_commands
 
 _Pending = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
+#: Writes of a command at most: the first, and again on a new connection after each that
+#: failed before its reply came.
+TRIES = 3
+
+
+class _Unreachable(Exception):
+    """No connection to Redis could be made (the error is the cause)."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether ``exc`` says no connection could be made at all (redis-py's "Error 111
+    connecting to ...", "Timeout connecting to server"), rather than one lost once made."""
+    return "connecting to" in str(exc).lower()
 
 
 class AutoPipeline:
@@ -95,20 +109,22 @@ class AutoPipeline:
                     raise
 
     async def _send(self, batch: list[_Pending]) -> None:
-        """Write ``batch`` and settle each of its futures; a command whose connection failed
-        before its reply goes again on a new connection, up to RETRIES tries."""
-        for attempt in range(RETRIES + 1):
+        """Write ``batch`` and settle each of its futures; the commands whose connection failed
+        before their replies go once more on a new connection."""
+        for attempt in range(TRIES):
             try:
                 await self._round(batch)
+                return
+            except _Unreachable as exc:  # nothing was written: no reason to wait for Redis
+                self._fail(batch, exc.__cause__ or exc)
                 return
             except (ConnectionError, TimeoutError, OSError) as exc:
                 self.reconnects += 1
                 if self._connection is not None:
                     await self._connection.disconnect()
-                if attempt == RETRIES:
+                if attempt == TRIES - 1:
                     self._fail(batch, exc)
                     return
-                await asyncio.sleep(pause(attempt))
 
     async def _round(self, batch: list[_Pending]) -> None:
         """One write of ``batch`` and its replies; raises the connection's error, with
@@ -116,7 +132,12 @@ class AutoPipeline:
         if self._connection is None:
             self._connection = self._client.connection_pool.make_connection()
         connection = self._connection
-        await connection.connect()
+        try:
+            await connection.connect()
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            if _refused(exc):
+                raise _Unreachable from exc
+            raise  # made, then lost (in the handshake): as any lost connection
         packed = pack_commands(connection, [args for args, _ in batch])
         await connection.send_packed_command(packed, check_health=False)
         for i, (_, future) in enumerate(batch):
