@@ -239,6 +239,21 @@ def bench_award_many(r: redis.Redis, sizes: Sizes, *, processes: int, shards: in
 # -- 4. the bare two-command script ------------------------------------------------------------
 
 
+def timed_evalsha(r: redis.Redis, calls: list[tuple[Any, ...]]) -> Phase:
+    """``calls`` (EVALSHA arguments) in pipelined batches of BATCH, timed from a statistics
+    reset: the phase they make."""
+    errors = 0
+    reset_stats(r)
+    start = time.perf_counter()
+    for i in range(0, len(calls), BATCH):
+        pipe = r.pipeline(transaction=False)
+        for args in calls[i : i + BATCH]:
+            pipe.execute_command("EVALSHA", *args)
+        errors += sum(isinstance(x, Exception) for x in pipe.execute(raise_on_error=False))
+    seconds = time.perf_counter() - start
+    return Phase(len(calls), seconds, command_stats(r), errors)
+
+
 def bench_bare(r: redis.Redis, sizes: Sizes) -> Phase:
     """HINCRBY + ZINCRBY in one script, EVALSHA in pipelined batches: the ceiling."""
     fresh_db(r)
@@ -250,16 +265,7 @@ def bench_bare(r: redis.Redis, sizes: Sizes) -> Phase:
         (sha, 2, keys.user(uid, 0), board, uid, rules.activity_types[t].points)
         for uid, t in workload(sizes.bare_awards, sizes.users, seed=3)
     ]
-    errors = 0
-    reset_stats(r)
-    start = time.perf_counter()
-    for i in range(0, len(calls), BATCH):
-        pipe = r.pipeline(transaction=False)
-        for args in calls[i : i + BATCH]:
-            pipe.execute_command("EVALSHA", *args)
-        errors += sum(isinstance(x, Exception) for x in pipe.execute(raise_on_error=False))
-    seconds = time.perf_counter() - start
-    return Phase(len(calls), seconds, command_stats(r), errors)
+    return timed_evalsha(r, calls)
 
 
 def bench_floor(r: redis.Redis, sizes: Sizes) -> Phase:
@@ -268,20 +274,11 @@ def bench_floor(r: redis.Redis, sizes: Sizes) -> Phase:
     fresh_db(r)
     engine = ScoringEngine(r, shards=1)
     sha = r.script_load(FLOOR_SCRIPT)
-    calls = []
+    calls: list[tuple[Any, ...]] = []
     for uid, t in workload(sizes.bare_awards, sizes.users, seed=3):
         p = engine.awards._prepare(uid, t, None, "", None, None)
         calls.append((sha, len(p.keys), *p.keys, *p.args))
-    errors = 0
-    reset_stats(r)
-    start = time.perf_counter()
-    for i in range(0, len(calls), BATCH):
-        pipe = r.pipeline(transaction=False)
-        for args in calls[i : i + BATCH]:
-            pipe.execute_command("EVALSHA", *args)
-        errors += sum(isinstance(x, Exception) for x in pipe.execute(raise_on_error=False))
-    seconds = time.perf_counter() - start
-    return Phase(len(calls), seconds, command_stats(r), errors)
+    return timed_evalsha(r, calls)
 
 
 # -- 5. the seed's design on PostgreSQL --------------------------------------------------------
