@@ -309,22 +309,30 @@ def _producer(url: str, seconds: float, users: int, go: Any, results: Any) -> No
     warm_up(engine)  # also proves the pipeline: the warm-up rows reach SQL before "go"
     results.put("ready")
     go.wait(timeout=PROCESS_TIMEOUT)
+    results.put(paced_awards(engine, requests, LAG_BATCH, LAG_RATE))
+
+
+def paced_awards(
+    engine: ScoringEngine, requests: list[AwardRequest], per_call: int, rate: float
+) -> tuple[list[tuple[str, float]], int, float]:
+    """``requests`` through ``award_many``, ``per_call`` at a time at ``rate`` awards/s on an
+    absolute schedule: (sent, errors, elapsed), ``sent`` a list of (activity id, returned at)."""
     sent: list[tuple[str, float]] = []
     errors = 0
-    interval = LAG_BATCH / LAG_RATE
+    interval = per_call / rate
     start = time.perf_counter()
-    for k in range(ticks):
+    for k in range(len(requests) // per_call):
         delay = start + k * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        out = engine.award_many(requests[k * LAG_BATCH : (k + 1) * LAG_BATCH])
+        out = engine.award_many(requests[k * per_call : (k + 1) * per_call])
         returned = time.time()
         for x in out:
             if isinstance(x, Exception):
                 errors += 1
             else:
                 sent.append((x.activity.id, returned))
-    results.put((sent, errors, time.perf_counter() - start))
+    return sent, errors, time.perf_counter() - start
 
 
 class Poller(threading.Thread):

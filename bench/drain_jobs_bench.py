@@ -46,6 +46,7 @@ from bench.drain_bench import (
     bench_database,
     empty_tables,
     find_postgres,
+    paced_awards,
     row_count,
     stop_process,
     wait_for,
@@ -83,22 +84,7 @@ def _producer(url: str, rate: int, seconds: float, go: Any, results: Any) -> Non
     warm_up(engine)
     results.put("ready")
     go.wait(timeout=PROCESS_TIMEOUT)
-    sent: list[tuple[str, float]] = []
-    errors = 0
-    interval = per_call / rate
-    start = time.perf_counter()
-    for k in range(calls):
-        delay = start + k * interval - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        out = engine.award_many(requests[k * per_call : (k + 1) * per_call])
-        returned = time.time()
-        for x in out:
-            if isinstance(x, Exception):
-                errors += 1
-            else:
-                sent.append((x.activity.id, returned))
-    results.put((sent, errors, time.perf_counter() - start))
+    results.put(paced_awards(engine, requests, per_call, rate))
 
 
 @dataclass

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import jwt
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 from engine import AwardRequest, ScoringEngine
 from engine.domain.rules import build_rules
 from engine.storage.models import PointActivity
+from engine.storage.outbox import DrainQueue
 from engine.storage.store import SqlStore
 from workers.drain import Drainer
 
@@ -244,3 +246,26 @@ reactions_given = "reaction"
 logins = "daily_login"
 quizzes_completed = "quiz_complete"
 """
+
+
+class CountingQueue(DrainQueue):
+    """A drain queue that also counts the drain jobs requested, per shard."""
+
+    def __init__(self, queue: Any) -> None:
+        super().__init__(queue)
+        self.requests: list[int] = []
+
+    def request(self, shard: int) -> None:
+        self.requests.append(shard)
+        super().request(shard)
+
+
+class NoQueue:
+    """An RQ queue that drops what is enqueued and is always empty (a test runs the jobs
+    itself)."""
+
+    count = 0
+    jobs: list[Any] = []
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> None:
+        return None

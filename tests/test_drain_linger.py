@@ -21,7 +21,15 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import PLAIN_RULES, USERS, assert_sql_matches_redis, burst_worker, drainer
+from helpers import (
+    PLAIN_RULES,
+    USERS,
+    CountingQueue,
+    NoQueue,
+    assert_sql_matches_redis,
+    burst_worker,
+    drainer,
+)
 from sqlalchemy import select
 
 import workers.jobs
@@ -37,28 +45,6 @@ RATE = 10.0
 SECONDS = 4.0
 
 
-class CountingQueue(DrainQueue):
-    """A drain queue that also counts the drain jobs the award path requested."""
-
-    def __init__(self, queue: Any) -> None:
-        super().__init__(queue)
-        self.requests: list[int] = []
-
-    def request(self, shard: int) -> None:
-        self.requests.append(shard)
-        super().request(shard)
-
-
-class NoQueue:
-    """An RQ queue that drops what is enqueued and is always empty."""
-
-    count = 0
-    jobs: list[Any] = []
-
-    def enqueue(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 @pytest.fixture
 def rq_queue(real_redis: redis.Redis, redis_url: str) -> Iterator[Any]:
     from rq import Queue
@@ -67,6 +53,13 @@ def rq_queue(real_redis: redis.Redis, redis_url: str) -> Iterator[Any]:
     queue.empty()
     yield queue
     queue.empty()
+
+
+def wait_for_a_started_job(queue: Any, timeout: float = 30) -> None:
+    """Until a worker of ``queue`` runs a job (or ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while not queue.started_job_registry.count and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def jobs_run(queue: Any) -> int:
@@ -308,9 +301,7 @@ def test_a_killed_lingering_worker_leaves_a_flag_that_lapses_within_a_lease(
     trickle = Trickle(engine, seconds=30)
     try:
         trickle.start()
-        deadline = time.monotonic() + 30
-        while not rq_queue.started_job_registry.count and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_a_started_job(rq_queue)
         time.sleep(0.5)  # the job runs, and lingers
         assert drains.requests == [0]
         stop_worker(worker, signal.SIGKILL)
@@ -342,9 +333,7 @@ def test_sigterm_ends_a_lingering_job_at_once(
     trickle = Trickle(engine, seconds=30)
     try:
         trickle.start()
-        deadline = time.monotonic() + 30
-        while not rq_queue.started_job_registry.count and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_a_started_job(rq_queue)
         time.sleep(1.0)
         asked = time.monotonic()
         worker.send_signal(signal.SIGTERM)

@@ -15,7 +15,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -23,6 +22,8 @@ from helpers import (
     PG_TEST_DB,
     PLAIN_RULES,
     Clock,
+    CountingQueue,
+    NoQueue,
     assert_sql_matches_redis,
     award_some,
     burst_worker,
@@ -33,7 +34,6 @@ from sqlalchemy.engine import make_url
 
 import workers.jobs
 from engine import ScoringEngine
-from engine.storage.outbox import DrainQueue
 from engine.storage.store import SqlStore
 from workers.drain import GROUP, Drainer
 
@@ -115,25 +115,6 @@ def unreachable(store: SqlStore) -> SqlStore:
         return SqlStore("sqlite:////etc/hostname/cannot-open.db")  # a file, not a folder
     return SqlStore("postgresql+psycopg://postgres@127.0.0.1:1/test",
                     connect_args={"connect_timeout": 1})  # fmt: skip
-
-
-class CountingQueue(DrainQueue):
-    """A drain queue that also counts the drain jobs requested, per shard."""
-
-    def __init__(self, queue: Any) -> None:
-        super().__init__(queue)
-        self.requests: list[int] = []
-
-    def request(self, shard: int) -> None:
-        self.requests.append(shard)
-        super().request(shard)
-
-
-class NoQueue:
-    """An RQ queue that drops what is enqueued (the test runs the jobs itself)."""
-
-    def enqueue(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 class LaterSql:
