@@ -109,16 +109,20 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _answers(port: int) -> bool:
-    """A fresh connection gets /healthz answered."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
+def _answers(port: int, tries: int = 1) -> bool:
+    """A fresh connection gets /healthz answered (within ``tries`` connections: a client
+    retries a connection reset before its request was read)."""
+    for _ in range(tries):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return True
+        except OSError:
+            pass
+        finally:
+            conn.close()
+    return False
 
 
 def test_workers_share_connections_survive_a_kill_and_stop_on_sigterm(
@@ -143,7 +147,9 @@ def test_workers_share_connections_survive_a_kill_and_stop_on_sigterm(
         victim, survivor = workers
         os.kill(victim, signal.SIGKILL)
         assert wait_until(lambda: _gone(victim), 10)
-        answered = [_answers(server.port) for _ in range(20)]
+        # a connection the kernel had handed to the dying worker's socket as it closed is
+        # reset (CI saw one in twenty, once): it is tried again, as a client would
+        answered = [_answers(server.port, tries=2) for _ in range(20)]
         assert all(answered), answered
         assert wait_until(
             lambda: len(server.workers()) == 2 and victim not in server.workers(), 30
