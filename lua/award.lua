@@ -12,6 +12,9 @@
            (hashes: quest id -> record, see includes/quest_record.lua)
   KEYS[14] weekly_goal type board    KEYS[15] side_quest type board
   KEYS[16] shard's upgrade feed (stream of tier and level changes, see includes/feed.lua)
+  KEYS[17] user's achievements (hash: "<id>:<level>" -> when earned, unix ms)
+  KEYS[18] shard's achievement holders (hash: "<id>:<level>" -> users holding it)
+  KEYS[19] achievement type board
 
   ARGV[1]  activity id (uuid)        ARGV[2]  user id
   ARGV[3]  amount (integer > 0, points)
@@ -34,15 +37,18 @@
   quest); quest_desc (what a quest reward's description says before the quest's title);
   goal_fields ("wk", then "g:<goal>" of each goal: the fields of the goal hash, in goals'
   order); lifetime_fields (the user hash fields "n:<type>" of the activity types whose counts
-  the state carries, in order)
+  the state carries, in order); achievements, ach_fields, ach_type (includes/achievements.lua);
+  award_fields (lifetime_fields, then ach_fields: read with the user's state)
 
   Returns:
     {0, record, flag, state}  applied; flag = 1 when this award raised the drain flag (the caller
                   then enqueues a drain job), else 0. record (also the idempotency record) =
                   fingerprint, created_at ms, total after the award and its rewards, rewards;
-                  joined by "\31". rewards: one per goal or quest this award completed,
-                  "kind\30ref\30points\30reward key", joined by "\29" (the reward's activity
-                  id is uuid5 of its key: engine.rules.reward_id). state = the user's total,
+                  joined by "\31". rewards: one per goal or quest this award completed and
+                  per achievement level it earned, "kind\30ref\30points\30reward key", joined
+                  by "\29" (the reward's activity id is uuid5 of its key:
+                  engine.rules.reward_id; an achievement's ref is "<id>:<level>", and one
+                  with 0 points is no activity). state = the user's total,
                   current streak, longest streak, last active day, version, count and points of
                   this activity type, the count of each of RULES.lifetime_fields (in its
                   order), username, display name, joined by "\31"; after the award and its
@@ -53,8 +59,9 @@
 
   Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
   state = "total level streak longest last_day version" after the award. Then one entry per
-  reward (an activity of type weekly_goal or side_quest, with its own state), one per side
-  quest advanced (e = quest) and one per goal completed (e = goal).
+  reward (an activity of type weekly_goal, side_quest or achievement, with its own state), one
+  per side quest advanced (e = quest), one per goal completed (e = goal) and one per
+  achievement level earned (e = ach).
 
   Weekly goals follow the week (Monday first) of the activity's local day; an activity in a
   week before the user's current goal week advances nothing. A goal's reward is given by the
@@ -79,6 +86,7 @@ local rcall = redis.call
 --- @include "quest_progress"
 --- @include "goals"
 --- @include "goals_store"
+--- @include "achievements"
 --- @include "drain_flag"
 
 local user_key, days_key, record_key, outbox_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -87,6 +95,7 @@ local day_board, week_board, month_board = KEYS[7], KEYS[8], KEYS[9]
 local flag_key, goals_key = KEYS[10], KEYS[11]
 local quests_key, quests_done_key = KEYS[12], KEYS[13]
 local goal_board, quest_board, feed_key = KEYS[14], KEYS[15], KEYS[16]
+local ach_key, ach_counts_key, ach_board = KEYS[17], KEYS[18], KEYS[19]
 
 local activity_id, user, amount_s, activity_type = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local description, at_ms, day_s, week = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -103,8 +112,9 @@ local lifetime_fields = RULES.lifetime_fields
 local nkey, pkey = "n:" .. activity_type, "pts:" .. activity_type
 local h = rcall("HMGET", user_key, "tz", "total", "tier", "level", "streak", "longest",
   "last_day", "day0", "version", nkey, pkey, "username", "display_name",
-  unpack(lifetime_fields))
+  unpack(RULES.award_fields))
 local LIFETIME_AT = 13  -- h[LIFETIME_AT + i]: the value of lifetime_fields[i]
+local ACH_AT = LIFETIME_AT + #lifetime_fields  -- h[ACH_AT + i]: the value of ach_fields[i]
 
 local tz = h[1] or "UTC"
 if tz ~= assumed_tz then return {-2, tz} end
@@ -163,12 +173,31 @@ if not RULES.reward_types[activity_type] then
   quests = advance_quests(quests_key, quest_board, user, activity_type, at_ms, rewards)
 end
 
+-- Achievements: tested against the state after the award and its goal and quest rewards.
+if #RULES.achievements > 0 then
+  local values = {total = total, streak = cur}
+  local ach_fields = RULES.ach_fields
+  for i = #RULES.achievements + 1, #ach_fields do
+    values[ach_fields[i]] = tonumber(h[ACH_AT + i] or "0")
+  end
+  values[nkey] = tonumber(count_s)
+  for i = 1, #rewards do
+    local r = rewards[i]
+    local f = "n:" .. r[1]
+    values.total = values.total + r[3]
+    values[f] = (values[f] or 0) + 1
+  end
+  decide_achievements(values, held_achievements(h, ACH_AT), user, ach_board, rewards)
+end
+
 local final_total, final_version = total, tonumber(version_s)
 local packed = {}
 for i = 1, #rewards do
   local r = rewards[i]
-  final_total = final_total + r[3]
-  final_version = final_version + 1
+  if r[3] > 0 then
+    final_total = final_total + r[3]
+    final_version = final_version + 1
+  end
   packed[i] = table.concat({r[1], r[2], tostring(r[3]), r[4]}, "\30")
 end
 
@@ -253,8 +282,9 @@ if #rewards > 0 then
     lifetimes = {day_life, week_life, month_life}}
   for i = 1, #rewards do
     local r = rewards[i]
-    credit(st, r[1], r[6], r[3], r[4], r[5])
+    if r[3] > 0 then credit(st, r[1], r[6], r[3], r[4], r[5]) end
   end
+  store_achievements(rewards, st, ach_key, ach_counts_key, at_ms)
 end
 
 -- whoever raises the drain flag enqueues the shard's one drain job

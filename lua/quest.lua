@@ -6,6 +6,8 @@
   KEYS[4] shard outbox stream        KEYS[5] all-time board
   KEYS[6] side_quest type board      KEYS[7] day board   KEYS[8] week board   KEYS[9] month board
   KEYS[10] shard's drain flag        KEYS[11] shard's upgrade feed
+  KEYS[12] user's achievements  KEYS[13] shard's achievement holders  KEYS[14] achievement
+           type board (as for award.lua)
 
   ARGV[1] "start", "progress" or "complete"
   ARGV[2] user id                    ARGV[3] quest id
@@ -15,12 +17,14 @@
   ARGV[7] day board lifetime  ARGV[8] week board's  ARGV[9] month board's (TTLs in seconds,
           as for award.lua; 0 = leave that board alone)
   ARGV[10] drain flag lifetime (seconds)
-  RULES: as for award.lua (tier and level tables, quest_type, quest_desc)
+  RULES: as for award.lua (tier and level tables, quest_type, quest_desc, achievements)
 
   Returns:
-    {0, record, flag, reward}  done; record = the quest's record after the call; flag = 1 when
-                  this call raised the drain flag; reward = "points\30reward key" when it
-                  completed the quest, else "" (the activity id is uuid5 of the key)
+    {0, record, flag, reward, achievements}  done; record = the quest's record after the call;
+                  flag = 1 when this call raised the drain flag; reward = "points\30reward key"
+                  when it completed the quest, else "" (the activity id is uuid5 of the key);
+                  achievements = the levels the completion earned, "<id>:<level>" joined by
+                  "\29" (see includes/achievements.lua), else ""
     {-3, record}  start: the quest is already in progress (nothing changed)
     {-4, record}  the quest is already completed (nothing changed)
     {-5}          progress or complete: the user has not started the quest (nothing changed)
@@ -33,12 +37,14 @@ local rcall = redis.call
 --- @include "feed"
 --- @include "credit"
 --- @include "quest_record"
+--- @include "achievements"
 --- @include "drain_flag"
 
 local user_key, open_key, done_key, outbox_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local all_board, quest_board = KEYS[5], KEYS[6]
 local day_board, week_board, month_board = KEYS[7], KEYS[8], KEYS[9]
 local flag_key, feed_key = KEYS[10], KEYS[11]
+local ach_key, ach_counts_key, ach_board = KEYS[12], KEYS[13], KEYS[14]
 
 local op, user, qid, now, today = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local operand = ARGV[6]
@@ -71,7 +77,7 @@ else
 end
 
 rec = quest_store(open_key, done_key, outbox_key, user, qid, f)
-local reward = ""
+local reward, earned = "", ""
 if f[7] ~= "" then
   local points = tonumber(f[4])
   local id = "quest:" .. user .. ":" .. qid
@@ -91,5 +97,6 @@ if f[7] ~= "" then
   if not h[1] then rcall("HSET", user_key, "created_at", now) end
   credit(st, RULES.quest_type, quest_board, points, id, RULES.quest_desc .. f[8])
   reward = tostring(points) .. "\30" .. id
+  earned = achievements_reply(grant_achievements(st, ach_key, ach_counts_key, ach_board, now))
 end
-return {0, rec, raise_drain_flag(flag_key, flag_ttl), reward}
+return {0, rec, raise_drain_flag(flag_key, flag_ttl), reward, earned}

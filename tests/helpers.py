@@ -28,10 +28,11 @@ PG_TEST_DB = os.environ.get("SCORING_TEST_PG_DB", "scoring_tests")
 if not PG_TEST_DB.isidentifier():
     raise ValueError(f"SCORING_TEST_PG_DB={PG_TEST_DB!r} is not a plain database name")
 
-#: The core tests' rules: the defaults without weekly goals, whose rewards (extra activities)
-#: would shift the exact totals, counts and outbox lengths those tests check. The goals run
-#: with the default rules in test_engagement.py.
-PLAIN_RULES = build_rules({"weekly_goals": {}})
+#: The core tests' rules: the defaults without weekly goals and achievements, whose rewards and
+#: records (extra activities and outbox entries) would shift the exact totals, counts and outbox
+#: lengths those tests check. They run with the default rules in test_engagement.py and
+#: test_achievements.py.
+PLAIN_RULES = build_rules({"weekly_goals": {}, "achievements": {}})
 
 
 # -- the clock -------------------------------------------------------------------------------

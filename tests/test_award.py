@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import BASE, LIFETIME_RULES, Clock, at_utc, iso, snapshot, week_id
+from helpers import BASE, LIFETIME_RULES, PLAIN_RULES, Clock, at_utc, iso, snapshot, week_id
 
 from engine import AwardRequest, ScoringEngine
 from engine.domain.errors import (
@@ -349,10 +349,12 @@ def async_engine(request: pytest.FixtureRequest, clock) -> ScoringEngine:
     """An engine whose award_async has an asyncio client: from_url (real Redis) or fake_engine."""
     if request.param == "redis":
         request.getfixturevalue("real_redis")  # flushed, marked
-        return ScoringEngine.from_url(request.getfixturevalue("redis_url"), clock=clock)
+        return ScoringEngine.from_url(
+            request.getfixturevalue("redis_url"), clock=clock, rules=PLAIN_RULES
+        )
     from engine.runtime.testing import fake_engine
 
-    return fake_engine(clock=clock)
+    return fake_engine(clock=clock, rules=PLAIN_RULES)
 
 
 def test_award_async_matches_award(async_engine: ScoringEngine) -> None:

@@ -56,7 +56,7 @@ def test_defaults_cover_the_seed() -> None:
     assert list(RULES.tiers) == ["ember", "spark", "blaze", "beacon", "phoenix"]
     assert (
         set(RULES.activity_types) == set(DEFAULT_ACTIVITY_TYPES)
-        and len(DEFAULT_ACTIVITY_TYPES) == 11
+        and len(DEFAULT_ACTIVITY_TYPES) == 12
     )
     # every amount in the seed's examples is admitted
     for activity_type, amount in [

@@ -27,12 +27,12 @@ def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None
     assert {"award", "set_profile", "board_position"} <= set(names)
     rules = load_rules().script_tables
     for name in names:
-        defined = name in ("award", "quest")
+        defined = name in ("award", "quest", "achieve")
         script = scripts.get(name, RULES=rules) if defined else scripts[name]
         assert not re.search(r"^--- @(include|define)", script.source, re.M)
         assert real_redis.script_load(script.source) == script.sha
     assert (
-        scripts.get("award", RULES=rules).numkeys == 16 and scripts["board_position"].numkeys == 1
+        scripts.get("award", RULES=rules).numkeys == 19 and scripts["board_position"].numkeys == 1
     )
 
 
@@ -197,7 +197,7 @@ def test_every_script_loads_as_a_library_whose_function_matches_eval(
 ) -> None:
     rules = load_rules().script_tables
     for name in scripts.names():
-        script = scripts.get(name, RULES=rules) if name in ("award", "quest") else scripts[name]
+        script = scripts.get(name, RULES=rules) if name in ("award", "quest", "achieve") else scripts[name]
         assert script.library is not None and script.library.startswith("#!lua name=scoring_")
         assert not re.search(r"^--- @(include|define)", script.library, re.M)
         assert script.uses_function(real_redis), name  # FUNCTION LOAD took it

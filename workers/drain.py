@@ -138,12 +138,14 @@ class _Batch:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     quests: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     goals: dict[tuple[str, str, date], dict[str, Any]] = field(default_factory=dict)
+    achievements: list[dict[str, Any]] = field(default_factory=list)
     broken: dict[str, str] = field(default_factory=dict)  # entry id -> why it cannot be parsed
 
     def write_to(self, store: SqlStore) -> None:
         store.write(
             self.activities, list(self.states.values()), list(self.profiles.values()),
             quests=list(self.quests.values()), goals=list(self.goals.values()),
+            achievements=self.achievements,
         )  # fmt: skip
 
 
@@ -683,6 +685,8 @@ class Drainer:
                     self._parse_quest(f, batch)
                 elif kind == "goal":
                     self._parse_goal(f, batch)
+                elif kind == "ach":
+                    self._parse_achievement(f, batch)
                 else:
                     raise ValueError(f"unknown entry kind {kind!r}")
             except (KeyError, ValueError, TypeError) as exc:
@@ -753,6 +757,14 @@ class Drainer:
             "points_reward": int(f["reward"]),
         }  # fmt: skip
         batch.goals[(user, goal, start)] = row
+
+    def _parse_achievement(self, f: dict[str, str], batch: _Batch) -> None:
+        """An achievement level earned (a reward it paid is an activity entry of its own)."""
+        batch.achievements.append({
+            "user_id": f["user"], "achievement_id": f["ach"], "level": int(f["level"]),
+            "earned_at": datetime.fromtimestamp(int(f["at"]) / 1000, tz=UTC),
+            "points_reward": int(f["reward"]),
+        })  # fmt: skip
 
     # -- trimming -------------------------------------------------------------------------
 

@@ -15,7 +15,13 @@ from engine.commands.scripts import LuaScript, scripts
 from engine.domain.errors import ScriptCode, check_code
 from engine.domain.keys import Keys
 from engine.domain.results import Reward
-from engine.domain.rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, Rules, reward_id
+from engine.domain.rules import (
+    ACHIEVEMENT_REWARD_TYPE,
+    GOAL_REWARD_TYPE,
+    QUEST_REWARD_TYPE,
+    Rules,
+    reward_id,
+)
 
 #: The lifetime counts in the state of a record written before 0.2, which held the state.
 LEGACY_LIFETIME = ("quiz_complete", "project_create", "comment")
@@ -41,7 +47,8 @@ def keys(
         k.board(shard, day), k.board(shard, week), k.board(shard, month), k.drain_flag(shard),
         k.goals(user_id, shard), k.quests(user_id, shard), k.quests_done(user_id, shard),
         k.type_board(shard, GOAL_REWARD_TYPE), k.type_board(shard, QUEST_REWARD_TYPE),
-        k.feed(shard),
+        k.feed(shard), k.achievements(user_id, shard), k.achievement_holders(shard),
+        k.type_board(shard, ACHIEVEMENT_REWARD_TYPE),
     ]  # fmt: skip
 
 
@@ -111,8 +118,11 @@ class AwardReply:
     created_ms: int = 0
     #: the user's total after the award and its rewards (for a replay, as the first call left it)
     total_after: int = 0
+    #: the goals and quests completed and the achievement levels earned that paid points
     rewards: tuple[Reward, ...] = ()
     state: AwardState | None = None
+    #: the achievement levels earned, as (achievement id, level, reward points)
+    achievements: tuple[tuple[str, int, int], ...] = ()
 
 
 def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
@@ -144,9 +154,10 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
         dict(zip(lifetime, map(int, fields[_STATE_HEAD:end]))),
         username or None, display_name or None,
     )  # fmt: skip
+    rewards, achievements = _rewards(packed) if packed else _NONE
     return AwardReply(
-        code, "", reply[2] == 1, fingerprint, int(created_ms), int(total_after),
-        _rewards(packed) if packed else (), state,
+        code, "", reply[2] == 1, fingerprint, int(created_ms), int(total_after), rewards, state,
+        achievements,
     )  # fmt: skip
 
 
@@ -154,10 +165,20 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
 _CODES = {c.value: c for c in ScriptCode}
 
 
-def _rewards(packed: str) -> tuple[Reward, ...]:
-    """The rewards in a record ("kind\x1eref\x1epoints\x1ekey", "\x1d"-joined)."""
-    out = []
+_NONE: tuple[tuple[Reward, ...], tuple[tuple[str, int, int], ...]] = ((), ())
+
+
+def _rewards(packed: str) -> tuple[tuple[Reward, ...], tuple[tuple[str, int, int], ...]]:
+    """The rewards that paid points and the achievement levels in a record
+    ("kind\x1eref\x1epoints\x1ekey", "\x1d"-joined)."""
+    out, achievements = [], []
     for item in packed.split("\x1d"):
         kind, ref, points, key = item.split("\x1e")
-        out.append(Reward(kind, ref, int(points), reward_id(key)))
-    return tuple(out)
+        n = int(points)
+        if kind == ACHIEVEMENT_REWARD_TYPE:
+            ach_id, _, level = ref.rpartition(":")
+            achievements.append((ach_id, int(level), n))
+            if not n:
+                continue
+        out.append(Reward(kind, ref, n, reward_id(key)))
+    return tuple(out), tuple(achievements)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from engine.commands.achieve import earned
 from engine.commands.scripts import LuaScript, scripts
 from engine.domain.errors import ScriptCode, check_code
 from engine.domain.keys import Keys
-from engine.domain.rules import QUEST_REWARD_TYPE, Rules
+from engine.domain.rules import ACHIEVEMENT_REWARD_TYPE, QUEST_REWARD_TYPE, Rules
 
 
 class QuestOp(StrEnum):
@@ -33,7 +34,8 @@ def keys(k: Keys, user_id: str, shard: int, windows: list[str]) -> list[str]:
         k.user(user_id, shard), k.quests(user_id, shard), k.quests_done(user_id, shard),
         k.outbox(shard), k.board(shard, "all"), k.type_board(shard, QUEST_REWARD_TYPE),
         k.board(shard, day), k.board(shard, week), k.board(shard, month), k.drain_flag(shard),
-        k.feed(shard),
+        k.feed(shard), k.achievements(user_id, shard), k.achievement_holders(shard),
+        k.type_board(shard, ACHIEVEMENT_REWARD_TYPE),
     ]  # fmt: skip
 
 
@@ -70,6 +72,8 @@ class QuestReply:
     #: the reward's points and key when this call completed the quest, else 0 and ""
     reward_points: int = 0
     reward_key: str = ""
+    #: the achievement levels the completion earned, as (achievement id, level)
+    achievements: tuple[tuple[str, int], ...] = ()
 
 
 def parse(reply: list[Any]) -> QuestReply:
@@ -77,4 +81,4 @@ def parse(reply: list[Any]) -> QuestReply:
     if code is not ScriptCode.OK:
         return QuestReply(code, reply[1] if len(reply) > 1 else "")
     points, key = reply[3].split("\x1e") if reply[3] else ("0", "")
-    return QuestReply(code, reply[1], reply[2] == 1, int(points), key)
+    return QuestReply(code, reply[1], reply[2] == 1, int(points), key, earned(reply[4]))

@@ -156,6 +156,27 @@ class Reward:
 
 
 @dataclass(frozen=True, slots=True)
+class EarnedAchievement:
+    """A level of an achievement a user earned (``level`` of ``levels``); its reward is paid as
+    an activity of type ``achievement`` (none when ``points_reward`` is 0)."""
+
+    achievement_id: str
+    level: int
+    levels: int
+    title: str
+    points_reward: int
+
+    @classmethod
+    def of(cls, rules: Rules, achievement_id: str, level: int, points: int) -> EarnedAchievement:
+        """Level ``level`` of the achievement, titled as ``rules`` define it (an id they no
+        longer define is its own title); ``points``: the reward it paid."""
+        a = rules.achievements.get(achievement_id)
+        if a is None:
+            return cls(achievement_id, level, level, achievement_id, points)
+        return cls(achievement_id, level, a.levels, a.title, points)
+
+
+@dataclass(frozen=True, slots=True)
 class AwardResult:
     """The outcome of one award. ``old_*``/``new_*`` are None unless that value changed.
 
@@ -173,8 +194,11 @@ class AwardResult:
     old_level: int | None
     new_level: int | None
     replayed: bool = False
-    #: goals and quests this award completed; ``user`` already includes their points
+    #: goals and quests this award completed and achievement levels it earned that paid
+    #: points; ``user`` already includes their points
     rewards: tuple[Reward, ...] = ()
+    #: the achievement levels this award earned (a replay: the first call's)
+    achievements: tuple[EarnedAchievement, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +273,8 @@ class QuestResult:
 
     quest: UserQuest
     reward: Reward | None
+    #: the achievement levels the completion earned (e.g. a ``quests`` badge)
+    achievements: tuple[EarnedAchievement, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,3 +354,85 @@ class LiveBoard:
     rows: list[BoardRow]
     tiers: dict[str, int]
     upgrades: list[Upgrade]
+
+
+@dataclass(frozen=True, slots=True)
+class AchievementLevel:
+    """A level of an achievement a user holds, and when it was earned."""
+
+    achievement_id: str
+    title: str
+    description: str
+    level: int
+    levels: int
+    earned_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AchievementProgress:
+    """Where a user stands on an achievement not fully earned: ``current`` of ``target`` for
+    level ``next_level``, in the unit the achievement tests (points for ``points``, ``tier``
+    and ``level`` badges: a tier's or level's lowest total; days for ``streak``; a count for
+    the others)."""
+
+    achievement_id: str
+    title: str
+    description: str
+    kind: str
+    level: int
+    levels: int
+    next_level: int
+    current: int
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserAchievements:
+    """A user's achievements: the levels earned (oldest first), and the progress toward the
+    visible (not hidden) ones not fully earned."""
+
+    user_id: str
+    earned: list[AchievementLevel]
+    progress: list[AchievementProgress]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogLevel:
+    """One level of an achievement in the catalog: how many users hold it, and what share of
+    the users with points (0 to 1)."""
+
+    level: int
+    target: int | str
+    points_reward: int
+    holders: int
+    share: float
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    achievement_id: str
+    title: str
+    description: str
+    kind: str
+    activity_type: str | None
+    hidden: bool
+    levels: list[CatalogLevel]
+
+
+@dataclass(frozen=True, slots=True)
+class AchievementCatalog:
+    """Every achievement with its holders; ``users``: the users with points (the shares'
+    denominator)."""
+
+    users: int
+    achievements: list[CatalogEntry]
+
+
+@dataclass(slots=True)
+class BackfillReport:
+    """What an achievement backfill did: users tested, levels granted, points paid."""
+
+    users: int = 0
+    granted: int = 0
+    points: int = 0
+    seconds: float = 0.0

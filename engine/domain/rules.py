@@ -72,12 +72,13 @@ DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, int, int]] = {
     "side_quest": ("Side Quest Completed", 50, 5000),
     "special_event": ("Special Event", 100, 10000),
     "referral": ("Referral Bonus", 100, 1000),
+    "achievement": ("Achievement Unlocked", 10, 1_000_000),
 }
 
 
 #: Activity types whose awards do not count as a day of activity for the streak (a bonus for a
 #: streak must not extend it).
-DEFAULT_NO_STREAK = frozenset({"streak_bonus"})
+DEFAULT_NO_STREAK = frozenset({"streak_bonus", "achievement"})
 
 #: What a weekly goal counts (see :class:`WeeklyGoal`).
 GoalKind = Literal["count", "points", "active_days"]
@@ -103,18 +104,21 @@ DEFAULT_LIFETIME: dict[str, str] = {
 GOAL_REWARD_TYPE = "weekly_goal"
 QUEST_REWARD_TYPE = "side_quest"
 STREAK_BONUS_TYPE = "streak_bonus"
+ACHIEVEMENT_REWARD_TYPE = "achievement"
 #: The description of a reward's activity: a weekly goal's says this and the goal's title, a
 #: side quest's this and the quest's title (the award and quest scripts write them).
 GOAL_REWARD_DESC = "Weekly goal: "
 QUEST_REWARD_DESC = "Completed: "
+ACHIEVEMENT_REWARD_DESC = "Achievement: "
 #: Namespace of the ids of rewards (see :func:`reward_id`).
 REWARD_NAMESPACE = uuid.UUID("2b0c6f7e-4f3a-5d8e-9c1b-7a6e5d4c3b2a")
 
 
 def reward_id(key: str) -> str:
     """The activity id of a reward: uuid5 of its key, which the scripts build as ``goal``, user,
-    goal id and week (or ``quest``, user and quest id) joined by ``:`` (unambiguous: goal ids,
-    weeks and quest ids hold no colon). The same reward
+    goal id and week (or ``quest``, user and quest id; or ``achievement``, user, achievement id
+    and level) joined by ``:`` (unambiguous: goal ids, weeks, quest and achievement ids hold no
+    colon). The same reward
     always gets the same id, so SQL's primary key would refuse a second copy."""
     return str(uuid.uuid5(REWARD_NAMESPACE, key))
 
@@ -177,6 +181,72 @@ class WeeklyGoal(_Strict):
         return self
 
 
+#: What an achievement measures (see :class:`Achievement`).
+AchievementKind = Literal["count", "points", "tier", "level", "streak", "goals", "quests"]
+
+#: The most levels one achievement may have.
+MAX_ACHIEVEMENT_LEVELS = 20
+
+
+class Achievement(_Strict):
+    """A badge a user earns once per level, inside the award that crosses its target.
+
+    ``kind``: ``count`` (awards of ``activity_type``), ``points`` (total points), ``tier``
+    (reaching the tier named by ``target``), ``level`` (reaching that level), ``streak``
+    (current streak days), ``goals`` (weekly goals completed, lifetime) or ``quests`` (side
+    quests completed). ``target``: a number (a tier name for ``tier``), or a list of increasing
+    ones for a multi-level achievement (level 1, 2, 3 ... of the same badge). ``reward``: points
+    paid per level (one number for every level, or one per level; 0 = none), as an activity of
+    type ``achievement``. ``hidden``: not listed to a user until earned.
+    """
+
+    kind: AchievementKind
+    activity_type: TypeName | None = None
+    target: int | str | list[int] | list[str]
+    reward: int | list[int] = 0
+    title: Label = Field(min_length=1, max_length=200)
+    description: Label = Field(default="", max_length=500)
+    hidden: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Achievement:
+        if (self.kind == "count") != (self.activity_type is not None):
+            raise ValueError("activity_type is required for a count achievement, and only for one")
+        targets = self.targets
+        if not 1 <= len(targets) <= MAX_ACHIEVEMENT_LEVELS:
+            raise ValueError(f"target: between 1 and {MAX_ACHIEVEMENT_LEVELS} levels")
+        if self.kind == "tier":
+            if not all(isinstance(t, str) for t in targets):
+                raise ValueError("target: a tier achievement's target names a tier")
+        else:
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
+                raise ValueError("target: must be a whole number or a list of them")
+            if any(t < 1 or t > 1_000_000_000 for t in targets):  # type: ignore[operator]
+                raise ValueError("target: each must be between 1 and 1,000,000,000")
+            if any(b <= a for a, b in zip(targets, targets[1:])):  # type: ignore[operator]
+                raise ValueError("target: the levels' targets must be strictly increasing")
+        rewards = self.rewards
+        if len(rewards) != len(targets):
+            raise ValueError(f"reward: one number, or one per level ({len(targets)})")
+        if any(r < 0 or r > 1_000_000 for r in rewards):
+            raise ValueError("reward: each must be between 0 and 1,000,000")
+        return self
+
+    @property
+    def targets(self) -> list[int | str]:
+        return list(self.target) if isinstance(self.target, list) else [self.target]
+
+    @property
+    def levels(self) -> int:
+        return len(self.targets)
+
+    @property
+    def rewards(self) -> list[int]:
+        if isinstance(self.reward, list):
+            return list(self.reward)
+        return [self.reward] * self.levels
+
+
 class Retention(_Strict):
     """How long window leaderboards are kept after their window ends, in days."""
 
@@ -212,6 +282,17 @@ class Rules(_Strict):
     idempotency: Idempotency = Field(default_factory=Idempotency)
     #: ``lifetime_<name>`` counters of a user's state: name -> activity type counted
     lifetime: dict[TypeName, TypeName] = Field(default_factory=lambda: dict(DEFAULT_LIFETIME))
+    #: badges (``[achievements.<id>]``); the defaults are :func:`default_achievements`
+    achievements: dict[TypeName, Achievement] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_achievements(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "achievements" not in data:
+            tiers = data.get("tiers", DEFAULT_TIERS)
+            if isinstance(tiers, dict):
+                data = {**data, "achievements": default_achievements(list(tiers))}
+        return data
 
     @model_validator(mode="after")
     def _known_references(self) -> Rules:
@@ -228,6 +309,21 @@ class Rules(_Strict):
                 raise ValueError(
                     f"weekly goal {goal_id!r} counts unknown activity type {goal.activity_type!r}"
                 )
+        if ACHIEVEMENT_REWARD_TYPE not in self.activity_types:
+            raise ValueError(f"activity type {ACHIEVEMENT_REWARD_TYPE!r} is required")
+        for ach_id, ach in self.achievements.items():
+            where = f"achievements.{ach_id}"
+            if ach.activity_type is not None and ach.activity_type not in self.activity_types:
+                raise ValueError(
+                    f"{where}.activity_type: unknown activity type {ach.activity_type!r}"
+                )
+            if ach.kind == "tier":
+                unknown = [t for t in ach.targets if t not in self.tiers]
+                if unknown:
+                    raise ValueError(f"{where}.target: unknown tier(s) {unknown}")
+                points = [self.tiers[str(t)] for t in ach.targets]
+                if any(b <= a for a, b in zip(points, points[1:])):
+                    raise ValueError(f"{where}.target: tiers must be listed lowest first")
         return self
 
     @field_validator("tiers")
@@ -263,6 +359,7 @@ class Rules(_Strict):
         """The rule tables the award and quest scripts need, defined as ``RULES`` ahead of their
         source (see ``lua/award.lua``'s header)."""
         kinds = {"count": 1, "points": 2, "active_days": 3}
+        ach: dict[str, Any] = self._achievement_tables
         return {
             "tier_names": self.tier_names,
             "tier_at": self.tier_thresholds,
@@ -282,14 +379,77 @@ class Rules(_Strict):
             "goal_type": GOAL_REWARD_TYPE,
             "quest_type": QUEST_REWARD_TYPE,
             # awards of these types are rewards: they advance no goal
-            "reward_types": {GOAL_REWARD_TYPE: True, QUEST_REWARD_TYPE: True},
+            "reward_types": {
+                GOAL_REWARD_TYPE: True,
+                QUEST_REWARD_TYPE: True,
+                ACHIEVEMENT_REWARD_TYPE: True,
+            },  # fmt: skip
             "quest_desc": QUEST_REWARD_DESC,
             # the fields of the goal hash the award script reads ("wk", then each goal's), and
             # the user hash fields of the counts its reply carries, in order: ready, so that
             # the script builds no names on every call
             "goal_fields": ["wk", *(f"g:{goal_id}" for goal_id in self.weekly_goals)],
             "lifetime_fields": [f"n:{t}" for t in self.lifetime_types],
+            **ach,
+            "award_fields": [*(f"n:{t}" for t in self.lifetime_types), *ach["ach_fields"]],
         }
+
+    @cached_property
+    def _achievement_tables(self) -> dict[str, Any]:
+        """The achievements as the scripts test them (``lua/includes/achievements.lua``): each
+        compares one field of the user hash with its levels' targets (tier, level and points
+        targets all become totals)."""
+        table = []
+        for ach_id, a in self.achievements.items():
+            multi = a.levels > 1
+            table.append({
+                "id": ach_id,
+                "field": self.achievement_field(a),
+                "targets": self.achievement_thresholds(a),
+                "rewards": a.rewards,
+                "desc": [
+                    ACHIEVEMENT_REWARD_DESC + a.title + (f" (level {n})" if multi else "")
+                    for n in range(1, a.levels + 1)
+                ],
+            })  # fmt: skip
+        held = [f"a:{ach_id}" for ach_id in self.achievements]
+        counts = list(dict.fromkeys(
+            t["field"] for t in table if t["field"] not in ("total", "streak")
+        ))  # fmt: skip
+        return {
+            "achievements": table,
+            "ach_type": ACHIEVEMENT_REWARD_TYPE,
+            # the user hash fields the award script reads for them: each one's level held,
+            # then the counts they test
+            "ach_fields": held + counts,
+        }
+
+    def achievement_field(self, a: Achievement) -> str:
+        """The user hash field an achievement tests."""
+        if a.kind == "count":
+            return f"n:{a.activity_type}"
+        if a.kind == "streak":
+            return "streak"
+        if a.kind == "goals":
+            return f"n:{GOAL_REWARD_TYPE}"
+        if a.kind == "quests":
+            return f"n:{QUEST_REWARD_TYPE}"
+        return "total"  # points, tier, level
+
+    def achievement_reward(self, achievement_id: str, level: int) -> int:
+        """The points level ``level`` of an achievement pays (0 for one the rules lack)."""
+        a = self.achievements.get(achievement_id)
+        if a is None or not 1 <= level <= a.levels:
+            return 0
+        return a.rewards[level - 1]
+
+    def achievement_thresholds(self, a: Achievement) -> list[int]:
+        """The value of :meth:`achievement_field` at which each level of ``a`` is earned."""
+        if a.kind == "tier":
+            return [self.tiers[str(t)] for t in a.targets]
+        if a.kind == "level":
+            return [self.level_start(int(t)) for t in a.targets]
+        return [int(t) for t in a.targets]
 
     @cached_property
     def lifetime_types(self) -> list[str]:
@@ -314,6 +474,13 @@ class Rules(_Strict):
             return len(t) + (points - t[-1]) // self.levels.step_after
         return bisect_right(t, points)
 
+    def level_start(self, level: int) -> int:
+        """The fewest points of ``level`` (the inverse of :meth:`level_for`)."""
+        t = self.levels.thresholds
+        if level <= len(t):
+            return t[max(level, 1) - 1]
+        return t[-1] + (level - len(t)) * self.levels.step_after
+
     def points_to_next_level(self, points: int) -> int:
         t = self.levels.thresholds
         if points >= t[-1]:
@@ -332,6 +499,23 @@ def _default_types() -> dict[str, dict[str, Any]]:
         }  # fmt: skip
         for name, (display, points, cap) in DEFAULT_ACTIVITY_TYPES.items()
     }
+
+
+def default_achievements(tiers: list[str]) -> dict[str, Achievement]:
+    """The default badges: a first quiz; 10, 100 and 1,000 comments; reaching each tier above
+    the first (``tiers``, lowest first); a 7, 30 and 100-day streak. No rewards."""
+    found = {
+        "first_quiz": Achievement(kind="count", activity_type="quiz_complete", target=1,
+                                  title="First quiz", description="Complete a quiz"),
+        "commenter": Achievement(kind="count", activity_type="comment", target=[10, 100, 1000],
+                                 title="Commenter", description="Post 10, 100, 1,000 comments"),
+        "streak": Achievement(kind="streak", target=[7, 30, 100], title="On a roll",
+                              description="Be active 7, 30, 100 days in a row"),
+    }  # fmt: skip
+    if len(tiers) > 1:
+        found["tiers"] = Achievement(kind="tier", target=tiers[1:], title="Climber",
+                                     description="Reach each tier")  # fmt: skip
+    return found
 
 
 def _default_goals() -> dict[str, WeeklyGoal]:

@@ -39,7 +39,7 @@ from engine.domain.periods import (
     week_of,
     window_boards,
 )
-from engine.domain.results import Activity, AwardResult, UserState
+from engine.domain.results import Activity, AwardResult, EarnedAchievement, UserState
 from engine.runtime.autopipe import AutoPipeline
 from engine.runtime.connect import CLUSTER_UNSETTLED, is_cluster_client
 from engine.services.context import Context
@@ -460,6 +460,9 @@ class Awards:
             new_level=new_level if level_up else None,
             replayed=replayed,
             rewards=rewards,
+            achievements=tuple(EarnedAchievement.of(rules, *a) for a in reply.achievements)
+            if reply.achievements
+            else (),  # fmt: skip
         )
 
     def _windows(self, day: date) -> list[WindowBoard]:

@@ -35,6 +35,7 @@ from engine.runtime.connect import (
 )
 from engine.runtime.embedded import state_redis_url
 from engine.runtime.settings import Settings, get_settings
+from engine.services.achievements import Achievements
 from engine.services.archives import Archives
 from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
@@ -109,6 +110,7 @@ class ScoringEngine:
         self.side_quests = Quests(ctx)
         self.streaks = Streaks(ctx, self.awards)
         self.stats = Stats(ctx)
+        self.badges = Achievements(ctx)
 
         # the documented methods, each its service's own
         self.award = self.awards.award
@@ -136,6 +138,9 @@ class ScoringEngine:
         self.complete_quest = self.side_quests.complete_quest
         self.user_quests = self.side_quests.user_quests
         self.streak_bonuses = self.streaks.streak_bonuses
+        self.achievements = self.badges.achievements
+        self.achievement_catalog = self.badges.catalog
+        self.backfill_achievements = self.badges.backfill
         self.recent_activities = self.stats.recent_activities
         self.points_by_type = self.stats.points_by_type
         self.points_awarded_today = self.stats.points_awarded_today

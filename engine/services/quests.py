@@ -24,8 +24,14 @@ from engine.domain.errors import (
     ValidationError,
 )
 from engine.domain.periods import lifetimes, window_boards
-from engine.domain.results import Quest, QuestResult, Reward, UserQuest
-from engine.domain.rules import GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE, reward_id
+from engine.domain.results import EarnedAchievement, Quest, QuestResult, Reward, UserQuest
+from engine.domain.rules import (
+    ACHIEVEMENT_REWARD_TYPE,
+    GOAL_REWARD_TYPE,
+    QUEST_REWARD_TYPE,
+    STREAK_BONUS_TYPE,
+    reward_id,
+)
 from engine.services.context import Context
 from engine.storage.outbox import FLAG_TTL
 
@@ -105,7 +111,12 @@ class Quests:
                     raise ValidationError("is_active must be true or false", field=name)
             elif name == "activity_type":
                 validation.activity_type(self.ctx.rules, value)
-                if value in (GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE):
+                if value in (
+                    GOAL_REWARD_TYPE,
+                    QUEST_REWARD_TYPE,
+                    STREAK_BONUS_TYPE,
+                    ACHIEVEMENT_REWARD_TYPE,
+                ):
                     raise ValidationError(
                         f"a quest cannot count rewards ({value})", field="activity_type"
                     )
@@ -194,7 +205,12 @@ class Quests:
             reward = Reward(
                 QUEST_REWARD_TYPE, str(quest_id), reply.reward_points, reward_id(reply.reward_key)
             )
-        return QuestResult(UserQuest.from_record(str(quest_id), reply.record), reward)
+        rules = self.ctx.rules
+        earned = tuple(
+            EarnedAchievement.of(rules, ach_id, level, rules.achievement_reward(ach_id, level))
+            for ach_id, level in reply.achievements
+        )
+        return QuestResult(UserQuest.from_record(str(quest_id), reply.record), reward, earned)
 
 
 def _quest_id(value: object) -> int:

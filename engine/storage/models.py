@@ -169,3 +169,17 @@ class LeaderboardArchive(Base):
     points: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_leaderboard_archive_rank", "window", "period", "rank"),)
+
+
+class UserAchievement(Base):
+    """A level of an achievement a user earned (levels 1, 2, 3 ... of a multi-level badge)."""
+
+    __tablename__ = "user_achievement"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    achievement_id: Mapped[str] = mapped_column(String(30), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True)
+    earned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    points_reward: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __table_args__ = (Index("ix_user_achievement_achievement", "achievement_id", "level"),)

@@ -37,6 +37,7 @@ from engine.storage.models import (
     LeaderboardPeriod,
     PointActivity,
     SideQuest,
+    UserAchievement,
     UserScore,
     UserSideQuest,
     WeeklyGoal,
@@ -199,6 +200,7 @@ class SqlStore:
         *,
         quests: Sequence[dict[str, Any]] = (),
         goals: Sequence[dict[str, Any]] = (),
+        achievements: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Write one drained batch in one transaction.
 
@@ -207,15 +209,16 @@ class SqlStore:
         are upserted in user id order, so concurrent writers lock rows in the same order.
         ``quests``: user_side_quest rows (a row never goes back: a completed quest stays
         completed, progress only grows). ``goals``: completed weekly_goal rows.
+        ``achievements``: user_achievement rows (a level already present is kept).
         """
         states = sorted(states, key=itemgetter("user_id"))
         profiles = sorted(profiles, key=itemgetter("user_id"))
         with self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":
                 _pg_write(connection, activities, states, profiles)
-                self._write_engagement(connection, quests, goals)
+                self._write_engagement(connection, quests, goals, achievements)
                 return
-            self._write_engagement(connection, quests, goals)
+            self._write_engagement(connection, quests, goals, achievements)
             if activities:
                 stmt = self._insert(PointActivity).on_conflict_do_nothing(index_elements=["id"])
                 connection.execute(stmt, list(activities))
@@ -225,8 +228,19 @@ class SqlStore:
                 connection.execute(self._upsert(_PROFILE_COLUMNS, "profile_version"), profiles)
 
     def _write_engagement(
-        self, connection: Any, quests: Sequence[dict[str, Any]], goals: Sequence[dict[str, Any]]
+        self,
+        connection: Any,
+        quests: Sequence[dict[str, Any]],
+        goals: Sequence[dict[str, Any]],
+        achievements: Sequence[dict[str, Any]],
     ) -> None:
+        if achievements:
+            connection.execute(
+                self._insert(UserAchievement).on_conflict_do_nothing(
+                    index_elements=["user_id", "achievement_id", "level"]
+                ),
+                sorted(achievements, key=itemgetter("user_id", "achievement_id", "level")),
+            )
         if quests:
             stmt = self._insert(UserSideQuest)
             t = UserSideQuest.__table__

@@ -7,3 +7,8 @@ local function feed_upgrade(key, user, name, from_tier, from_level, tier, level)
   redis.call("XADD", key, "MAXLEN", "~", FEED_LENGTH, "*", "user", user, "name", name,
     "from_tier", from_tier, "tier", tier, "from_level", from_level, "level", level)
 end
+-- Record an achievement level earned in the same feed (e = ach).
+local function feed_achievement(key, user, name, ach, level)
+  redis.call("XADD", key, "MAXLEN", "~", FEED_LENGTH, "*", "e", "ach", "user", user,
+    "name", name, "ach", ach, "level", level)
+end
