@@ -53,6 +53,9 @@ def encode(live: LiveBoard, rules: Any) -> dict[str, bytes]:
             {"user_id": u.user_id, "name": u.name, "at": u.at.isoformat(),
              "from_tier": u.from_tier, "tier": u.tier, "tier_display": rules.display_for(u.tier),
              "from_level": u.from_level, "level": u.level}
+            if u.achievement is None else
+            {"user_id": u.user_id, "name": u.name, "at": u.at.isoformat(),
+             "achievement": u.achievement, "level": u.level}
             for u in live.upgrades
         ]
     }  # fmt: skip

@@ -13,14 +13,21 @@ from starlette.responses import Response
 
 from engine.domain.results import (
     LIFETIME_PREFIX,
+    AchievementCatalog,
+    AchievementLevel,
+    AchievementProgress,
     Activity,
     AwardResult,
+    CatalogEntry,
+    CatalogLevel,
+    EarnedAchievement,
     GoalProgress,
     LeaderboardEntry,
     Quest,
     QuestResult,
     RankInfo,
     Reward,
+    UserAchievements,
     UserQuest,
     UserState,
 )
@@ -189,6 +196,12 @@ class RewardOut(_Out):
     __annotations__ = fields_of(Reward)
 
 
+class EarnedAchievementOut(_Out):
+    """A level of an achievement earned (``level`` of ``levels``) and the points it paid."""
+
+    __annotations__ = fields_of(EarnedAchievement)
+
+
 @dataclasses.dataclass(frozen=True)
 class UserSchemas:
     """The response models that show a user's state, whose ``lifetime_<name>`` fields are the
@@ -224,8 +237,11 @@ def user_schemas(lifetime: tuple[str, ...]) -> UserSchemas:
     class AwardOut(_Out):
         __annotations__ = fields_of(
             AwardResult, rename={"activity": "point_activity"},
-            types={"user": UserOut, "point_activity": ActivityOut, "rewards": list[RewardOut]},
-            describe={"rewards": "goals and quests this award completed"},
+            types={"user": UserOut, "point_activity": ActivityOut, "rewards": list[RewardOut],
+                   "achievements": list[EarnedAchievementOut]},
+            describe={"rewards": "goals and quests completed and achievements earned that "
+                                 "paid points, each an activity of its own",
+                      "achievements": "the achievement levels this award earned"},
         )  # fmt: skip
 
     class BatchResultOut(_Out):
@@ -349,8 +365,41 @@ class UserQuestOut(_Out):
 
 class QuestResultOut(_Out):
     __annotations__ = fields_of(
-        QuestResult, types={"quest": UserQuestOut, "reward": RewardOut | None}
+        QuestResult, types={"quest": UserQuestOut, "reward": RewardOut | None,
+                            "achievements": list[EarnedAchievementOut]},
+    )  # fmt: skip
+
+
+class AchievementLevelOut(_Out):
+    __annotations__ = fields_of(AchievementLevel)
+
+
+class AchievementProgressOut(_Out):
+    __annotations__ = fields_of(AchievementProgress)
+
+
+class UserAchievementsOut(_Out):
+    __annotations__ = fields_of(
+        UserAchievements, rename={"user_id": "id"},
+        types={"earned": list[AchievementLevelOut], "progress": list[AchievementProgressOut]},
+    )  # fmt: skip
+
+
+class CatalogLevelOut(_Out):
+    __annotations__ = fields_of(CatalogLevel, describe={"share": "holders / users, 0 to 1"})
+
+
+class CatalogEntryOut(_Out):
+    __annotations__ = fields_of(
+        CatalogEntry, rename={"achievement_id": "id"}, types={"levels": list[CatalogLevelOut]}
     )
+
+
+class CatalogOut(_Out):
+    __annotations__ = fields_of(
+        AchievementCatalog, types={"achievements": list[CatalogEntryOut]},
+        describe={"users": "users with points: the shares' denominator"},
+    )  # fmt: skip
 
 
 def render(

@@ -176,6 +176,20 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _achievements(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.jobs import context
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rbackfill: {done:,}/{total:,} users", end="", file=sys.stderr, flush=True)
+
+    engine, _ = context()
+    report = engine.backfill_achievements(progress=progress)
+    print(file=sys.stderr)
+    print(f"backfilled achievements: {report.users:,} users tested, {report.granted:,} levels "
+          f"granted, {report.points:,} points paid, in {report.seconds:.1f} s")  # fmt: skip
+    return 0
+
+
 def _reshard(settings: Settings, args: argparse.Namespace) -> int:
     from engine.services.reshard import reshard
     from workers.jobs import context, sql_store
@@ -351,6 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(run=_serve)
+    achievements = sub.add_parser("achievements", help="achievements")
+    ach_sub = achievements.add_subparsers(dest="achievements_command", required=True)
+    backfill = ach_sub.add_parser(
+        "backfill", help="grant every user the achievement levels they already qualify for"
+    )
+    backfill.set_defaults(run=_achievements)
     rebuild = sub.add_parser("rebuild", help="rebuild all Redis state from SQL")
     rebuild.set_defaults(run=_rebuild)
     reshard = sub.add_parser(

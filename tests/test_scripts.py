@@ -197,7 +197,11 @@ def test_every_script_loads_as_a_library_whose_function_matches_eval(
 ) -> None:
     rules = load_rules().script_tables
     for name in scripts.names():
-        script = scripts.get(name, RULES=rules) if name in ("award", "quest", "achieve") else scripts[name]
+        script = (
+            scripts.get(name, RULES=rules)
+            if name in ("award", "quest", "achieve")
+            else scripts[name]
+        )
         assert script.library is not None and script.library.startswith("#!lua name=scoring_")
         assert not re.search(r"^--- @(include|define)", script.library, re.M)
         assert script.uses_function(real_redis), name  # FUNCTION LOAD took it

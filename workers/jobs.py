@@ -217,6 +217,18 @@ def archive_periods() -> list[tuple[str, str, int]]:
     return done
 
 
+def backfill_achievements(*, force: bool = False) -> dict[str, Any] | None:
+    """Grant the achievement levels users already qualify for, when the rules' achievements
+    changed since the last backfill (``force``: whatever changed). Every minute; a run that
+    overlaps another, or an award, grants each level once."""
+    engine, _ = context()
+    report = engine.backfill_achievements() if force else engine.backfill_achievements_if_changed()
+    if report is None:
+        return None
+    log.info("backfill_achievements: %s", report)
+    return asdict(report)
+
+
 def request_drain(
     engine: ScoringEngine, drainer: Drainer, shard: int, *, force: bool = False
 ) -> bool:

@@ -16,6 +16,9 @@ INTERVAL: dict[str, tuple[str, int]] = {
     # a drain job lost with its caller (an API process or a Redis that died between an award
     # and its enqueue) is queued again within a flag's lifetime and a sweep: 30 s
     "scoring-sweep": ("workers.jobs.sweep", 15),
+    # achievements added to the rules (or a target lowered) are granted to those who already
+    # qualify within a minute of the engine running with them; a no-op otherwise
+    "scoring-achievements-backfill": ("workers.jobs.backfill_achievements", 60),
 }
 
 #: id -> (job function, cron expression in UTC)

@@ -123,10 +123,15 @@ function renderUpgrades(data) {
       const li = document.createElement("li");
       const what = document.createElement("span");
       const tierUp = u.tier !== u.from_tier;
-      li.className = tierUp ? "tier" : "level";
-      what.textContent = tierUp
-        ? `${u.name} reached ${u.tier_display}`
-        : `${u.name} reached level ${u.level}`;
+      if (u.achievement) {
+        li.className = "achievement";
+        what.textContent = `${u.name} earned ${u.achievement}` + (u.level > 1 ? ` (level ${u.level})` : "");
+      } else {
+        li.className = tierUp ? "tier" : "level";
+        what.textContent = tierUp
+          ? `${u.name} reached ${u.tier_display}`
+          : `${u.name} reached level ${u.level}`;
+      }
       const when = document.createElement("time");
       when.dateTime = u.at;
       when.textContent = ago(u.at);

@@ -15,6 +15,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:quests:done:<user>`` hash: the user's completed side quests
 ``<p>:<t>:ach:u:<user>``        hash: the user's achievements ("<id>:<level>" -> earned ms)
 ``<p>:<t>:ach:holders``        hash: "<id>:<level>" -> the shard's users holding it
+``<p>:ach:backfilled``          string: the achievements digest last backfilled
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
@@ -75,6 +76,9 @@ class Keys:
     def achievement_holders(self, shard: int) -> str:
         return f"{self.tag(shard)}:ach:holders"
 
+    def achievements_backfilled(self) -> str:
+        return f"{self.prefix}:ach:backfilled"
+
     def outbox(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox"
 
@@ -89,7 +93,7 @@ class Keys:
         """SCAN patterns of the state ``scoring rebuild`` replaces: user hashes, day bitmaps and
         boards (not the outbox, its dead letters, or idempotency records)."""
         t = self.tag(shard)
-        return [f"{t}:u:*", f"{t}:days:*", f"{t}:lb:*"]
+        return [f"{t}:u:*", f"{t}:days:*", f"{t}:lb:*", f"{t}:ach:*"]
 
     def drain_flag(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:flag"

@@ -328,7 +328,9 @@ class BoardRow:
 
 @dataclass(frozen=True, slots=True)
 class Upgrade:
-    """A tier or level change, from the upgrade feed; ``at``: when the engine recorded it."""
+    """A tier or level change, or an achievement level earned, from the upgrade feed; ``at``:
+    when the engine recorded it. For an achievement, ``achievement`` is its title, ``level``
+    the level earned, ``from_level`` the one before, and the tiers are "" (not recorded)."""
 
     user_id: str
     name: str
@@ -337,6 +339,7 @@ class Upgrade:
     tier: str
     from_level: int
     level: int
+    achievement: str | None = None
 
     @property
     def tier_changed(self) -> bool:

@@ -12,6 +12,8 @@ thresholds this module hands it, so the rules live here and only here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 import uuid
 from bisect import bisect_right
@@ -423,6 +425,13 @@ class Rules(_Strict):
             # then the counts they test
             "ach_fields": held + counts,
         }
+
+    @cached_property
+    def achievements_digest(self) -> str:
+        """A digest of what the achievements test (their fields, thresholds, rewards): it
+        changes when a backfill may grant something new."""
+        text = json.dumps(self._achievement_tables["achievements"], sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     def achievement_field(self, a: Achievement) -> str:
         """The user hash field an achievement tests."""

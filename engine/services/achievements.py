@@ -26,6 +26,7 @@ from engine.domain.results import (
     CatalogLevel,
     UserAchievements,
 )
+from engine.runtime.connect import scan_keys
 from engine.services.context import Context
 from engine.storage.outbox import FLAG_TTL
 
@@ -128,7 +129,45 @@ class Achievements:
         if progress is not None:
             progress(report.users, total)
         report.seconds = time.monotonic() - started
+        self.ctx.redis.set(
+            self.ctx.keys.achievements_backfilled(), self.ctx.rules.achievements_digest
+        )
         return report
+
+    def backfill_if_changed(self) -> BackfillReport | None:
+        """Backfill when the achievements changed since the last backfill (by their
+        :attr:`~engine.domain.rules.Rules.achievements_digest`, kept in Redis); None when they
+        did not. The scheduler runs this every minute, so an achievement added to the rules is
+        granted to those who qualify soon after the engine restarts with them."""
+        key = self.ctx.keys.achievements_backfilled()
+        digest = self.ctx.rules.achievements_digest
+        if self.ctx.redis.get(key) == digest:
+            return None
+        return self.backfill()
+
+    def recount_holders(self, *, old_shards: int = 0) -> None:
+        """Count each shard's holders of each level anew from its users' achievements (after a
+        rebuild or a reshard moved them); ``old_shards``: shards whose counts to drop too."""
+        r, keys = self.ctx.redis, self.ctx.keys
+        for shard in range(max(keys.shards, old_shards)):
+            r.delete(keys.achievement_holders(shard))
+        for shard in range(keys.shards):
+            counts: dict[str, int] = {}
+            pattern = keys.achievements("*", shard)
+            batch: list[str] = []
+            for key in [*scan_keys(r, pattern, near=keys.outbox(shard)), None]:
+                if key is not None:
+                    batch.append(key)
+                if batch and (key is None or len(batch) >= BACKFILL_CHUNK):
+                    pipe = r.pipeline(transaction=False)
+                    for k in batch:
+                        pipe.hkeys(k)
+                    for refs in pipe.execute():
+                        for ref in refs:
+                            counts[ref] = counts.get(ref, 0) + 1
+                    batch = []
+            if counts:
+                r.hset(keys.achievement_holders(shard), mapping=counts)
 
     def _grant(self, shard: int, users: list[str], report: BackfillReport) -> bool:
         """Run the backfill script for ``users`` of ``shard``, pipelined, and count what it

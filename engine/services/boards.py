@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from engine.domain.errors import InvalidPaging
 from engine.domain.periods import board_id
 from engine.domain.results import BoardRow, LiveBoard, Upgrade
+from engine.domain.rules import Rules
 from engine.services.context import Context
 from engine.services.leaderboard import Leaderboard
 
@@ -82,7 +83,7 @@ class Boards:
             total_users=sum(sizes),
             rows=rows,
             tiers=tiers,
-            upgrades=_merge_feeds(feeds, upgrades),
+            upgrades=_merge_feeds(feeds, upgrades, self.ctx.rules),
         )
 
     def _tier_bounds(self) -> list[tuple[int, int | None]]:
@@ -91,7 +92,9 @@ class Boards:
         return [(low, t[i + 1] if i + 1 < len(t) else None) for i, low in enumerate(t)]
 
 
-def _merge_feeds(feeds: list[list[tuple[str, dict[str, str]]]], limit: int) -> list[Upgrade]:
+def _merge_feeds(
+    feeds: list[list[tuple[str, dict[str, str]]]], limit: int, rules: Rules
+) -> list[Upgrade]:
     """The shards' feeds (each newest first) merged, newest first, at most ``limit``."""
 
     def order(item: tuple[str, dict[str, str]]) -> tuple[int, int]:
@@ -100,12 +103,18 @@ def _merge_feeds(feeds: list[list[tuple[str, dict[str, str]]]], limit: int) -> l
 
     out = []
     for entry_id, f in heapq.merge(*feeds, key=order):
-        out.append(Upgrade(
-            user_id=f["user"], name=f["name"],
-            at=datetime.fromtimestamp(int(entry_id.partition("-")[0]) / 1000, tz=UTC),
-            from_tier=f["from_tier"], tier=f["tier"],
-            from_level=int(f["from_level"]), level=int(f["level"]),
-        ))  # fmt: skip
+        at = datetime.fromtimestamp(int(entry_id.partition("-")[0]) / 1000, tz=UTC)
+        if f.get("e") == "ach":
+            level, a = int(f["level"]), rules.achievements.get(f["ach"])
+            out.append(Upgrade(
+                user_id=f["user"], name=f["name"], at=at, from_tier="", tier="",
+                from_level=level - 1, level=level, achievement=a.title if a else f["ach"],
+            ))  # fmt: skip
+        else:
+            out.append(Upgrade(
+                user_id=f["user"], name=f["name"], at=at, from_tier=f["from_tier"],
+                tier=f["tier"], from_level=int(f["from_level"]), level=int(f["level"]),
+            ))  # fmt: skip
         if len(out) == limit:
             break
     return out

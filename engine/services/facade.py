@@ -141,6 +141,7 @@ class ScoringEngine:
         self.achievements = self.badges.achievements
         self.achievement_catalog = self.badges.catalog
         self.backfill_achievements = self.badges.backfill
+        self.backfill_achievements_if_changed = self.badges.backfill_if_changed
         self.recent_activities = self.stats.recent_activities
         self.points_by_type = self.stats.points_by_type
         self.points_awarded_today = self.stats.points_awarded_today

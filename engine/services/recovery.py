@@ -159,11 +159,32 @@ def rebuild(
             else:  # its retention ended while the rebuild ran
                 pipe.delete(keys.board(shard, window.board_id))
     pipe.execute()
+    _restore_achievements(engine, store)
     if progress is not None:
         progress(report.activities, total)
     report.boards = 2 + len(rules.activity_types) + len(boards)
     report.seconds = (datetime.now(UTC) - started).total_seconds()
     return report
+
+
+def _restore_achievements(engine: Any, store: SqlStore) -> None:
+    """The achievement levels in SQL, back in Redis: each user's levels with their times, the
+    level held in the user hash (what the scripts test), and the shards' holder counts."""
+    keys, r = engine.keys, engine.redis
+    pipe = r.pipeline(transaction=False)
+    pending = 0
+    # levels come lowest first, so the last level written to the user hash is the highest
+    for user_id, ach_id, level, earned_at in store.achievements_by_user():
+        shard = keys.shard_of(user_id)
+        ms = int(earned_at.timestamp() * 1000)
+        pipe.hset(keys.achievements(user_id, shard), f"{ach_id}:{level}", ms)
+        pipe.hset(keys.user(user_id, shard), f"a:{ach_id}", level)
+        pending += 1
+        if pending >= 5000:
+            pipe.execute()
+            pending = 0
+    pipe.execute()
+    engine.badges.recount_holders()
 
 
 def _wipe(r: Any, keys: Any) -> None:

@@ -3,7 +3,8 @@
 A user's shard is ``crc32(user_id) % K``, so a new K moves most users to another shard, and
 with them every key that carries their shard's hash tag. :func:`reshard` moves, in place:
 
-* each user's hash, day bitmap, weekly goal progress and side quests (``DUMP``, ``RESTORE``
+* each user's hash, day bitmap, weekly goal progress, side quests and achievements (``DUMP``,
+  ``RESTORE``
   under the new name with the same time to live, then ``UNLINK`` of the old name);
 * each leaderboard entry (every board: all-time, per type, the window boards) to the same board
   of the user's new shard, with the board's time to live;
@@ -102,6 +103,8 @@ def reshard(
     for shard in range(new.shards, old_shards):  # shards that are no more: drained, dropped
         r.unlink(old.outbox(shard), old.drain_failures(shard), old.drain_flag(shard),
                  old.drain_outage(shard), old.feed(shard))  # fmt: skip
+    say("achievement holders")
+    engine.badges.recount_holders(old_shards=old_shards)
     return report
 
 
@@ -113,6 +116,7 @@ def _user_kinds(old: Keys, new: Keys, shard: int) -> list[tuple[str, str, Callab
         ("goals", old.goals("", shard), new.goals),
         ("quests", old.quests("", shard), new.quests),
         ("quests_done", old.quests_done("", shard), new.quests_done),
+        ("achievements", old.achievements("", shard), new.achievements),
     ]
 
 

@@ -503,6 +503,18 @@ class SqlStore:
             for row in result:
                 yield row[0], row[1], row[2], _utc(row[3])
 
+    def achievements_by_user(self) -> Iterator[tuple[str, str, int, datetime]]:
+        """(user id, achievement id, level, earned_at) of every level earned, by user, then
+        achievement, lowest level first."""
+        t = UserAchievement.__table__
+        q = select(t.c.user_id, t.c.achievement_id, t.c.level, t.c.earned_at).order_by(
+            t.c.user_id, t.c.achievement_id, t.c.level
+        )
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=20_000).execute(q)
+            for row in result:
+                yield row[0], row[1], row[2], _utc(row[3])
+
     def users_of_activities(self, activity_ids: Sequence[str]) -> dict[str, str]:
         """The user of each of ``activity_ids`` that is in the audit trail (id -> user id)."""
         ids = []
