@@ -138,10 +138,9 @@ def test_one_of_16_concurrent_awards_earns_each_level(state_redis, clock: Clock)
     )
     assert levels == [1, 2, 3]
     assert engine.status("race").total_points == 16 * 5 + 60
-    holders = engine.achievement_catalog().achievements
-    assert [lv.holders for lv in next(e for e in holders if e.achievement_id == "talker").levels] == [
-        1, 1, 1,
-    ]  # fmt: skip
+    catalog = engine.achievement_catalog().achievements
+    talker = next(e for e in catalog if e.achievement_id == "talker")
+    assert [lv.holders for lv in talker.levels] == [1, 1, 1]
 
 
 def test_a_replay_answers_with_the_first_calls_achievements(state_redis, clock: Clock) -> None:
@@ -282,7 +281,7 @@ def test_default_achievements(state_redis, clock: Clock) -> None:
     result = engine.award("dd", "quiz_complete", amount=300)
     assert {a.achievement_id for a in result.achievements} == {"first_quiz", "tiers"}
     assert result.user.total_points == 300  # the defaults pay no points
-    for d in range(1, 7):
+    for _ in range(6):
         clock.advance(days=1)
         result = engine.award("dd", "daily_login")
     assert [a.achievement_id for a in result.achievements] == ["streak"]
