@@ -8,7 +8,13 @@
    each time: with rules that have no weekly goals and no quest started, and with the default
    rules' five goals and two quests in progress for every user (one advanced by comments, one
    by reactions). Target: with them, at most 1.5x the time without.
-2. ``check_streak_bonuses`` (``ScoringEngine.streak_bonuses``) over 100,000 users active today
+2. Achievements: the award script's Redis-side time over the same workload with the default
+   achievements against none (both without weekly goals, so only the achievements differ).
+   Target: at most 1.3x. (With a seasonal event in force when the engine has events.)
+3. ``scoring achievements backfill`` (``ScoringEngine.backfill_achievements``) over 100,000 users
+   with points (10,000 with ``--quick``) after an achievement every one of them qualifies for
+   (with a reward) is added to the rules. Target: under 30 s. A second run grants nothing.
+4. ``check_streak_bonuses`` (``ScoringEngine.streak_bonuses``) over 100,000 users active today
    (10,000 with ``--quick``), each with a streak, set up by ``award_many``. Target: under 30 s.
    A second run must pay nobody (shown).
 
@@ -47,6 +53,8 @@ from engine.storage.store import SqlStore
 USERS = 10_000
 TYPES = ("comment", "quiz_complete", "reaction")
 COST_TARGET = 1.5
+ACHIEVEMENT_COST_TARGET = 1.3
+BACKFILL_SECONDS = 30.0
 BONUS_SECONDS = 30.0
 CHUNK = 5_000
 
@@ -101,6 +109,43 @@ def bench_cost(url: str, awards: int, tmp: Path) -> tuple[float, float, int, int
     return without, with_, rewards, len(engine.rules.weekly_goals)
 
 
+def bench_achievements(url: str, awards: int) -> tuple[float, float, int]:
+    """(script usec without achievements, with the defaults, levels earned in the run)."""
+    r = connect(url)
+    items = workload(awards)
+    fresh_db(r)
+    none = ScoringEngine(r, rules=build_rules({"weekly_goals": {}, "achievements": {}}))
+    log(f"award path without achievements: {awards:,} awards")
+    without, _ = script_usec(none, items)
+    fresh_db(r)
+    engine = ScoringEngine(r, rules=build_rules({"weekly_goals": {}}))
+    log(f"award path with the {len(engine.rules.achievements)} default achievements")
+    with_, _ = script_usec(engine, items)
+    earned = sum(int(n) for n in r.hvals(engine.keys.achievement_holders(0)))
+    return without, with_, earned
+
+
+def bench_backfill(url: str, users: int) -> tuple[float, int, int, int]:
+    """(seconds, users tested, levels granted, levels granted by a second run)."""
+    r = connect(url)
+    fresh_db(r)
+    plain = ScoringEngine(r, rules=build_rules({"weekly_goals": {}, "achievements": {}}))
+    log(f"{users:,} users with points")
+    items = [AwardRequest(f"b{i:07d}", "comment") for i in range(users)]
+    for i in range(0, users, CHUNK):
+        plain.award_many(items[i : i + CHUNK])
+    added = build_rules({"weekly_goals": {}, "achievements": {
+        "welcome": {"kind": "points", "target": 1, "reward": 5, "title": "Welcome"},
+    }})  # fmt: skip
+    engine = ScoringEngine(r, rules=added)
+    log("backfill_achievements")
+    started = time.perf_counter()
+    first = engine.backfill_achievements()
+    seconds = time.perf_counter() - started
+    second = engine.backfill_achievements()
+    return seconds, first.users, first.granted, second.granted
+
+
 def bench_bonus(url: str, users: int) -> tuple[float, dict[str, int], dict[str, int]]:
     r = connect(url)
     fresh_db(r)
@@ -125,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="engagement-bench-") as tmp:
         without, with_, rewards, goals = bench_cost(url, awards, Path(tmp))
+    ach_without, ach_with, earned = bench_achievements(url, awards)
+    backfill_s, tested, granted, regranted = bench_backfill(url, bonus_users)
     seconds, first, second = bench_bonus(url, bonus_users)
     fresh_db(connect(url))
     ratio = with_ / without
+    ach_ratio = ach_with / ach_without
     rows = [
         Row("award script, Redis-side, no goals or quests", f"{without:.2f} us/call"),
         Row(f"award script, Redis-side, {goals} goals + 2 quests/user", f"{with_:.2f} us/call"),
@@ -135,6 +183,21 @@ def main(argv: list[str] | None = None) -> int:
             "  with / without", f"{ratio:.2f}x", f"<= {COST_TARGET}x", verdict(ratio <= COST_TARGET)
         ),
         Row("  goal rewards given in the run", f"{rewards:,}"),
+        Row("award script, Redis-side, no achievements", f"{ach_without:.2f} us/call"),
+        Row("award script, Redis-side, default achievements", f"{ach_with:.2f} us/call"),
+        Row(
+            "  with / without", f"{ach_ratio:.2f}x", f"<= {ACHIEVEMENT_COST_TARGET}x",
+            verdict(ach_ratio <= ACHIEVEMENT_COST_TARGET),
+        ),  # fmt: skip
+        Row("  achievement levels earned in the run", f"{earned:,}"),
+        Row(
+            f"backfill_achievements, {bonus_users:,} users", f"{backfill_s:.1f} s",
+            f"< {BACKFILL_SECONDS:g} s", verdict(backfill_s < BACKFILL_SECONDS),
+        ),  # fmt: skip
+        Row("  users tested / levels granted", f"{tested:,} / {granted:,}"),
+        Row(
+            "  second run: levels granted", f"{regranted:,}", "0", verdict(regranted == 0)
+        ),
         Row(
             f"check_streak_bonuses, {bonus_users:,} active users",
             f"{seconds:.1f} s",
