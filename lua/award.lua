@@ -37,8 +37,9 @@
   quest); quest_desc (what a quest reward's description says before the quest's title);
   goal_fields ("wk", then "g:<goal>" of each goal: the fields of the goal hash, in goals'
   order); lifetime_fields (the user hash fields "n:<type>" of the activity types whose counts
-  the state carries, in order); achievements, ach_fields, ach_type (includes/achievements.lua);
-  award_fields (lifetime_fields, then ach_fields: read with the user's state)
+  the state carries, in order); achievements, ach_for, ach_fields_for, ach_type
+  (includes/achievements.lua); award_fields (per activity type: lifetime_fields, then
+  ach_fields_for the type: read with the user's state)
 
   Returns:
     {0, record, flag, state}  applied; flag = 1 when this award raised the drain flag (the caller
@@ -112,9 +113,9 @@ local lifetime_fields = RULES.lifetime_fields
 local nkey, pkey = "n:" .. activity_type, "pts:" .. activity_type
 local h = rcall("HMGET", user_key, "tz", "total", "tier", "level", "streak", "longest",
   "last_day", "day0", "version", nkey, pkey, "username", "display_name",
-  unpack(RULES.award_fields))
+  unpack(RULES.award_fields[activity_type]))
 local LIFETIME_AT = 13  -- h[LIFETIME_AT + i]: the value of lifetime_fields[i]
-local ACH_AT = LIFETIME_AT + #lifetime_fields  -- h[ACH_AT + i]: the value of ach_fields[i]
+local ACH_AT = LIFETIME_AT + #lifetime_fields  -- h[ACH_AT + i]: ach_fields_for[type][i]
 
 local tz = h[1] or "UTC"
 if tz ~= assumed_tz then return {-2, tz} end
@@ -173,11 +174,13 @@ if not RULES.reward_types[activity_type] then
   quests = advance_quests(quests_key, quest_board, user, activity_type, at_ms, rewards)
 end
 
--- Achievements: tested against the state after the award and its goal and quest rewards.
-if #RULES.achievements > 0 then
+-- Achievements: those this award can move, tested against the state after the award and its
+-- goal and quest rewards.
+local achs = RULES.ach_for[activity_type]
+if #achs > 0 then
   local values = {total = total, streak = cur}
-  local ach_fields = RULES.ach_fields
-  for i = #RULES.achievements + 1, #ach_fields do
+  local ach_fields = RULES.ach_fields_for[activity_type]
+  for i = #achs + 1, #ach_fields do
     values[ach_fields[i]] = tonumber(h[ACH_AT + i] or "0")
   end
   values[nkey] = tonumber(count_s)
@@ -187,7 +190,7 @@ if #RULES.achievements > 0 then
     values.total = values.total + r[3]
     values[f] = (values[f] or 0) + 1
   end
-  decide_achievements(values, held_achievements(h, ACH_AT), user, ach_board, rewards)
+  decide_achievements(achs, values, held_achievements(achs, h, ACH_AT), user, ach_board, rewards)
 end
 
 local final_total, final_version = total, tonumber(version_s)

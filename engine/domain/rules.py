@@ -393,7 +393,11 @@ class Rules(_Strict):
             "goal_fields": ["wk", *(f"g:{goal_id}" for goal_id in self.weekly_goals)],
             "lifetime_fields": [f"n:{t}" for t in self.lifetime_types],
             **ach,
-            "award_fields": [*(f"n:{t}" for t in self.lifetime_types), *ach["ach_fields"]],
+            # per activity type: the lifetime counts, then ach_fields_for that type
+            "award_fields": {
+                name: [*(f"n:{t}" for t in self.lifetime_types), *fields]
+                for name, fields in ach["ach_fields_for"].items()
+            },
         }
 
     @cached_property
@@ -414,16 +418,32 @@ class Rules(_Strict):
                     for n in range(1, a.levels + 1)
                 ],
             })  # fmt: skip
-        held = [f"a:{ach_id}" for ach_id in self.achievements]
-        counts = list(dict.fromkeys(
-            t["field"] for t in table if t["field"] not in ("total", "streak")
-        ))  # fmt: skip
+        # the award script tests only what an award of each type can move: the badges of the
+        # total, of the streak (a type that counts for it), of its own count, and of the counts
+        # of rewards (a goal, quest or achievement reward the award may pay); it reads their
+        # levels held ("a:<id>") and the counts it does not know, after the lifetime counts
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        fields_by_type: dict[str, list[str]] = {}
+        rewarded = {f"n:{t}" for t in (GOAL_REWARD_TYPE, QUEST_REWARD_TYPE,
+                                       ACHIEVEMENT_REWARD_TYPE)}  # fmt: skip
+        for name, spec in self.activity_types.items():
+            moved = {"total", f"n:{name}", *rewarded} | ({"streak"} if spec.streak else set())
+            mine = [t for t in table if t["field"] in moved]
+            counts = list(dict.fromkeys(
+                t["field"] for t in mine if t["field"] not in ("total", "streak", f"n:{name}")
+            ))  # fmt: skip
+            by_type[name] = mine
+            fields_by_type[name] = [f"a:{t['id']}" for t in mine] + counts
         return {
             "achievements": table,
             "ach_type": ACHIEVEMENT_REWARD_TYPE,
-            # the user hash fields the award script reads for them: each one's level held,
-            # then the counts they test
-            "ach_fields": held + counts,
+            # what the quest and backfill scripts read: each one's level held, then the counts
+            "ach_fields": [f"a:{t['id']}" for t in table]
+            + list(
+                dict.fromkeys(t["field"] for t in table if t["field"] not in ("total", "streak"))
+            ),  # fmt: skip
+            "ach_for": by_type,
+            "ach_fields_for": fields_by_type,
         }
 
     @cached_property

@@ -3,19 +3,20 @@
 -- earned, increasing), rewards (points per level) and desc (the reward's description per
 -- level); RULES.ach_fields: "a:<id>" of each achievement (the level the user holds, in the
 -- user hash), then the count fields they test; RULES.ach_type: the rewards' activity type.
+-- RULES.ach_for[type] and RULES.ach_fields_for[type]: the same for the achievements an award of
+-- that type can move (the award script tests only those).
 --
 -- A level is earned once: the user hash keeps the highest level held, and a level is earned
 -- when the field reaches its target while the user holds a lower one. So an achievement added
 -- to the rules later is earned by the next call that tests it (an award, or the backfill).
 
--- Decide the levels newly earned, given `values` (field -> number, after the call's other
+-- Decide the levels newly earned among `achs`, given `values` (field -> number, after the call's other
 -- changes) and `held` (achievement id -> level held; updated). Appends one entry per level to
 -- `rewards`: {kind, "<id>:<level>", points, reward key, description, `type_board`, id,
 -- level}; the reward key is "achievement:<user>:<id>:<level>". Rewards are counted into
 -- values.total (and the achievement type's count), and the achievements tested again, so a
 -- reward that lifts the user to a tier earns that tier's badge in the same call.
-local function decide_achievements(values, held, user, type_board, rewards)
-  local achs = RULES.achievements
+local function decide_achievements(achs, values, held, user, type_board, rewards)
   local kind = RULES.ach_type
   local count_field = "n:" .. kind
   for _ = 1, 8 do
@@ -41,9 +42,9 @@ local function decide_achievements(values, held, user, type_board, rewards)
   end
 end
 
--- The levels held, from the values of RULES.ach_fields read at h[at + 1] ... (in its order).
-local function held_achievements(h, at)
-  local held, achs = {}, RULES.achievements
+-- The levels held of `achs`, read at h[at + 1] ... (in their order).
+local function held_achievements(achs, h, at)
+  local held = {}
   for i = 1, #achs do held[achs[i].id] = tonumber(h[at + i] or "0") end
   return held
 end
@@ -71,14 +72,14 @@ end
 -- store what it earns (for the quest script and the backfill). Needs credit. Returns the
 -- entries earned, as decide_achievements appends them.
 local function grant_achievements(st, ach_key, counts_key, type_board, at)
-  local fields = RULES.ach_fields
+  local fields, achs = RULES.ach_fields, RULES.achievements
   local got = {}
-  if #RULES.achievements == 0 then return got end
+  if #achs == 0 then return got end
   local h = redis.call("HMGET", st.key, "streak", unpack(fields))
-  local held = held_achievements(h, 1)
+  local held = held_achievements(achs, h, 1)
   local values = {total = st.total, streak = tonumber(h[1] or "0")}
-  for i = #RULES.achievements + 1, #fields do values[fields[i]] = tonumber(h[1 + i] or "0") end
-  decide_achievements(values, held, st.user, type_board, got)
+  for i = #achs + 1, #fields do values[fields[i]] = tonumber(h[1 + i] or "0") end
+  decide_achievements(achs, values, held, st.user, type_board, got)
   for i = 1, #got do
     local r = got[i]
     if r[3] > 0 then credit(st, r[1], r[6], r[3], r[4], r[5]) end
