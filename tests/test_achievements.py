@@ -285,3 +285,33 @@ def test_default_achievements(state_redis, clock: Clock) -> None:
         clock.advance(days=1)
         result = engine.award("dd", "daily_login")
     assert [a.achievement_id for a in result.achievements] == ["streak"]
+
+
+def test_the_command_and_the_scheduler_job_backfill(
+    state_redis, clock: Clock, store: SqlStore, state_env, monkeypatch, fresh_settings, tmp_path,
+    capsys,
+) -> None:  # fmt: skip
+    """`scoring achievements backfill` with the settings' rules; the job only when they changed."""
+    import workers.jobs
+    from scoring.cli import main as cli_main
+
+    shards = shards_for(state_redis)
+    plain = ScoringEngine(state_redis, clock=clock, rules=build_rules({"achievements": {}}),
+                          shards=shards)  # fmt: skip
+    plain.award_many([AwardRequest(f"c{i}", "comment", amount=5) for i in range(30)])
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[achievements.welcome]\nkind = "points"\ntarget = 5\nreward = 2\n'
+                     'title = "Welcome"\n')  # fmt: skip
+    for name, value in state_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SCORING_SHARDS", str(shards))
+    monkeypatch.setenv("DATABASE_URL", store.url)
+    monkeypatch.setenv("SCORING_RULES", str(rules))
+    assert cli_main(["achievements", "backfill"]) == 0
+    assert "30 users tested, 30 levels granted, 60 points paid" in capsys.readouterr().out
+    assert plain.status("c7").total_points == 7
+    # the job: the rules did not change since the command's backfill
+    assert workers.jobs.backfill_achievements() is None
+    assert workers.jobs.backfill_achievements(force=True)["granted"] == 0
+    state_redis.delete(plain.keys.achievements_backfilled())  # as after a rules change
+    assert workers.jobs.backfill_achievements()["users"] == 30
