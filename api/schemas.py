@@ -66,6 +66,12 @@ class ProfileIn(_In):
     time_zone: Annotated[StrictStr, Field(max_length=64, examples=["Europe/Oslo"])] | None = None
 
 
+class FreezesIn(_In):
+    """Streak freezes to give a user (the user then holds at most the rules' ``freezes_max``)."""
+
+    count: Annotated[StrictInt, Field(ge=1, le=365)]
+
+
 QuestText = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]{0,19}$")]
 
 
@@ -225,7 +231,7 @@ def user_schemas(lifetime: tuple[str, ...]) -> UserSchemas:
         __annotations__ = fields_of(
             AwardResult, rename={"activity": "point_activity"},
             types={"user": UserOut, "point_activity": ActivityOut, "rewards": list[RewardOut]},
-            describe={"rewards": "goals and quests this award completed"},
+            describe={"rewards": "goals, quests and streak milestones this award completed"},
         )  # fmt: skip
 
     class BatchResultOut(_Out):

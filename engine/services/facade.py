@@ -10,7 +10,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``archives``        ended periods' standings in SQL
 ``goals``           weekly goals
 ``side_quests``     the side quest catalog and users' quests (``lua/quest.lua``)
-``streaks``         the daily streak bonus job
+``streaks``         the daily streak bonus job, grants of streak freezes
 ``stats``           queries over the SQL audit trail
 ==================  ===================================================================
 
@@ -136,6 +136,7 @@ class ScoringEngine:
         self.complete_quest = self.side_quests.complete_quest
         self.user_quests = self.side_quests.user_quests
         self.streak_bonuses = self.streaks.streak_bonuses
+        self.grant_freezes = self.streaks.grant_freezes
         self.recent_activities = self.stats.recent_activities
         self.points_by_type = self.stats.points_by_type
         self.points_awarded_today = self.stats.points_awarded_today

@@ -56,6 +56,7 @@ _ACTIVITY = {
     "description": "text", "tier_at_time": "text", "created_at": "timestamptz",
     "total_points": "int8", "level": "int4", "current_streak_days": "int4",
     "longest_streak_days": "int4", "last_activity_date": "date", "version": "int8",
+    "frozen_days": "text",
 }  # fmt: skip
 _STATE = {
     "user_id": "text", "total_points": "int8", "tier": "text", "level": "int4",
