@@ -466,3 +466,30 @@ def test_the_admin_grants_freezes_over_http(st_apps: tuple[TestClient, TestClien
     _same(got, ref.get("/v1/users/rua", headers=READER))  # the hot handler's bytes
     mine = hot.get("/api/v1/me/thrive-circle/my-status/", headers=token("rua"))
     assert mine.status_code == 200 and mine.json()["user"]["streak_freezes"] == 2
+
+
+def test_rebuild_restores_frozen_days_and_the_run(
+    st_sql: ScoringEngine, clock: Clock, store: SqlStore
+) -> None:
+    from engine.services.recovery import rebuild
+
+    engine = st_sql
+    start = clock.now.date() - timedelta(days=30)
+    day = days_from(start)
+    for n in [0, 1, 2, 4, 5, 6, 8]:  # days 3 and 7 frozen; paid 3 and 5
+        engine.award("rex", "daily_login", occurred_at=day(n))
+    before = engine.status("rex")
+    assert (before.current_streak_days, before.streak_freezes_used) == (7, 2)
+    drain(engine)
+    rebuild(engine, store)
+    after = engine.status("rex")
+    assert (after.current_streak_days, after.longest_streak_days, after.last_activity_date) == (
+        before.current_streak_days, before.longest_streak_days, before.last_activity_date,
+    )  # fmt: skip
+    assert (after.total_points, after.streak_freezes_used) == (before.total_points, 2)
+    assert after.streak_freezes == 0  # what a user holds is not in SQL
+    # the run goes on as it was: a late day 7 joins nothing new, day 9 reaches 8 once
+    r = engine.award("rex", "daily_login", occurred_at=day(9))
+    run0 = (start - EPOCH).days
+    assert [w.activity_id for w in r.rewards] == [reward_id(f"streak:rex:{run0}:8")]
+    assert engine.award("rex", "comment", occurred_at=day(7)).user.current_streak_days == 9
