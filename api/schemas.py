@@ -73,6 +73,12 @@ class ProfileIn(_In):
     time_zone: Annotated[StrictStr, Field(max_length=64, examples=["Europe/Oslo"])] | None = None
 
 
+class FreezesIn(_In):
+    """Streak freezes to give a user (the user then holds at most the rules' ``freezes_max``)."""
+
+    count: Annotated[StrictInt, Field(ge=1, le=365)]
+
+
 QuestText = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]{0,19}$")]
 
 
@@ -239,8 +245,8 @@ def user_schemas(lifetime: tuple[str, ...]) -> UserSchemas:
             AwardResult, rename={"activity": "point_activity"},
             types={"user": UserOut, "point_activity": ActivityOut, "rewards": list[RewardOut],
                    "achievements": list[EarnedAchievementOut]},
-            describe={"rewards": "goals and quests completed and achievements earned that "
-                                 "paid points, each an activity of its own",
+            describe={"rewards": "goals, quests and streak milestones completed and achievements "
+                                 "earned that paid points, each an activity of its own",
                       "achievements": "the achievement levels this award earned"},
         )  # fmt: skip
 

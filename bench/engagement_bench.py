@@ -186,18 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         Row("award script, Redis-side, no achievements", f"{ach_without:.2f} us/call"),
         Row("award script, Redis-side, default achievements", f"{ach_with:.2f} us/call"),
         Row(
-            "  with / without", f"{ach_ratio:.2f}x", f"<= {ACHIEVEMENT_COST_TARGET}x",
+            "  with / without",
+            f"{ach_ratio:.2f}x",
+            f"<= {ACHIEVEMENT_COST_TARGET}x",
             verdict(ach_ratio <= ACHIEVEMENT_COST_TARGET),
         ),  # fmt: skip
         Row("  achievement levels earned in the run", f"{earned:,}"),
         Row(
-            f"backfill_achievements, {bonus_users:,} users", f"{backfill_s:.1f} s",
-            f"< {BACKFILL_SECONDS:g} s", verdict(backfill_s < BACKFILL_SECONDS),
+            f"backfill_achievements, {bonus_users:,} users",
+            f"{backfill_s:.1f} s",
+            f"< {BACKFILL_SECONDS:g} s",
+            verdict(backfill_s < BACKFILL_SECONDS),
         ),  # fmt: skip
         Row("  users tested / levels granted", f"{tested:,} / {granted:,}"),
-        Row(
-            "  second run: levels granted", f"{regranted:,}", "0", verdict(regranted == 0)
-        ),
+        Row("  second run: levels granted", f"{regranted:,}", "0", verdict(regranted == 0)),
         Row(
             f"check_streak_bonuses, {bonus_users:,} active users",
             f"{seconds:.1f} s",

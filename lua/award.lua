@@ -12,9 +12,11 @@
            (hashes: quest id -> record, see includes/quest_record.lua)
   KEYS[14] weekly_goal type board    KEYS[15] side_quest type board
   KEYS[16] shard's upgrade feed (stream of tier and level changes, see includes/feed.lua)
-  KEYS[17] user's achievements (hash: "<id>:<level>" -> when earned, unix ms)
-  KEYS[18] shard's achievement holders (hash: "<id>:<level>" -> users holding it)
-  KEYS[19] achievement type board
+  KEYS[17] user's frozen days (bitmap laid out as KEYS[2], same first day)
+  KEYS[18] streak_bonus type board (streak milestone rewards)
+  KEYS[19] user's achievements (hash: "<id>:<level>" -> when earned, unix ms)
+  KEYS[20] shard's achievement holders (hash: "<id>:<level>" -> users holding it)
+  KEYS[21] achievement type board
 
   ARGV[1]  activity id (uuid)        ARGV[2]  user id
   ARGV[3]  amount (integer > 0, points)
@@ -37,32 +39,48 @@
   quest); quest_desc (what a quest reward's description says before the quest's title);
   goal_fields ("wk", then "g:<goal>" of each goal: the fields of the goal hash, in goals'
   order); lifetime_fields (the user hash fields "n:<type>" of the activity types whose counts
-  the state carries, in order); achievements, ach_for, ach_fields_for, ach_type
-  (includes/achievements.lua); award_fields (per activity type: lifetime_fields, then
-  ach_fields_for the type: read with the user's state)
+  the state carries, in order); freezes_max (0 = streak freezes off), freeze_every (active
+  days per freeze earned), milestones ({len, points, desc} per streak milestone, shortest
+  first), bonus_type (the milestone reward's activity type); achievements, ach_for,
+  ach_fields_for, ach_type (includes/achievements.lua); award_fields (per activity type:
+  lifetime_fields, then ach_fields_for the type: read with the user's state)
 
   Returns:
     {0, record, flag, state}  applied; flag = 1 when this award raised the drain flag (the caller
                   then enqueues a drain job), else 0. record (also the idempotency record) =
                   fingerprint, created_at ms, total after the award and its rewards, rewards;
-                  joined by "\31". rewards: one per goal or quest this award completed and
-                  per achievement level it earned, "kind\30ref\30points\30reward key", joined
-                  by "\29" (the reward's activity id is uuid5 of its key:
-                  engine.rules.reward_id; an achievement's ref is "<id>:<level>", and one
-                  with 0 points is no activity). state = the user's total,
+                  joined by "\31". rewards: one per goal, quest or streak milestone this
+                  award completed and per achievement level it earned,
+                  "kind\30ref\30points\30reward key", joined by "\29" (the reward's activity
+                  id is uuid5 of its key: engine.rules.reward_id; an achievement's ref is
+                  "<id>:<level>", and one with 0 points is no activity). state = the user's total,
                   current streak, longest streak, last active day, version, count and points of
                   this activity type, the count of each of RULES.lifetime_fields (in its
-                  order), username, display name, joined by "\31"; after the award and its
-                  rewards.
+                  order), username, display name, streak freezes held, freezes used in all,
+                  joined by "\31"; after the award and its rewards.
     {-1, record, 0, state}  duplicate activity id: nothing changed; record is the first call's,
                   state the user's now (last active day "" when there is none)
     {-2, tz}      the user's time zone is tz, not ARGV[9]: nothing changed; call again
 
   Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
-  state = "total level streak longest last_day version" after the award. Then one entry per
-  reward (an activity of type weekly_goal, side_quest or achievement, with its own state), one
-  per side quest advanced (e = quest), one per goal completed (e = goal) and one per
-  achievement level earned (e = ach).
+  state = "total level streak longest last_day version" after the award, and frozen = the
+  local days (numbers, ","-joined) this award froze, when it froze any. Then one entry per
+  reward (an activity of type weekly_goal, side_quest, streak_bonus or achievement, with its
+  own state), one per side quest advanced (e = quest), one per goal completed (e = goal) and
+  one per achievement level earned (e = ach).
+
+  Streak freezes (user hash: fz = held, fz_used = spent in all; run0 = the local day the
+  current run started on): an activity on a new latest day after missed days, when the user
+  holds at least one freeze per missed day and RULES.freezes_max > 0, spends them and keeps
+  the streak alive; the missed days are marked in the frozen-day bitmap: frozen, not active
+  (the streak counts active days only; a frozen day bridges a run). A run is a maximal
+  sequence of consecutive days each active or frozen. An activity on a new latest day that
+  takes the streak to a multiple of RULES.freeze_every earns one freeze, up to freezes_max.
+  A late activity (an earlier day) spends and earns none; it joins runs through active and
+  frozen days as before (a frozen day it falls on becomes active; the freeze is not given
+  back). A streak milestone is paid (type streak_bonus, key "streak:user:run start:length")
+  by the award that takes the run containing its day from below the milestone's length to it
+  or beyond: once per run (a run's start only moves earlier, and its length only grows).
 
   Weekly goals follow the week (Monday first) of the activity's local day; an activity in a
   week before the user's current goal week advances nothing. A goal's reward is given by the
@@ -79,7 +97,8 @@ local rcall = redis.call
 --- @include "threshold_index"
 --- @include "tier_and_level"
 --- @include "day_bit"
---- @include "run_length"
+--- @include "run_through"
+--- @include "milestones"
 --- @include "feed"
 --- @include "window_add"
 --- @include "credit"
@@ -96,7 +115,8 @@ local day_board, week_board, month_board = KEYS[7], KEYS[8], KEYS[9]
 local flag_key, goals_key = KEYS[10], KEYS[11]
 local quests_key, quests_done_key = KEYS[12], KEYS[13]
 local goal_board, quest_board, feed_key = KEYS[14], KEYS[15], KEYS[16]
-local ach_key, ach_counts_key, ach_board = KEYS[17], KEYS[18], KEYS[19]
+local frozen_key, bonus_board = KEYS[17], KEYS[18]
+local ach_key, ach_counts_key, ach_board = KEYS[19], KEYS[20], KEYS[21]
 
 local activity_id, user, amount_s, activity_type = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local description, at_ms, day_s, week = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -112,9 +132,9 @@ end
 local lifetime_fields = RULES.lifetime_fields
 local nkey, pkey = "n:" .. activity_type, "pts:" .. activity_type
 local h = rcall("HMGET", user_key, "tz", "total", "tier", "level", "streak", "longest",
-  "last_day", "day0", "version", nkey, pkey, "username", "display_name",
-  unpack(RULES.award_fields[activity_type]))
-local LIFETIME_AT = 13  -- h[LIFETIME_AT + i]: the value of lifetime_fields[i]
+  "last_day", "day0", "version", nkey, pkey, "username", "display_name", "fz", "fz_used",
+  "run0", unpack(RULES.award_fields[activity_type]))
+local LIFETIME_AT = 16  -- h[LIFETIME_AT + i]: the value of lifetime_fields[i]
 local ACH_AT = LIFETIME_AT + #lifetime_fields  -- h[ACH_AT + i]: ach_fields_for[type][i]
 
 local tz = h[1] or "UTC"
@@ -124,31 +144,50 @@ local total = tonumber(h[2] or "0") + amount
 local tier, level = tier_and_level(total)
 level = tostring(level)
 
--- Streak: a pure function of the set of active days; the bitmap keeps that set.
+-- Streak: a pure function of the sets of active and frozen days; the bitmaps keep them.
 local day = tonumber(day_s)
 local last = tonumber(h[7] or "")
 local cur = tonumber(h[5] or "0")
 local longest = tonumber(h[6] or "0")
 local day0 = tonumber(h[8] or "")
+local held, used = tonumber(h[14] or "0"), tonumber(h[15] or "0")
+local run0 = tonumber(h[16] or "") or (last and last - cur + 1)  -- (before freezes: no gaps)
+local frozen_bits = used > 0 and frozen_key or nil  -- nil: no frozen day to look at
 local new_day0 = day0
 local mark = false
+local frozen = nil  -- the days this award froze
+local run_old, run_new, run_start = 0, 0, nil  -- the run of `day`: length before and after
 if not streak_type then
   -- not a day of activity (a streak bonus): the streak stays as it is
 elseif not last then
   cur, last, mark = 1, day, true
   new_day0 = day - day % 8
+  run0, run_new, run_start = day, 1, day
 elseif day > last then
-  if day == last + 1 then cur = cur + 1 else cur = 1 end
+  local missed = day - last - 1
+  if missed > 0 and RULES.freezes_max > 0 and held >= missed then
+    frozen = {}
+    for d = last + 1, day - 1 do frozen[#frozen + 1] = d end
+    held, used = held - missed, used + missed
+    missed = 0
+  end
+  if missed == 0 then run_old, cur = cur, cur + 1 else cur, run0 = 1, day end
+  if cur % RULES.freeze_every == 0 and held < RULES.freezes_max then held = held + 1 end
   last, mark = day, true
+  run_new, run_start = cur, run0
 elseif day < last and day_bit(days_key, day0, day) == 0 then
   -- a late activity for an earlier day: it may join runs on either side
-  local back = run_length(days_key, day0, day, -1, day - day0)
-  local fwd = run_length(days_key, day0, day, 1, last - day)
+  local back_span, back = run_through(days_key, frozen_bits, day0, day, -1, day - day0)
+  local fwd_span, fwd = run_through(days_key, frozen_bits, day0, day, 1, last - day)
   local run = back + 1 + fwd
-  if day + fwd == last then cur = run end
+  if day + fwd_span == last then cur, run0 = run, day - back_span end
   if run > longest then longest = run end
   mark = true
   if day < day0 then new_day0 = day - day % 8 end
+  -- the run's length before: one run through a frozen `day`, else the longer of two
+  run_old = math.max(back, fwd)
+  if frozen_bits and day_bit(frozen_key, day0, day) == 1 then run_old = back + fwd end
+  run_new, run_start = run, day - back_span
 end
 if cur > longest then longest = cur end
 
@@ -173,6 +212,11 @@ if not RULES.reward_types[activity_type] then
     advance_goals(goals_key, goal_board, user, activity_type, amount, mark, week, rewards)
   quests = advance_quests(quests_key, quest_board, user, activity_type, at_ms, rewards)
 end
+if run_new > run_old then
+  reach_milestones(bonus_board, user, run_start, run_old, run_new, rewards)
+end
+local held_s, used_s = h[14] or "0", h[15] or "0"
+if mark then held_s, used_s = tostring(held), tostring(used) end
 
 -- Achievements: those this award can move, tested against the state after the award and its
 -- goal and quest rewards.
@@ -218,6 +262,7 @@ if not rcall("SET", record_key, record, "NX", "EX", record_ttl) then
     h[11] or "0"}
   for i = 1, n_life do now[7 + i] = h[LIFETIME_AT + i] or "0" end
   now[8 + n_life], now[9 + n_life] = username, display_name
+  now[10 + n_life], now[11 + n_life] = h[14] or "0", h[15] or "0"
   return {-1, rcall("GET", record_key), 0, table.concat(now, "\31")}
 end
 local state = {final_total_s, cur_s, longest_s, last_s, tostring(final_version), count_s,
@@ -227,23 +272,31 @@ for i = 1, n_life do
   else state[7 + i] = h[LIFETIME_AT + i] or "0" end
 end
 state[8 + n_life], state[9 + n_life] = username, display_name
+state[10 + n_life], state[11 + n_life] = held_s, used_s
 
 local fields = {"total", total_s, "version", version_s, nkey, count_s, pkey, points_s}
 if tier ~= h[3] then fields[#fields + 1] = "tier"; fields[#fields + 1] = tier end
 if level ~= h[4] then fields[#fields + 1] = "level"; fields[#fields + 1] = level end
 if mark then
   for _, v in ipairs({"streak", cur_s, "longest", longest_s, "last_day", last_s,
-                      "day0", tostring(new_day0)}) do
+                      "day0", tostring(new_day0), "run0", tostring(run0)}) do
     fields[#fields + 1] = v
+  end
+  if held_s ~= (h[14] or "0") or used_s ~= (h[15] or "0") then
+    for _, v in ipairs({"fz", held_s, "fz_used", used_s}) do fields[#fields + 1] = v end
   end
   if not day0 then
     fields[#fields + 1] = "created_at"; fields[#fields + 1] = at_ms
   elseif new_day0 < day0 then
     -- grow the bitmap towards the past, a whole byte (8 days) at a time
-    local old = rcall("GET", days_key) or ""
-    rcall("SET", days_key, string.rep("\0", (day0 - new_day0) / 8) .. old)
+    local pad = string.rep("\0", (day0 - new_day0) / 8)
+    rcall("SET", days_key, pad .. (rcall("GET", days_key) or ""))
+    if frozen_bits then rcall("SET", frozen_key, pad .. (rcall("GET", frozen_key) or "")) end
   end
   rcall("SETBIT", days_key, day - new_day0, 1)
+  if frozen then
+    for i = 1, #frozen do rcall("SETBIT", frozen_key, frozen[i] - new_day0, 1) end
+  end
 elseif not h[2] then
   fields[#fields + 1] = "created_at"; fields[#fields + 1] = at_ms
 end
@@ -267,9 +320,13 @@ window_add(day_board, day_life, user, negative)
 window_add(week_board, week_life, user, negative)
 window_add(month_board, month_life, user, negative)
 
-rcall("XADD", outbox_key, "*", "id", activity_id, "user", user, "amount", amount_s,
-  "type", activity_type, "desc", description, "at", at_ms, "tier", tier,
-  "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " "))
+local entry = {"id", activity_id, "user", user, "amount", amount_s, "type", activity_type,
+  "desc", description, "at", at_ms, "tier", tier,
+  "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " ")}
+if frozen then
+  entry[#entry + 1] = "frozen"; entry[#entry + 1] = table.concat(frozen, ",")
+end
+rcall("XADD", outbox_key, "*", unpack(entry))
 
 if quests then
   for i = 1, #quests do

@@ -32,7 +32,7 @@ def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None
         assert not re.search(r"^--- @(include|define)", script.source, re.M)
         assert real_redis.script_load(script.source) == script.sha
     assert (
-        scripts.get("award", RULES=rules).numkeys == 19 and scripts["board_position"].numkeys == 1
+        scripts.get("award", RULES=rules).numkeys == 21 and scripts["board_position"].numkeys == 1
     )
 
 

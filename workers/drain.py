@@ -706,6 +706,7 @@ class Drainer:
             "created_at": created, "total_points": total, "level": level,
             "current_streak_days": streak, "longest_streak_days": longest,
             "last_activity_date": last, "version": version,
+            "frozen_days": _frozen_days(f.get("frozen")),
         })  # fmt: skip
         held = batch.states.get(user)
         if held is None or held["state_version"] < version:
@@ -803,6 +804,14 @@ class Drainer:
         if not idle:
             return 0
         return forget_consumers.run(self.redis, self.keys, shard, GROUP, idle)
+
+
+def _frozen_days(days: str | None) -> str | None:
+    """An award entry's ``frozen`` (local day numbers, ","-joined) as the ``frozen_days``
+    column has it: ISO dates joined by ","; None when the award froze no day."""
+    if not days:
+        return None
+    return ",".join(day_to_date(int(d)).isoformat() for d in days.split(","))
 
 
 def _entry_error(exc: SQLAlchemyError) -> bool:

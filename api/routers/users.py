@@ -16,7 +16,7 @@ from engine.domain.results import UserState
 from ..auth import Scope
 from ..deps import Caller, Engine
 from ..hot import Handler, answer, header
-from ..schemas import ActivityPage, ProfileIn, UserSchemas, error_responses, render
+from ..schemas import ActivityPage, FreezesIn, ProfileIn, UserSchemas, error_responses, render
 
 ERRORS = error_responses(401, 403, 422)
 
@@ -44,6 +44,18 @@ def router(schemas: UserSchemas) -> APIRouter:
         caller.require_user(user_id, Scope.AWARD)
         given = {name: getattr(body, name) for name in body.model_fields_set}
         return engine.set_profile(user_id, **given)
+
+    @router.post(
+        "/{user_id}/streak/freezes",
+        response_model=schemas.user,
+        responses=ERRORS,
+        summary="Give a user streak freezes (admin)",
+    )
+    def grant_freezes(user_id: str, body: FreezesIn, engine: Engine, caller: Caller) -> UserState:
+        """Adds ``count`` streak freezes; the user holds at most the rules' ``[streak]
+        freezes_max`` (0, freezes off: nothing is added). Answers with the user's state."""
+        caller.require(Scope.ADMIN)
+        return engine.grant_freezes(user_id, body.count)
 
     @router.get(
         "/{user_id}/activities",

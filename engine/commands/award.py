@@ -19,6 +19,7 @@ from engine.domain.rules import (
     ACHIEVEMENT_REWARD_TYPE,
     GOAL_REWARD_TYPE,
     QUEST_REWARD_TYPE,
+    STREAK_BONUS_TYPE,
     Rules,
     reward_id,
 )
@@ -47,7 +48,8 @@ def keys(
         k.board(shard, day), k.board(shard, week), k.board(shard, month), k.drain_flag(shard),
         k.goals(user_id, shard), k.quests(user_id, shard), k.quests_done(user_id, shard),
         k.type_board(shard, GOAL_REWARD_TYPE), k.type_board(shard, QUEST_REWARD_TYPE),
-        k.feed(shard), k.achievements(user_id, shard), k.achievement_holders(shard),
+        k.feed(shard), k.frozen(user_id, shard), k.type_board(shard, STREAK_BONUS_TYPE),
+        k.achievements(user_id, shard), k.achievement_holders(shard),
         k.type_board(shard, ACHIEVEMENT_REWARD_TYPE),
     ]  # fmt: skip
 
@@ -100,6 +102,9 @@ class AwardState:
     lifetime: dict[str, int]
     username: str | None
     display_name: str | None
+    #: streak freezes the user holds, and has spent in all (0 in a record from before 0.3)
+    freezes: int = 0
+    freezes_used: int = 0
 
 
 @dataclass(slots=True)
@@ -148,11 +153,13 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
     total, streak, longest, last_day, version, count, points = fields[:_STATE_HEAD]
     end = _STATE_HEAD + len(lifetime)
     username, display_name = fields[end : end + 2]
+    freezes = fields[end + 2 : end + 4]
+    held, used = (int(freezes[0]), int(freezes[1])) if len(freezes) == 2 else (0, 0)
     state = AwardState(
         int(total), int(streak), int(longest), int(last_day) if last_day else None,
         int(version), int(count), int(points),
         dict(zip(lifetime, map(int, fields[_STATE_HEAD:end]))),
-        username or None, display_name or None,
+        username or None, display_name or None, held, used,
     )  # fmt: skip
     rewards, achievements = _rewards(packed) if packed else _NONE
     return AwardReply(

@@ -58,6 +58,10 @@ class Keys:
     def days(self, user_id: str, shard: int | None = None) -> str:
         return f"{self.tag(self._shard(user_id, shard))}:days:{user_id}"
 
+    def frozen(self, user_id: str, shard: int | None = None) -> str:
+        """The user's frozen days: a bitmap laid out as the day bitmap (same first day)."""
+        return f"{self.tag(self._shard(user_id, shard))}:frozen:{user_id}"
+
     def idempotency(self, shard: int, activity_id: str) -> str:
         return f"{self.tag(shard)}:idem:{activity_id}"
 
@@ -90,10 +94,10 @@ class Keys:
         return f"{self.tag(shard)}:u:"
 
     def rebuildable(self, shard: int) -> list[str]:
-        """SCAN patterns of the state ``scoring rebuild`` replaces: user hashes, day bitmaps and
-        boards (not the outbox, its dead letters, or idempotency records)."""
+        """SCAN patterns of the state ``scoring rebuild`` replaces: user hashes, day bitmaps,
+        frozen-day bitmaps and boards (not the outbox, its dead letters, or idempotency records)."""
         t = self.tag(shard)
-        return [f"{t}:u:*", f"{t}:days:*", f"{t}:lb:*", f"{t}:ach:*"]
+        return [f"{t}:u:*", f"{t}:days:*", f"{t}:frozen:*", f"{t}:lb:*", f"{t}:ach:*"]
 
     def drain_flag(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:flag"

@@ -18,7 +18,10 @@ class UserState:
 
     ``current_streak_days`` is the length of the run of consecutive active days (in the user's
     time zone) that ends on ``last_activity_date``; ``streak_active`` says whether that run can
-    still grow, i.e. the last active day is today or yesterday in the user's zone.
+    still grow, i.e. the last active day is today or yesterday in the user's zone. Days the
+    user missed and spent streak freezes on (``[streak]`` rules) are *frozen*: they keep the run
+    together and do not count in its length. ``streak_freezes``: the freezes the user holds;
+    ``streak_freezes_used``: how many days the user has frozen in all.
 
     ``activity_counts`` and ``points_by_type`` hold every activity type the user has in
     :meth:`ScoringEngine.status`; in an award's result, only the awarded type and the types the
@@ -47,6 +50,8 @@ class UserState:
     lifetime: dict[str, int]
     activity_counts: dict[str, int] = field(default_factory=dict)
     points_by_type: dict[str, int] = field(default_factory=dict)
+    streak_freezes: int = 0
+    streak_freezes_used: int = 0
     version: int = 0
 
     @classmethod
@@ -67,6 +72,7 @@ class UserState:
             streak=int(h.get("streak", 0)), longest=int(h.get("longest", 0)),
             last_day=int(last) if last else None, counts=counts, points=points,
             version=int(h.get("version", 0)),
+            freezes=int(h.get("fz", 0)), freezes_used=int(h.get("fz_used", 0)),
         )  # fmt: skip
 
     @classmethod
@@ -86,6 +92,8 @@ class UserState:
         counts: dict[str, int],
         points: dict[str, int],
         version: int,
+        freezes: int = 0,
+        freezes_used: int = 0,
     ) -> UserState:
         """Derive tier, level and the rest from the stored values (tier and level are pure
         functions of ``total`` under ``rules``). ``counts``: activity type -> awards of it; the
@@ -110,6 +118,8 @@ class UserState:
             lifetime={name: counts.get(kind, 0) for name, kind in rules.lifetime.items()},
             activity_counts=counts,
             points_by_type=points,
+            streak_freezes=freezes,
+            streak_freezes_used=freezes_used,
             version=version,
         )
 
@@ -145,9 +155,10 @@ class Activity:
 
 @dataclass(frozen=True, slots=True)
 class Reward:
-    """A reward an award (or a quest call) gave: a weekly goal's or a side quest's points, as a
-    point activity of its own (``activity_type`` ``weekly_goal`` or ``side_quest``). ``ref`` is
-    the goal id or the quest id."""
+    """A reward an award (or a quest call) gave: a weekly goal's, a side quest's or a streak
+    milestone's points, as a point activity of its own (``activity_type`` ``weekly_goal``,
+    ``side_quest`` or ``streak_bonus``). ``ref`` is the goal id, the quest id or the milestone's
+    streak length (e.g. ``"7"``)."""
 
     activity_type: str
     ref: str
@@ -194,8 +205,8 @@ class AwardResult:
     old_level: int | None
     new_level: int | None
     replayed: bool = False
-    #: goals and quests this award completed and achievement levels it earned that paid
-    #: points; ``user`` already includes their points
+    #: goals, quests and streak milestones this award completed and achievement levels it
+    #: earned that paid points; ``user`` already includes their points
     rewards: tuple[Reward, ...] = ()
     #: the achievement levels this award earned (a replay: the first call's)
     achievements: tuple[EarnedAchievement, ...] = ()

@@ -112,6 +112,8 @@ ACHIEVEMENT_REWARD_TYPE = "achievement"
 GOAL_REWARD_DESC = "Weekly goal: "
 QUEST_REWARD_DESC = "Completed: "
 ACHIEVEMENT_REWARD_DESC = "Achievement: "
+#: A streak milestone's reward (type ``streak_bonus``) says this, then the streak's length.
+MILESTONE_DESC = "Streak milestone: "
 #: Namespace of the ids of rewards (see :func:`reward_id`).
 REWARD_NAMESPACE = uuid.UUID("2b0c6f7e-4f3a-5d8e-9c1b-7a6e5d4c3b2a")
 
@@ -119,8 +121,9 @@ REWARD_NAMESPACE = uuid.UUID("2b0c6f7e-4f3a-5d8e-9c1b-7a6e5d4c3b2a")
 def reward_id(key: str) -> str:
     """The activity id of a reward: uuid5 of its key, which the scripts build as ``goal``, user,
     goal id and week (or ``quest``, user and quest id; or ``achievement``, user, achievement id
-    and level) joined by ``:`` (unambiguous: goal ids, weeks, quest and achievement ids hold no
-    colon). The same reward
+    and level; or ``streak``, user, the local day number the streak run started on and the
+    milestone's length) joined by ``:`` (unambiguous: goal ids, weeks, quest and achievement ids
+    and numbers hold no colon). The same reward
     always gets the same id, so SQL's primary key would refuse a second copy."""
     return str(uuid.uuid5(REWARD_NAMESPACE, key))
 
@@ -272,6 +275,27 @@ class Idempotency(_Strict):
     auto_ttl: int = Field(default=60, ge=60)
 
 
+MilestoneLength = Annotated[int, Field(ge=1, le=36_500)]
+MilestonePoints = Annotated[int, Field(gt=0, le=1_000_000)]
+
+
+class Streak(_Strict):
+    """Streak freezes and milestones (``[streak]``).
+
+    A user earns one freeze each time the current streak (active days of the run) reaches a
+    multiple of ``freeze_every_days`` on a new latest day, holding at most ``freezes_max``
+    (0: freezes are off, the default). An activity after missed days that the user holds enough
+    freezes for keeps the streak alive and spends one freeze per missed day: those days are
+    *frozen*, not active (the streak's length does not count them). ``milestones``: streak
+    length -> points, paid once per streak run (as a ``streak_bonus`` activity) by the award
+    that takes the run to that length; none by default.
+    """
+
+    freezes_max: int = Field(default=0, ge=0, le=365)
+    freeze_every_days: int = Field(default=7, ge=1, le=365)
+    milestones: dict[MilestoneLength, MilestonePoints] = Field(default_factory=dict)
+
+
 class Rules(_Strict):
     """The complete, validated rule set. Immutable; build with :func:`load_rules`."""
 
@@ -282,6 +306,7 @@ class Rules(_Strict):
     weekly_goals: dict[TypeName, WeeklyGoal] = Field(default_factory=lambda: _default_goals())
     retention: Retention = Field(default_factory=Retention)
     idempotency: Idempotency = Field(default_factory=Idempotency)
+    streak: Streak = Field(default_factory=Streak)
     #: ``lifetime_<name>`` counters of a user's state: name -> activity type counted
     lifetime: dict[TypeName, TypeName] = Field(default_factory=lambda: dict(DEFAULT_LIFETIME))
     #: badges (``[achievements.<id>]``); the defaults are :func:`default_achievements`
@@ -392,6 +417,14 @@ class Rules(_Strict):
             # the script builds no names on every call
             "goal_fields": ["wk", *(f"g:{goal_id}" for goal_id in self.weekly_goals)],
             "lifetime_fields": [f"n:{t}" for t in self.lifetime_types],
+            # streak freezes and milestones (shortest first: {length, points, description})
+            "freezes_max": self.streak.freezes_max,
+            "freeze_every": self.streak.freeze_every_days,
+            "milestones": [
+                {"len": n, "points": p, "desc": f"{MILESTONE_DESC}{n} days"}
+                for n, p in sorted(self.streak.milestones.items())
+            ],
+            "bonus_type": STREAK_BONUS_TYPE,
             **ach,
             # per activity type: the lifetime counts, then ach_fields_for that type
             "award_fields": {
@@ -405,7 +438,7 @@ class Rules(_Strict):
         """The achievements as the scripts test them (``lua/includes/achievements.lua``): each
         compares one field of the user hash with its levels' targets (tier, level and points
         targets all become totals)."""
-        table = []
+        table: list[dict[str, Any]] = []
         for ach_id, a in self.achievements.items():
             multi = a.levels > 1
             table.append({

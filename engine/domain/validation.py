@@ -17,6 +17,7 @@ from engine.domain.errors import (
     InvalidProfile,
     InvalidUserId,
     UnknownActivityType,
+    ValidationError,
 )
 from engine.domain.rules import ActivityType, Rules
 
@@ -110,4 +111,19 @@ def profile_text(value: object, *, field: str, limit: int) -> str:
         raise InvalidProfile(f"{field} is longer than {limit} characters", field=field)
     if _has_control(value):
         raise InvalidProfile(f"{field} must not contain control characters", field=field)
+    return value
+
+
+#: The most streak freezes one grant may give (the rules' ``freezes_max`` caps what is held).
+MAX_FREEZE_GRANT = 365
+
+
+def freeze_count(value: object) -> int:
+    """The number of streak freezes a grant gives: a whole number from 1 to 365."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            f"count must be a whole number, not {type(value).__name__}", field="count"
+        )
+    if not 1 <= value <= MAX_FREEZE_GRANT:
+        raise ValidationError(f"count must be from 1 to {MAX_FREEZE_GRANT}", field="count")
     return value

@@ -430,7 +430,7 @@ class Awards:
             username=state.username, display_name=state.display_name, time_zone=p.tz,
             total=state.total, streak=state.streak, longest=state.longest,
             last_day=state.last_day, counts=counts, points={kind: state.points},
-            version=state.version,
+            version=state.version, freezes=state.freezes, freezes_used=state.freezes_used,
         )  # fmt: skip
         rewards = reply.rewards
         # the upgrades this award made (a replay: the first call's, whatever came since)

@@ -10,7 +10,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``archives``        ended periods' standings in SQL
 ``goals``           weekly goals
 ``side_quests``     the side quest catalog and users' quests (``lua/quest.lua``)
-``streaks``         the daily streak bonus job
+``streaks``         the daily streak bonus job, grants of streak freezes
 ``stats``           queries over the SQL audit trail
 ==================  ===================================================================
 
@@ -142,6 +142,7 @@ class ScoringEngine:
         self.achievement_catalog = self.badges.catalog
         self.backfill_achievements = self.badges.backfill
         self.backfill_achievements_if_changed = self.badges.backfill_if_changed
+        self.grant_freezes = self.streaks.grant_freezes
         self.recent_activities = self.stats.recent_activities
         self.points_by_type = self.stats.points_by_type
         self.points_awarded_today = self.stats.points_awarded_today

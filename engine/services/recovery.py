@@ -1,11 +1,13 @@
 """Rebuild the Redis state from SQL, and reconcile the two.
 
-``rebuild`` recomputes every user's hash (totals, counters, tier, level, streaks), day bitmap and
-every leaderboard (all-time, per type, and the day, week and month boards still within their
-retention) from ``point_activity`` and the ``user_score`` profiles, the same pure functions of the
-activities that the award script maintains incrementally. Drain the outbox first: entries not
+``rebuild`` recomputes every user's hash (totals, counters, tier, level, streaks), day bitmap,
+frozen-day bitmap (from ``point_activity.frozen_days``) and every leaderboard (all-time, per
+type, and the day, week and month boards still within their retention) from ``point_activity``
+and the ``user_score`` profiles, the same pure functions of the activities that the award
+script maintains incrementally. Drain the outbox first: entries not
 yet in SQL are not in the rebuild (the CLI drains before it rebuilds). Idempotency records are
-not rebuilt.
+not rebuilt, and neither are the streak freezes a user holds (grants and earnings are not in
+SQL: a rebuilt user holds none); the days frozen are.
 
 ``reconcile`` compares, per user, the Redis total with the sum of the user's amounts in SQL and
 with the user's all-time board score, and reports every difference.
@@ -25,29 +27,48 @@ from engine.runtime.connect import scan_keys
 from engine.storage.store import SqlStore
 
 _CHUNK_USERS = 2000
+_EPOCH = date(1970, 1, 1)
 
 
-def streaks(days: Iterable[int]) -> tuple[int, int]:
-    """(current, longest) streak of a set of day numbers: current is the run ending on the
-    last day. The same function the award script keeps up to date award by award."""
+def streaks(days: Iterable[int], frozen: Iterable[int] = ()) -> tuple[int, int]:
+    """(current, longest) streak of a set of active day numbers and a set of frozen ones: a run
+    is consecutive days each active or frozen, and its length counts its active days; current
+    is the run holding the last active day. The same function the award script keeps up to
+    date award by award."""
+    active = set(days)
     current = longest = 0
     previous = None
-    for day in sorted(set(days)):
-        current = current + 1 if previous is not None and day == previous + 1 else 1
+    for day in sorted(active | set(frozen)):
+        if previous is None or day != previous + 1:
+            current = 0
+        current += day in active
         longest = max(longest, current)
         previous = day
     return current, longest
+
+
+def run_start(days: set[int], frozen: set[int]) -> int:
+    """The first day of the run (through active and frozen days) holding the last active day."""
+    day = max(days)
+    while day - 1 in days or day - 1 in frozen:
+        day -= 1
+    return day
 
 
 def day_bitmap(days: set[int]) -> tuple[int, bytes]:
     """(day0, bitmap) as the award script keeps them: bit i (most significant bit first) is
     day0 + i, and day0 is the first day rounded down to a multiple of 8."""
     day0 = min(days) - min(days) % 8
+    return day0, _bitmap_from(day0, days)
+
+
+def _bitmap_from(day0: int, days: set[int]) -> bytes:
+    """A bitmap of ``days`` whose bit 0 (most significant first) is ``day0``."""
     bits = bytearray((max(days) - day0) // 8 + 1)
     for day in days:
         offset = day - day0
         bits[offset // 8] |= 0x80 >> (offset % 8)
-    return day0, bytes(bits)
+    return bytes(bits)
 
 
 @dataclass
@@ -75,7 +96,7 @@ class Drift:
 
 
 class _User:
-    __slots__ = ("user_id", "total", "counts", "points", "days", "windows", "n")
+    __slots__ = ("user_id", "total", "counts", "points", "days", "frozen", "windows", "n")
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
@@ -84,6 +105,7 @@ class _User:
         self.counts: dict[str, int] = defaultdict(int)
         self.points: dict[str, int] = defaultdict(int)
         self.days: set[int] = set()
+        self.frozen: set[int] = set()  # days frozen with streak freezes
         self.windows: dict[str, int] = defaultdict(int)  # window board id -> points
 
 
@@ -121,7 +143,7 @@ def rebuild(
     pending = 0
     current: _User | None = None
     tz = "UTC"
-    for user_id, activity_type, amount, created_at in store.activities_by_user():
+    for user_id, activity_type, amount, created_at, frozen in store.activities_by_user():
         if current is None or user_id != current.user_id:
             if current is not None:
                 _write_user(pipe, engine, current, profiles.get(current.user_id))
@@ -140,6 +162,8 @@ def rebuild(
         spec = rules.activity_types.get(activity_type)
         if spec is None or spec.streak:  # a streak bonus is not a day of activity
             current.days.add(local_day(created_at, tz))
+        if frozen:  # ISO dates in the user's zone
+            current.frozen.update((date.fromisoformat(d) - _EPOCH).days for d in frozen.split(","))
         for board_id in window_ids(created_at):
             current.windows[board_id] += amount
         report.activities += 1
@@ -229,10 +253,15 @@ def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
         **_profile_fields(snapshot),
     }
     if u.days:  # none when all of the user's awards were of types that are not activity
-        current, longest = streaks(u.days)
+        current, longest = streaks(u.days, u.frozen)
         day0, bitmap = day_bitmap(u.days)
-        fields.update(streak=current, longest=longest, last_day=max(u.days), day0=day0)
+        fields.update(streak=current, longest=longest, last_day=max(u.days), day0=day0,
+                      run0=run_start(u.days, u.frozen))  # fmt: skip
         pipe.set(keys.days(u.user_id, shard), bitmap)
+        frozen = {d for d in u.frozen if d >= day0}  # (a frozen day follows an active one)
+        if frozen:
+            fields["fz_used"] = len(u.frozen)
+            pipe.set(keys.frozen(u.user_id, shard), _bitmap_from(day0, frozen))
     pipe.hset(keys.user(u.user_id, shard), mapping=fields)
     pipe.zadd(keys.board(shard, "all"), {u.user_id: -u.total})
     for activity_type, points in u.points.items():

@@ -113,6 +113,7 @@ def _user_kinds(old: Keys, new: Keys, shard: int) -> list[tuple[str, str, Callab
     return [
         ("user", old.user_prefix(shard), new.user),
         ("days", old.days("", shard), new.days),
+        ("frozen", old.frozen("", shard), new.frozen),
         ("goals", old.goals("", shard), new.goals),
         ("quests", old.quests("", shard), new.quests),
         ("quests_done", old.quests_done("", shard), new.quests_done),

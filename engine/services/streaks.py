@@ -1,11 +1,15 @@
-"""Streak bonuses: the daily job that pays every user with a live streak."""
+"""Streak bonuses (the daily job that pays every user with a live streak) and the grant of
+streak freezes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
+from engine.commands import freezes
+from engine.domain import validation
 from engine.domain.errors import IdempotencyConflict, ScoringError
+from engine.domain.results import UserState
 from engine.domain.rules import STREAK_BONUS_TYPE
 from engine.services.awards import AwardRequest, Awards
 from engine.services.context import Context
@@ -26,6 +30,26 @@ class Streaks:
     def __init__(self, ctx: Context, awards: Awards) -> None:
         self.ctx = ctx
         self.awards = awards
+
+    def grant_freezes(self, user_id: str, count: int) -> UserState:
+        """Give ``user_id`` ``count`` streak freezes (an operator's grant), holding at most the
+        rules' ``[streak] freezes_max`` (with freezes off, 0: nothing is given).
+
+        Returns:
+            The user's state after the grant (``streak_freezes``: the freezes held).
+        """
+        uid = validation.user_id(user_id)
+        n = validation.freeze_count(count)
+        ctx = self.ctx
+        shard = ctx.keys.shard_of(uid)
+        _, h = freezes.parse(
+            freezes.script()(
+                ctx.redis,
+                freezes.keys(ctx.keys, uid, shard),
+                freezes.args(count=n, cap=ctx.rules.streak.freezes_max),
+            )
+        )
+        return ctx.state(uid, h)
 
     def streak_bonuses(
         self, day: date | None = None, *, batch: int = BONUS_BATCH

@@ -55,6 +55,9 @@ class PointActivity(Base):
     longest_streak_days: Mapped[int] = mapped_column(Integer)
     last_activity_date: Mapped[date] = mapped_column(Date)
     version: Mapped[int] = mapped_column(BigInteger)
+    #: the days (in the user's zone) this activity kept the streak alive over by spending
+    #: streak freezes, as ISO dates joined by ","; NULL when it froze none
+    frozen_days: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
 
     __table_args__ = (
         Index("ix_point_activity_user_created", "user_id", created_at.desc()),

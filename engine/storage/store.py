@@ -57,6 +57,7 @@ _ACTIVITY = {
     "description": "text", "tier_at_time": "text", "created_at": "timestamptz",
     "total_points": "int8", "level": "int4", "current_streak_days": "int4",
     "longest_streak_days": "int4", "last_activity_date": "date", "version": "int8",
+    "frozen_days": "text",
 }  # fmt: skip
 _STATE = {
     "user_id": "text", "total_points": "int8", "tier": "text", "level": "int4",
@@ -494,14 +495,17 @@ class SqlStore:
             for user_id, total, n in connection.execution_options(yield_per=10_000).execute(q):
                 yield user_id, int(total), int(n)
 
-    def activities_by_user(self) -> Iterator[tuple[str, str, int, datetime]]:
-        """(user id, activity type, amount, created_at) of every activity, ordered by user."""
+    def activities_by_user(self) -> Iterator[tuple[str, str, int, datetime, str | None]]:
+        """(user id, activity type, amount, created_at, frozen_days) of every activity, ordered
+        by user."""
         t = PointActivity.__table__
-        q = select(t.c.user_id, t.c.activity_type, t.c.amount, t.c.created_at).order_by(t.c.user_id)
+        q = select(
+            t.c.user_id, t.c.activity_type, t.c.amount, t.c.created_at, t.c.frozen_days
+        ).order_by(t.c.user_id)
         with self.engine.connect() as connection:
             result = connection.execution_options(stream_results=True, yield_per=20_000).execute(q)
             for row in result:
-                yield row[0], row[1], row[2], _utc(row[3])
+                yield row[0], row[1], row[2], _utc(row[3]), row[4]
 
     def achievements_by_user(self) -> Iterator[tuple[str, str, int, datetime]]:
         """(user id, achievement id, level, earned_at) of every level earned, by user, then
