@@ -175,6 +175,11 @@ class AwardResult:
     replayed: bool = False
     #: goals and quests this award completed; ``user`` already includes their points
     rewards: tuple[Reward, ...] = ()
+    #: set when a seasonal event multiplied the amount (``activity.amount`` is the multiplied
+    #: amount): the amount before it, the multiplier and the event's id
+    base_amount: int | None = None
+    multiplier: float | None = None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
