@@ -28,7 +28,17 @@ from .auth import PRINCIPAL, Authenticator, AuthError, parse_api_keys
 from .hot import HotRoutes, route_of
 from .live import LiveHub
 from .metrics import Metrics
-from .routers import awards, dashboard, engagement, health, leaderboards, me, stats, users
+from .routers import (
+    awards,
+    dashboard,
+    engagement,
+    events,
+    health,
+    leaderboards,
+    me,
+    stats,
+    users,
+)
 from .schemas import user_schemas
 
 #: Request bodies larger than this are refused with 413 (a batch of 1,000 awards is ~250 KB).
@@ -81,7 +91,8 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     schemas = user_schemas(tuple(app.state.engine.rules.lifetime))
     award_routes, user_routes = awards.router(schemas), users.router(schemas)
     for router in (health.router, award_routes, user_routes,
-                   leaderboards.router, engagement.router, stats.router, me.router(schemas),
+                   leaderboards.router, engagement.router, events.router, stats.router,
+                   me.router(schemas),
                    dashboard.router):  # fmt: skip
         app.include_router(router)
     # the last added is the outermost: the guard, then the hottest routes' handlers (api.hot)
