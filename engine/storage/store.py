@@ -315,7 +315,11 @@ class SqlStore:
     def create_event(self, event: SeasonalEvent) -> SeasonalEvent | None:
         """Store a new event; None (nothing written) if an event with its id exists."""
         t = _table(SeasonalEventRow)
-        stmt = self._insert(SeasonalEventRow).on_conflict_do_nothing(index_elements=["id"])
+        stmt = (
+            self._insert(SeasonalEventRow)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(t.c.id)
+        )
         values = {
             "id": event.id, "title": event.title, "starts_at": event.start,
             "ends_at": event.end, "multiplier": event.multiplier,
@@ -323,8 +327,8 @@ class SqlStore:
             "ended_at": None,
         }  # fmt: skip
         with self.engine.begin() as connection:
-            if connection.execute(stmt.values(**values)).rowcount == 0:
-                return None
+            if connection.execute(stmt.values(**values)).first() is None:
+                return None  # the id was taken
             row = connection.execute(select(t).where(t.c.id == event.id)).one()
         return _event(row)
 
