@@ -15,6 +15,7 @@ from __future__ import annotations
 import tomllib
 import uuid
 from bisect import bisect_right
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -212,6 +213,14 @@ class SeasonalEventRule(_Strict):
     multiplier: float = Field(gt=0, le=10, allow_inf_nan=False, strict=True)
     activity_types: list[TypeName] | None = Field(default=None, min_length=1)
     title: Label = Field(min_length=1, max_length=200)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> SeasonalEventRule:

@@ -307,7 +307,7 @@ class Awards:
                 self.award, user_id, activity_type, amount=amount, description=description,
                 idempotency_key=idempotency_key, occurred_at=occurred_at,
             )  # fmt: skip
-        await self.events.refresh_async(self.async_client())
+        await self.events.refresh_async(self.async_client)
         p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
         raised: list[int] = []
         run = _Attempts(self, [(0, p)], [None], on_flag=raised.append, gave_up=_TZ_KEPT)

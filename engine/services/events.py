@@ -19,7 +19,8 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -50,8 +51,8 @@ def rules_events(rules: Rules) -> tuple[SeasonalEvent, ...]:
         SeasonalEvent(
             id=event_id,
             title=e.title,
-            start=e.start.astimezone(UTC),
-            end=e.end.astimezone(UTC),
+            start=e.start,
+            end=e.end,
             multiplier=e.multiplier,
             activity_types=e.types(rules.activity_types),
             source=RULES_SOURCE,
@@ -97,15 +98,16 @@ class Events:
         elif self._due():
             self._check(self._read_version())
 
-    async def refresh_async(self, client: Any) -> None:
-        """:meth:`refresh` on an asyncio Redis ``client``; the SQL reload runs in a thread."""
+    async def refresh_async(self, client_of: Callable[[], Any]) -> None:
+        """:meth:`refresh` on the asyncio Redis client ``client_of()`` gives (asked for only
+        when the counter is to be read); the SQL reload runs in a thread."""
         if self.ctx.store is None:
             return
         if not self._loaded:
             await asyncio.to_thread(self._first_load)
         elif self._due():
             try:
-                version = await client.get(self.ctx.keys.events_version())
+                version = await client_of().get(self.ctx.keys.events_version())
             except REDIS_ERRORS:
                 return  # the award will say what became of Redis
             if self._stale(version):
@@ -208,8 +210,8 @@ class Events:
         if event_id in self._rule_ids:
             raise EventConflict(f"event {event_id!r} is the rules file's", field="id")
         event = SeasonalEvent(
-            id=event_id, title=spec.title, start=spec.start.astimezone(UTC),
-            end=spec.end.astimezone(UTC), multiplier=spec.multiplier, activity_types=types,
+            id=event_id, title=spec.title, start=spec.start, end=spec.end,
+            multiplier=spec.multiplier, activity_types=types,
             source=API_SOURCE, created_at=self.ctx.clock(),
         )  # fmt: skip
         stored = self.ctx.sql().create_event(event)
