@@ -517,3 +517,13 @@ def test_a_served_process_applies_a_change_within_5_seconds(
             time.sleep(0.1)
     finally:
         server.stop()
+
+
+def test_the_readme_rules_example_is_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = text.split("A rules file overrides", 1)[1].split("```toml\n", 1)[1]
+    path = tmp_path / "rules.toml"
+    path.write_text(example.split("```", 1)[0], encoding="utf-8")
+    rules = load_rules(path)
+    event = rules.events["double_xp"]
+    assert event.multiplier == 2.0 and event.end - event.start == timedelta(days=3, hours=-1)
