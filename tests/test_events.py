@@ -366,18 +366,26 @@ def test_a_second_engine_sees_a_change_within_seconds(
         time.sleep(0.1)
 
 
-def test_sql_away_keeps_the_events_it_had(real_redis, clock: Clock, store: SqlStore) -> None:
+def test_sql_away_keeps_the_events_it_had(
+    real_redis, clock: Clock, store: SqlStore, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     clock.noon()
     engine = ScoringEngine(real_redis, clock=clock, store=store, rules=rules_with({}))
+    other = ScoringEngine(real_redis, clock=clock, store=store, rules=rules_with({}))
     engine.create_event(id="keep", title="Keep", start=clock.now - timedelta(minutes=1),
                         end=clock.now + timedelta(hours=1), multiplier=2)  # fmt: skip
     assert engine.award("cy", "comment").multiplier == 2.0
-    real_redis.incr(engine.keys.events_version())  # a change, while SQL is away
-    broken = SqlStore("sqlite:////nonexistent-folder/never/there.db")
-    engine.ctx.store = broken
+    # another process changes the events; this one cannot reach SQL meanwhile
+    engine.ctx.store = SqlStore(f"sqlite:///{tmp_path / 'no-tables.db'}")  # every query fails
+    other.end_event("keep")
+    for _ in range(3):
+        engine.events._next_check = 0.0  # a second has passed
+        assert engine.award("cy", "comment").multiplier == 2.0  # the award goes on, as it was
+    failures = [r for r in caplog.records if "could not be reloaded" in r.getMessage()]
+    assert len(failures) == 1  # once per outage
+    engine.ctx.store = store  # SQL is back: the next check reloads
     engine.events._next_check = 0.0
-    assert engine.award("cy", "comment").multiplier == 2.0  # the award goes on, as it was
-    engine.ctx.store = store
+    assert engine.award("cy", "comment").multiplier is None
 
 
 def test_the_audit_trail_keeps_base_multiplier_and_event_and_rebuild_agrees(

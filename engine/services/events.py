@@ -80,6 +80,8 @@ class Events:
         self._load_lock = threading.RLock()
         #: whether a first load was tried (until then an award waits for it)
         self._loaded = False
+        #: whether the last reload failed (it was logged)
+        self._failing = False
 
     # -- the award path -------------------------------------------------------------------
 
@@ -151,8 +153,14 @@ class Events:
             try:
                 stored = self.ctx.sql().list_events()
             except Exception as exc:  # noqa: BLE001 - SQL away: keep the events as they are
-                log.warning("seasonal events could not be reloaded from SQL (%s)", exc)
+                if not self._failing:  # once per outage, not once a second
+                    log.warning("seasonal events could not be reloaded from SQL (%s); the "
+                                "events loaded before stay in force meanwhile", exc)  # fmt: skip
+                self._failing = True
                 return
+            if self._failing:
+                log.warning("seasonal events reloaded from SQL again")
+                self._failing = False
             self._events = self._rules + tuple(e for e in stored if e.id not in self._rule_ids)
             self._version = version
             self._next_reload = time.monotonic() + RELOAD_SECONDS
