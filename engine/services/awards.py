@@ -404,12 +404,11 @@ class Awards:
         event = self.events.in_force(at, activity_type)
         final, multiplier, event_id = points, None, None
         if event is not None:
-            final, multiplier, event_id = (
-                multiplied(points, event.multiplier),
-                event.multiplier,
-                event.id,
-            )
-            if final > MAX_STORED_AMOUNT:  # a rules file whose caps are near the limit
+            multiplier, event_id = event.multiplier, event.id
+            final = multiplied(points, multiplier)
+            # events are checked against the caps of the rules that made them; this process's
+            # rules may have larger ones
+            if final > MAX_STORED_AMOUNT:
                 raise InvalidAmount(
                     f"amount {points} times the multiplier {multiplier} of event {event_id!r} "
                     f"exceeds {MAX_STORED_AMOUNT}",
