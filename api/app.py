@@ -33,6 +33,7 @@ from .routers import (
     awards,
     dashboard,
     engagement,
+    events,
     health,
     leaderboards,
     me,
@@ -91,8 +92,8 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     schemas = user_schemas(tuple(app.state.engine.rules.lifetime))
     award_routes, user_routes = awards.router(schemas), users.router(schemas)
     for router in (health.router, award_routes, user_routes,
-                   leaderboards.router, engagement.router, achievements.router, stats.router,
-                   me.router(schemas), dashboard.router):  # fmt: skip
+                   leaderboards.router, engagement.router, achievements.router, events.router,
+                   stats.router, me.router(schemas), dashboard.router):  # fmt: skip
         app.include_router(router)
     # the last added is the outermost: the guard, then the hottest routes' handlers (api.hot)
     hot_routes = [

@@ -8,9 +8,20 @@ from datetime import date, datetime
 from functools import cache
 from typing import Annotated, Any, get_type_hints
 
-from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from starlette.responses import Response
 
+from engine.domain.events import SeasonalEvent
 from engine.domain.results import (
     LIFETIME_PREFIX,
     AchievementCatalog,
@@ -110,6 +121,21 @@ class QuestIn(QuestPatch):
     is_active: bool = True
     activity_type: StrictStr = Field(examples=["quiz_complete"])
     target_count: StrictInt = 1
+
+
+class EventIn(_In):
+    """A new seasonal event: from ``start`` (inclusive) to ``end`` (exclusive), awards of its
+    activity types carry ``multiplier`` times their amount (rounded half up, at least 1; of
+    overlapping events the highest multiplier applies)."""
+
+    id: Annotated[StrictStr, Field(min_length=1, max_length=64, examples=["double_xp"])]
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200, examples=["Double XP"])]
+    start: AwareDatetime = Field(description="ISO 8601 with an offset")
+    end: AwareDatetime = Field(description="ISO 8601 with an offset; after start")
+    multiplier: StrictFloat | StrictInt = Field(examples=[2], description="more than 0, at most 10")
+    activity_types: list[StrictStr] | None = Field(
+        default=None, description="default: every activity type that is not a reward"
+    )
 
 
 class ProgressIn(_In):
@@ -245,9 +271,15 @@ def user_schemas(lifetime: tuple[str, ...]) -> UserSchemas:
             AwardResult, rename={"activity": "point_activity"},
             types={"user": UserOut, "point_activity": ActivityOut, "rewards": list[RewardOut],
                    "achievements": list[EarnedAchievementOut]},
-            describe={"rewards": "goals, quests and streak milestones completed and achievements "
-                                 "earned that paid points, each an activity of its own",
-                      "achievements": "the achievement levels this award earned"},
+            describe={
+                "rewards": "goals, quests and streak milestones completed and achievements "
+                "earned that paid points, each an activity of its own",
+                "achievements": "the achievement levels this award earned",
+                "base_amount": "the amount before the seasonal event's multiplier (null: none "
+                "applied); point_activity.amount is the multiplied amount",
+                "multiplier": "the multiplier of the seasonal event that applied, or null",
+                "event_id": "the seasonal event that applied, or null",
+            },
         )  # fmt: skip
 
     class BatchResultOut(_Out):
@@ -363,6 +395,14 @@ class GoalsOut(_Out):
 
 class QuestOut(_Out):
     __annotations__ = fields_of(Quest)
+
+
+class EventOut(_Out):
+    __annotations__ = fields_of(
+        SeasonalEvent,
+        describe={"source": "rules (the rules file) or api (added here, stored in SQL)",
+                  "ended_at": "when it was ended early, or null"},
+    )  # fmt: skip
 
 
 class UserQuestOut(_Out):

@@ -26,12 +26,15 @@
   ARGV[8]  week number of that local day (Monday first: engine.domain.periods.week_of)
   ARGV[9]  time zone the caller assumed for the user ("UTC" when the user has none)
   ARGV[10] idempotency record TTL (seconds)
-  ARGV[11] request fingerprint (stored in the record; compared by the caller on replay)
+  ARGV[11] request fingerprint (stored in the record; compared by the caller on replay), then,
+           when a seasonal event applied, " <multiplier> <event id>" (a replay reads them back)
   ARGV[12] day board lifetime, ARGV[13] week board's, ARGV[14] month board's (seconds from
            now until the window's retention ends, by the engine's clock; a relative TTL, so
            the Redis clock only counts it down; 0 = the retention has passed: leave it alone)
   ARGV[15] how long the drain flag lives if no drain job clears it (seconds)
   ARGV[16] "1" if the activity type counts for the streak, else "0"
+  ARGV[17] amount before a seasonal event's multiplier, ARGV[18] the multiplier, ARGV[19] the
+           event id: "" (all three) when no event applied; ARGV[3] is the multiplied amount
   RULES (defined by the engine ahead of this source, so each rule set is its own script):
   tier_names, tier_at, level_at, level_step (see includes/tier_and_level.lua); goals (the
   weekly goals: id, kind 1 count / 2 points / 3 active days, type, target, reward, desc = the
@@ -63,11 +66,12 @@
     {-2, tz}      the user's time zone is tz, not ARGV[9]: nothing changed; call again
 
   Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
-  state = "total level streak longest last_day version" after the award, and frozen = the
-  local days (numbers, ","-joined) this award froze, when it froze any. Then one entry per
-  reward (an activity of type weekly_goal, side_quest, streak_bonus or achievement, with its
-  own state), one per side quest advanced (e = quest), one per goal completed (e = goal) and
-  one per achievement level earned (e = ach).
+  state = "total level streak longest last_day version" after the award; frozen = the local
+  days (numbers, ","-joined) this award froze, when it froze any; and when a seasonal event
+  applied, base, mult and event (ARGV[17] to ARGV[19]). Then one entry per reward (an activity
+  of type weekly_goal, side_quest, streak_bonus or achievement, with its own state), one per
+  side quest advanced (e = quest), one per goal completed (e = goal) and one per achievement
+  level earned (e = ach).
 
   Streak freezes (user hash: fz = held, fz_used = spent in all; run0 = the local day the
   current run started on): an activity on a new latest day after missed days, when the user
@@ -123,6 +127,7 @@ local description, at_ms, day_s, week = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local assumed_tz, record_ttl, fingerprint = ARGV[9], ARGV[10], ARGV[11]
 local day_life, week_life, month_life = ARGV[12], ARGV[13], ARGV[14]
 local flag_ttl, streak_type = ARGV[15], ARGV[16] == "1"
+local base_s, multiplier_s, event_id = ARGV[17], ARGV[18], ARGV[19]
 
 local amount = tonumber(amount_s)
 if not amount or amount <= 0 or amount ~= math.floor(amount) then
@@ -325,6 +330,11 @@ local entry = {"id", activity_id, "user", user, "amount", amount_s, "type", acti
   "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " ")}
 if frozen then
   entry[#entry + 1] = "frozen"; entry[#entry + 1] = table.concat(frozen, ",")
+end
+if event_id ~= "" then
+  for _, v in ipairs({"base", base_s, "mult", multiplier_s, "event", event_id}) do
+    entry[#entry + 1] = v
+  end
 end
 rcall("XADD", outbox_key, "*", unpack(entry))
 

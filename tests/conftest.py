@@ -182,6 +182,7 @@ def _empty(store) -> None:
 
     with store.engine.begin() as connection:
         for table in (
+            "seasonal_event",
             "leaderboard_archive",
             "leaderboard_period",
             "user_side_quest",

@@ -110,3 +110,28 @@ def test_the_status_route(apps: tuple[TestClient, TestClient]) -> None:
             path = f"/v1/users/{user}"
             _same(hot.get(path, headers=headers), ref.get(path, headers=headers))
     assert answered["/v1/users/{user_id}"] == 3 * 2 + 1  # keys with read; ann's own token
+
+
+def test_the_award_route_with_a_seasonal_event(
+    apps: tuple[TestClient, TestClient],
+    api_engine: ScoringEngine,  # noqa: F811
+) -> None:
+    """An award a seasonal event multiplied: the same bytes from both, its multiplier in them."""
+    from datetime import timedelta
+
+    hot, ref = apps
+    now = api_engine.clock()
+    api_engine.create_event(id="hot", title="Hot", start=now - timedelta(hours=1),
+                            end=now + timedelta(hours=1), multiplier=1.5)  # fmt: skip
+    body = {"activity_type": "comment", "amount": 5}
+    headers = {**AWARDER, "Idempotency-Key": "ev1"}
+    first = hot.post("/v1/users/ann/awards", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    out = first.json()
+    assert (out["point_activity"]["amount"], out["base_amount"], out["multiplier"],
+            out["event_id"]) == (8, 5, 1.5, "hot")  # fmt: skip
+    _same(
+        hot.post("/v1/users/ann/awards", json=body, headers=headers),
+        ref.post("/v1/users/ann/awards", json=body, headers=headers),
+    )
+    assert answered["/v1/users/{user_id}/awards"] == 2

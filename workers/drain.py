@@ -707,6 +707,10 @@ class Drainer:
             "current_streak_days": streak, "longest_streak_days": longest,
             "last_activity_date": last, "version": version,
             "frozen_days": _frozen_days(f.get("frozen")),
+            # a seasonal event's multiplier, when one applied (the script then adds these)
+            "base_amount": int(f["base"]) if "base" in f else None,
+            "multiplier": float(f["mult"]) if "mult" in f else None,
+            "event_id": f.get("event"),
         })  # fmt: skip
         held = batch.states.get(user)
         if held is None or held["state_version"] < version:

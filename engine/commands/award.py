@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.commands.scripts import LuaScript, scripts
 from engine.domain.errors import ScriptCode, check_code
+from engine.domain.events import multiplier_text
 from engine.domain.keys import Keys
 from engine.domain.results import Reward
 from engine.domain.rules import (
@@ -70,13 +71,26 @@ def args(
     lifetimes: Sequence[int],
     flag_ttl: int,
     streak: bool,
+    base_amount: int | None = None,
+    multiplier: float | None = None,
+    event_id: str | None = None,
 ) -> list[Any]:
     """The ARGV of one award (see the script's header for each one's meaning and unit);
-    ``lifetimes``: the TTLs of the day, week and month boards."""
+    ``lifetimes``: the TTLs of the day, week and month boards. When a seasonal event applied,
+    ``amount`` is the multiplied amount and ``base_amount``, ``multiplier`` and ``event_id``
+    say what it was multiplied from: they go to the outbox, and the multiplier and event id
+    into the idempotency record, so that a replay answers with them."""
     day_ttl, week_ttl, month_ttl = lifetimes
+    event = ("", "", "")
+    if event_id is not None:
+        assert base_amount is not None and multiplier is not None
+        mult = multiplier_text(multiplier)
+        fingerprint = f"{fingerprint} {mult} {event_id}"
+        event = (str(base_amount), mult, event_id)
     return [
         activity_id, user_id, amount, activity_type, description, created_ms, day, week, tz,
         record_ttl, fingerprint, day_ttl, week_ttl, month_ttl, flag_ttl, "1" if streak else "0",
+        *event,
     ]  # fmt: skip
 
 
@@ -128,6 +142,9 @@ class AwardReply:
     state: AwardState | None = None
     #: the achievement levels earned, as (achievement id, level, reward points)
     achievements: tuple[tuple[str, int, int], ...] = ()
+    #: the seasonal event that multiplied the (first call's) amount, and its multiplier
+    multiplier: float | None = None
+    event_id: str | None = None
 
 
 def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
@@ -161,10 +178,14 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
         dict(zip(lifetime, map(int, fields[_STATE_HEAD:end]))),
         username or None, display_name or None, held, used,
     )  # fmt: skip
+    multiplier = event_id = None
+    if " " in fingerprint:  # a seasonal event applied (see args)
+        fingerprint, mult, event_id = fingerprint.split(" ")
+        multiplier = float(mult)
     rewards, achievements = _rewards(packed) if packed else _NONE
     return AwardReply(
         code, "", reply[2] == 1, fingerprint, int(created_ms), int(total_after), rewards, state,
-        achievements,
+        achievements, multiplier, event_id,
     )  # fmt: skip
 
 

@@ -100,6 +100,23 @@ class UnknownGoal(NotFound):
     code = "unknown_goal"
 
 
+class UnknownEvent(NotFound):
+    code = "unknown_event"
+
+
+class InvalidEvent(ValidationError):
+    """A seasonal event's definition is invalid (``field`` names the part at fault)."""
+
+    code = "invalid_event"
+
+
+class EventConflict(ScoringError):
+    """The seasonal event cannot be created or changed so: its id is taken, or it is the
+    rules file's (change the file instead)."""
+
+    code = "event_conflict"
+
+
 class QuestStateError(ScoringError):
     """The quest cannot do what was asked in its current state; nothing was written."""
 

@@ -28,6 +28,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:lb:week:2026-W48``   zset: ISO-week board (UTC), expires after retention
 ``<p>:<t>:lb:day:2026-11-24``  zset: daily board (UTC), expires after retention
 ``<p>:<t>:lb:type:<type>``     zset: all-time board of one activity type
+``<p>:events:version``         string: bumped on every change to the seasonal events in SQL
 =============================  ======================================================
 """
 
@@ -98,6 +99,11 @@ class Keys:
         frozen-day bitmaps and boards (not the outbox, its dead letters, or idempotency records)."""
         t = self.tag(shard)
         return [f"{t}:u:*", f"{t}:days:*", f"{t}:frozen:*", f"{t}:lb:*", f"{t}:ach:*"]
+
+    def events_version(self) -> str:
+        """The counter every change to the seasonal events in SQL bumps: each process reloads
+        its event list when it sees another value (no hash tag: it belongs to no shard)."""
+        return f"{self.prefix}:events:version"
 
     def drain_flag(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:flag"

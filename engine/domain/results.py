@@ -210,6 +210,11 @@ class AwardResult:
     rewards: tuple[Reward, ...] = ()
     #: the achievement levels this award earned (a replay: the first call's)
     achievements: tuple[EarnedAchievement, ...] = ()
+    #: set when a seasonal event multiplied the amount (``activity.amount`` is the multiplied
+    #: amount): the amount before it, the multiplier and the event's id
+    base_amount: int | None = None
+    multiplier: float | None = None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,14 @@ import json
 import tomllib
 import uuid
 from bisect import bisect_right
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,6 +36,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from engine.domain.errors import ConfigError
+from engine.domain.events import MAX_STORED_AMOUNT, multiplied
 
 TypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,29}$")]
 
@@ -114,6 +117,15 @@ QUEST_REWARD_DESC = "Completed: "
 ACHIEVEMENT_REWARD_DESC = "Achievement: "
 #: A streak milestone's reward (type ``streak_bonus``) says this, then the streak's length.
 MILESTONE_DESC = "Streak milestone: "
+#: Activity types that are rewards: a seasonal event multiplies none of them unless its
+#: ``activity_types`` names it. ``achievement`` is reserved for the achievements' rewards.
+REWARD_TYPES = frozenset(
+    {GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE, ACHIEVEMENT_REWARD_TYPE}
+)
+#: Rewards the scripts pay themselves (not through an award call), which no event can multiply.
+SCRIPT_REWARD_TYPES = frozenset({GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, ACHIEVEMENT_REWARD_TYPE})
+#: A seasonal event's id: lowercase letters, digits, ``_`` and ``-``, a letter first.
+EventId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 #: Namespace of the ids of rewards (see :func:`reward_id`).
 REWARD_NAMESPACE = uuid.UUID("2b0c6f7e-4f3a-5d8e-9c1b-7a6e5d4c3b2a")
 
@@ -130,6 +142,15 @@ def reward_id(key: str) -> str:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldProblem(ValueError):
+    """A validator's error about one field (``field``, relative to the model validated), so
+    that :func:`build_rules` names it: ``events.double_xp.activity_types``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ActivityType(_Strict):
@@ -252,6 +273,66 @@ class Achievement(_Strict):
         return [self.reward] * self.levels
 
 
+class SeasonalEventRule(_Strict):
+    """A seasonal event: from ``start`` (inclusive) to ``end`` (exclusive), awards of its
+    ``activity_types`` carry ``multiplier`` times their amount (see
+    :func:`engine.domain.events.multiplied` for the rounding, and
+    :func:`engine.domain.events.event_in_force` for overlapping events).
+
+    ``start`` and ``end`` are instants: ISO 8601 with an offset (a TOML offset date-time, or a
+    string). ``activity_types`` defaults to every type that is not a reward
+    (:data:`REWARD_TYPES`); it may name ``streak_bonus``, never a reward the scripts pay
+    (:data:`SCRIPT_REWARD_TYPES`).
+    """
+
+    start: AwareDatetime
+    end: AwareDatetime
+    multiplier: float = Field(gt=0, le=10, allow_inf_nan=False, strict=True)
+    activity_types: list[TypeName] | None = Field(default=None, min_length=1)
+    title: Label = Field(min_length=1, max_length=200)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> SeasonalEventRule:
+        if self.end <= self.start:
+            raise FieldProblem("end", "end must be after start")
+        return self
+
+    def types(self, known: dict[str, ActivityType]) -> tuple[str, ...]:
+        """The activity types it multiplies, among the rules' ``known`` types.
+
+        Raises:
+            FieldProblem: ``activity_types`` names an unknown type or a script-paid reward, or
+                the multiplied cap of a type exceeds what the audit trail stores.
+        """
+        if self.activity_types is None:
+            types = tuple(name for name in known if name not in REWARD_TYPES)
+        else:
+            for name in self.activity_types:
+                if name not in known:
+                    raise FieldProblem("activity_types", f"unknown activity type {name!r}")
+                if name in SCRIPT_REWARD_TYPES:
+                    raise FieldProblem(
+                        "activity_types",
+                        f"{name!r} is a reward the engine pays: no event multiplies it",
+                    )
+            types = tuple(dict.fromkeys(self.activity_types))
+        for name in types:
+            if multiplied(known[name].max_points, self.multiplier) > MAX_STORED_AMOUNT:
+                raise FieldProblem(
+                    "multiplier",
+                    f"{self.multiplier} times the cap of {name!r} exceeds {MAX_STORED_AMOUNT}",
+                )
+        return types
+
+
 class Retention(_Strict):
     """How long window leaderboards are kept after their window ends, in days."""
 
@@ -321,8 +402,16 @@ class Rules(_Strict):
                 data = {**data, "achievements": default_achievements(list(tiers))}
         return data
 
+    #: seasonal events of the rules file (more come from the admin API, stored in SQL)
+    events: dict[EventId, SeasonalEventRule] = Field(default_factory=dict)
+
     @model_validator(mode="after")
     def _known_references(self) -> Rules:
+        for event_id, event in self.events.items():
+            try:
+                event.types(self.activity_types)
+            except FieldProblem as exc:
+                raise FieldProblem(f"events.{event_id}.{exc.field}", str(exc)) from None
         for name, activity_type in self.lifetime.items():
             if activity_type not in self.activity_types:
                 raise ValueError(
@@ -607,9 +696,21 @@ def build_rules(overrides: dict[str, Any] | None = None, *, source: str = "rules
     try:
         return Rules.model_validate(data)
     except PydanticValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {loc}: {err['msg']}", field=loc) from None
+        loc, msg = error_field(exc)
+        raise ConfigError(f"{source}: {loc}: {msg}", field=loc) from None
+
+
+def error_field(exc: PydanticValidationError) -> tuple[str, str]:
+    """The dotted field (``(top level)`` when none) and message of ``exc``'s first error; a
+    :class:`FieldProblem` a validator raised adds its own field to the location."""
+    err = exc.errors()[0]
+    parts = [str(p) for p in err["loc"]]
+    msg = err["msg"]
+    problem = (err.get("ctx") or {}).get("error")
+    if isinstance(problem, FieldProblem):
+        parts.append(problem.field)
+        msg = str(problem)
+    return ".".join(parts) or "(top level)", msg
 
 
 def load_rules(path: str | Path | None = None) -> Rules:

@@ -1,7 +1,8 @@
 """Awards: one atomic script call per award (``lua/award.lua``), singly, batched or awaited.
 
 An award is validated and prepared in Python (ids, the idempotency fingerprint, the window
-boards it counts in, the zone the user is assumed to be in), then applied by the script, which
+boards it counts in, the zone the user is assumed to be in, the seasonal event in force at its
+time and the amount that event's multiplier makes of it), then applied by the script, which
 decides everything that depends on the user's state in Redis; its reply becomes an
 :class:`~engine.domain.results.AwardResult`.
 """
@@ -25,12 +26,14 @@ from engine.commands.scripts import stream_calls
 from engine.domain import validation
 from engine.domain.errors import (
     IdempotencyConflict,
+    InvalidAmount,
     ScoringError,
     ScriptCode,
     ScriptError,
     StoreUnavailable,
     ValidationError,
 )
+from engine.domain.events import MAX_STORED_AMOUNT, multiplied
 from engine.domain.periods import (
     WindowBoard,
     lifetimes,
@@ -43,6 +46,7 @@ from engine.domain.results import Activity, AwardResult, EarnedAchievement, User
 from engine.runtime.autopipe import AutoPipeline
 from engine.runtime.connect import CLUSTER_UNSETTLED, is_cluster_client
 from engine.services.context import Context
+from engine.services.events import Events
 from engine.storage.outbox import FLAG_TTL
 
 #: Namespace of activity ids derived from (user id, idempotency key).
@@ -69,6 +73,7 @@ class _Prepared:
     shard: int
     activity_id: str
     activity_type: str
+    #: the amount before a seasonal event's multiplier (the one the cap applies to)
     amount: int
     description: str
     at: datetime
@@ -76,6 +81,9 @@ class _Prepared:
     keys: list[str]
     args: list[Any]
     tz: str = "UTC"
+    #: the seasonal event in force (its multiplier and id), None when there was none
+    multiplier: float | None = None
+    event_id: str | None = None
 
 
 #: How many times an award call is sent at most (see :class:`_Attempts`).
@@ -197,6 +205,8 @@ class Awards:
         wait_replicas: when > 0, every award call is followed, on the same connection, by
             ``WAIT wait_replicas wait_timeout_ms``: the award is answered once that many
             replicas hold it, or when the timeout passes (it is applied either way).
+        events: the seasonal events (default: the rules file's and, with a SQL store,
+            SQL's).
     """
 
     def __init__(
@@ -206,8 +216,10 @@ class Awards:
         *,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        events: Events | None = None,
     ) -> None:
         self.ctx = ctx
+        self.events = events or Events(ctx)
         #: (replicas, timeout ms) of the WAIT that follows each award's call, or None
         self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
         self._award = award_cmd.script(ctx.rules)
@@ -254,6 +266,7 @@ class Awards:
             ValidationError: bad input (a subclass names the field); nothing was written.
             IdempotencyConflict: the key was used before for a different award.
         """
+        self.events.refresh()
         p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
         run = _Attempts(self, [(0, p)], [None], on_flag=self.ctx.queue_drain, gave_up=_TZ_KEPT)
         for pending in run.rounds():
@@ -294,6 +307,7 @@ class Awards:
                 self.award, user_id, activity_type, amount=amount, description=description,
                 idempotency_key=idempotency_key, occurred_at=occurred_at,
             )  # fmt: skip
+        await self.events.refresh_async(self.async_client)
         p = self._prepare(user_id, activity_type, amount, description, idempotency_key, occurred_at)
         raised: list[int] = []
         run = _Attempts(self, [(0, p)], [None], on_flag=raised.append, gave_up=_TZ_KEPT)
@@ -336,6 +350,7 @@ class Awards:
         """
         items = list(items)
         results: list[Any] = [None] * len(items)
+        self.events.refresh()
 
         def prepared() -> Iterator[tuple[int, _Prepared]]:
             # lazily, so that preparing overlaps with Redis running the previous chunk
@@ -379,10 +394,26 @@ class Awards:
             activity_id = str(_uuid7(now))
         else:
             activity_id = str(uuid.uuid5(ACTIVITY_NAMESPACE, f"{uid}\x00{key}"))
-        # a caller's key may come back with another request; an engine id only with this one
+        # a caller's key may come back with another request; an engine id only with this one.
+        # The fingerprint is the request's (its amount before any multiplier): a retry made
+        # after an event changed is the same request, and answers with the first call's
+        # multiplier, which the record keeps (see award_cmd.args)
         fingerprint = (
             "" if key is None else _fingerprint(activity_type, points, desc, at, occurred_at)
         )
+        event = self.events.in_force(at, activity_type)
+        final, multiplier, event_id = points, None, None
+        if event is not None:
+            multiplier, event_id = event.multiplier, event.id
+            final = multiplied(points, multiplier)
+            # events are checked against the caps of the rules that made them; this process's
+            # rules may have larger ones
+            if final > MAX_STORED_AMOUNT:
+                raise InvalidAmount(
+                    f"amount {points} times the multiplier {multiplier} of event {event_id!r} "
+                    f"exceeds {MAX_STORED_AMOUNT}",
+                    field="amount",
+                )
         shard = self.ctx.keys.shard_of(uid)
         tz = self.ctx.zones.get(uid)
         windows = self._windows(at.date())
@@ -391,15 +422,16 @@ class Awards:
             self.ctx.keys, uid, shard, activity_id, activity_type, [w.board_id for w in windows]
         )
         args = award_cmd.args(
-            activity_id=activity_id, user_id=uid, amount=points, activity_type=activity_type,
+            activity_id=activity_id, user_id=uid, amount=final, activity_type=activity_type,
             description=desc, created_ms=int(at.timestamp() * 1000), day=day, week=week_of(day),
             tz=tz, record_ttl=key_ttl or (idem.key_ttl if key is not None else idem.auto_ttl),
             fingerprint=fingerprint, lifetimes=lifetimes(windows, now), flag_ttl=FLAG_TTL,
-            streak=spec.streak,
+            streak=spec.streak, base_amount=points, multiplier=multiplier, event_id=event_id,
         )  # fmt: skip
         return _Prepared(
-            uid, shard, activity_id, activity_type, points, desc, at, fingerprint, keys, args, tz
-        )
+            uid, shard, activity_id, activity_type, points, desc, at, fingerprint, keys, args, tz,
+            multiplier, event_id,
+        )  # fmt: skip
 
     def _finish(self, p: _Prepared, reply: list[Any]) -> AwardResult | None:
         """Turn a script reply into a result; None when the call must be repeated."""
@@ -433,9 +465,15 @@ class Awards:
             version=state.version, freezes=state.freezes, freezes_used=state.freezes_used,
         )  # fmt: skip
         rewards = reply.rewards
+        # the seasonal event that applied: the first call's, which its record keeps (the same
+        # as this call's unless the events changed in between)
+        multiplier, event_id = (
+            (reply.multiplier, reply.event_id) if replayed else (p.multiplier, p.event_id)
+        )
+        amount = p.amount if multiplier is None else multiplied(p.amount, multiplier)
         # the upgrades this award made (a replay: the first call's, whatever came since)
         new_total = reply.total_after
-        old_total = new_total - p.amount - sum(r.points for r in rewards)
+        old_total = new_total - amount - sum(r.points for r in rewards)
         old_tier, old_level = rules.tier_for(old_total), rules.level_for(old_total)
         new_tier, new_level = rules.tier_for(new_total), rules.level_for(new_total)
         tier_up = old_tier != new_tier
@@ -443,10 +481,10 @@ class Awards:
         activity = Activity(
             id=p.activity_id,
             user_id=p.user_id,
-            amount=p.amount,
+            amount=amount,
             activity_type=kind,
             description=p.description,
-            tier_at_time=rules.tier_for(old_total + p.amount),  # as the outbox has it
+            tier_at_time=rules.tier_for(old_total + amount),  # as the outbox has it
             created_at=Activity.time_from_ms(reply.created_ms),
         )
         return AwardResult(
@@ -462,7 +500,10 @@ class Awards:
             rewards=rewards,
             achievements=tuple(EarnedAchievement.of(rules, *a) for a in reply.achievements)
             if reply.achievements
-            else (),  # fmt: skip
+            else (),
+            base_amount=None if event_id is None else p.amount,
+            multiplier=multiplier,
+            event_id=event_id,
         )
 
     def _windows(self, day: date) -> list[WindowBoard]:

@@ -10,6 +10,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``archives``        ended periods' standings in SQL
 ``goals``           weekly goals
 ``side_quests``     the side quest catalog and users' quests (``lua/quest.lua``)
+``events``          seasonal events (rules file and SQL) and their multipliers
 ``streaks``         the daily streak bonus job, grants of streak freezes
 ``stats``           queries over the SQL audit trail
 ==================  ===================================================================
@@ -40,6 +41,7 @@ from engine.services.archives import Archives
 from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
 from engine.services.context import Context
+from engine.services.events import Events
 from engine.services.goals import Goals
 from engine.services.quests import Quests
 from engine.services.stats import Stats
@@ -98,9 +100,11 @@ class ScoringEngine:
             store=store,
             drain_queue=drain_queue,
         )
+        self.events = Events(ctx)
         self.awards = Awards(
-            ctx, async_client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
-        )
+            ctx, async_client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms,
+            events=self.events,
+        )  # fmt: skip
         # the reads share the awards' asyncio client of each event loop (closed by aclose)
         ctx.async_redis = self.awards.async_client
         self.users = Users(ctx)
@@ -137,6 +141,10 @@ class ScoringEngine:
         self.advance_quest = self.side_quests.advance_quest
         self.complete_quest = self.side_quests.complete_quest
         self.user_quests = self.side_quests.user_quests
+        self.create_event = self.events.create_event
+        self.end_event = self.events.end_event
+        self.event = self.events.event
+        self.seasonal_events = self.events.events
         self.streak_bonuses = self.streaks.streak_bonuses
         self.achievements = self.badges.achievements
         self.achievement_catalog = self.badges.catalog

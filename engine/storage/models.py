@@ -5,7 +5,8 @@ the user's state after it. ``user_score`` is a snapshot of each user's state; ea
 points state and the profile) carries the per-user version it was written at, and an older
 write never overwrites a newer one. ``weekly_goal``, ``side_quest`` and ``user_side_quest`` are
 the seed's engagement tables. ``leaderboard_period`` and ``leaderboard_archive`` keep the final
-standings of ended day, week and month boards.
+standings of ended day, week and month boards. ``seasonal_event`` holds the seasonal events made
+through the admin API.
 
 The schema is created and changed by the Alembic migrations in ``engine/migrations`` (run
 ``scoring db upgrade``); these classes are the models those migrations must match.
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -58,6 +60,11 @@ class PointActivity(Base):
     #: the days (in the user's zone) this activity kept the streak alive over by spending
     #: streak freezes, as ISO dates joined by ","; NULL when it froze none
     frozen_days: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    # set when a seasonal event multiplied the amount: the amount before it (after the cap),
+    # the multiplier and the event; ``amount`` is the multiplied amount, what the user got
+    base_amount: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    multiplier: Mapped[float | None] = mapped_column(Float, nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_point_activity_user_created", "user_id", created_at.desc()),
@@ -186,3 +193,20 @@ class UserAchievement(Base):
     points_reward: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (Index("ix_user_achievement_achievement", "achievement_id", "level"),)
+
+
+class SeasonalEvent(Base):
+    """A seasonal event made through the admin API (the rules file's are not stored).
+    ``activity_types``: the types it multiplies, comma-separated; ``ended_at``: when an admin
+    ended it (it is in force until the earlier of ``ends_at`` and ``ended_at``)."""
+
+    __tablename__ = "seasonal_event"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    multiplier: Mapped[float] = mapped_column(Float)
+    activity_types: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

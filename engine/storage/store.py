@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from engine.domain.events import API_SOURCE, SeasonalEvent
 from engine.domain.results import Activity, LeaderboardEntry, Quest
 from engine.storage.models import (
     Base,
@@ -42,6 +43,7 @@ from engine.storage.models import (
     UserSideQuest,
     WeeklyGoal,
 )
+from engine.storage.models import SeasonalEvent as SeasonalEventRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _STATE_COLUMNS = ("total_points", "tier", "level", "current_streak_days", "longest_streak_days",
@@ -58,6 +60,7 @@ _ACTIVITY = {
     "total_points": "int8", "level": "int4", "current_streak_days": "int4",
     "longest_streak_days": "int4", "last_activity_date": "date", "version": "int8",
     "frozen_days": "text",
+    "base_amount": "int4", "multiplier": "float8", "event_id": "text",
 }  # fmt: skip
 _STATE = {
     "user_id": "text", "total_points": "int8", "tier": "text", "level": "int4",
@@ -322,6 +325,48 @@ class SqlStore:
         with self.engine.connect() as connection:
             return [_quest(r) for r in connection.execute(q)]
 
+    # -- seasonal events ------------------------------------------------------------------
+
+    def create_event(self, event: SeasonalEvent) -> SeasonalEvent | None:
+        """Store a new event; None (nothing written) if an event with its id exists."""
+        t = _table(SeasonalEventRow)
+        stmt = (
+            self._insert(SeasonalEventRow)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(t.c.id)
+        )
+        values = {
+            "id": event.id, "title": event.title, "starts_at": event.start,
+            "ends_at": event.end, "multiplier": event.multiplier,
+            "activity_types": ",".join(event.activity_types), "created_at": event.created_at,
+            "ended_at": None,
+        }  # fmt: skip
+        with self.engine.begin() as connection:
+            if connection.execute(stmt.values(**values)).first() is None:
+                return None  # the id was taken
+            row = connection.execute(select(t).where(t.c.id == event.id)).one()
+        return _event(row)
+
+    def end_event(self, event_id: str, at: datetime) -> SeasonalEvent | None:
+        """End an event at ``at`` unless it was ended before or ends by then; the event as it
+        is after that, or None if there is none with that id."""
+        t = _table(SeasonalEventRow)
+        with self.engine.begin() as connection:
+            connection.execute(
+                t.update()
+                .where(t.c.id == event_id, t.c.ended_at.is_(None), t.c.ends_at > at)
+                .values(ended_at=at)
+            )
+            row = connection.execute(select(t).where(t.c.id == event_id)).one_or_none()
+        return None if row is None else _event(row)
+
+    def list_events(self) -> list[SeasonalEvent]:
+        """Every stored event, by start, then id."""
+        t = _table(SeasonalEventRow)
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(t).order_by(t.c.starts_at, t.c.id))
+            return [_event(r) for r in rows]
+
     def user_quest_rows(self, user_id: str) -> list[Row[Any]]:
         """The user's ``user_side_quest`` rows (columns as attributes), by quest."""
         t = UserSideQuest.__table__
@@ -562,6 +607,16 @@ def _quest(row: Any) -> Quest:
         activity_type=row.activity_type, target_count=row.target_count,
         starts_at=_utc(row.starts_at) if row.starts_at else None,
         ends_at=_utc(row.ends_at) if row.ends_at else None,
+    )  # fmt: skip
+
+
+def _event(row: Any) -> SeasonalEvent:
+    return SeasonalEvent(
+        id=row.id, title=row.title, start=_utc(row.starts_at), end=_utc(row.ends_at),
+        multiplier=float(row.multiplier),
+        activity_types=tuple(t for t in row.activity_types.split(",") if t),
+        source=API_SOURCE, created_at=_utc(row.created_at),
+        ended_at=_utc(row.ended_at) if row.ended_at is not None else None,
     )  # fmt: skip
 
 
