@@ -60,6 +60,9 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         for reward in r.rewards:  # type: ignore[attr-defined]
             print(f"  {name} completed {reward.activity_type} {reward.ref} "
                   f"(+{reward.points})", flush=True)  # fmt: skip
+        for a in r.achievements:  # type: ignore[attr-defined]
+            level = f" (level {a.level})" if a.levels > 1 else ""
+            print(f"  {name} earned {a.title}{level}", flush=True)
 
     report = run_demo(engine, rate=args.rate, users=args.users, awards=args.awards,
                       on_result=show, should_stop=stop.is_set)  # fmt: skip

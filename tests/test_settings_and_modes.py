@@ -96,10 +96,12 @@ def test_cli_demo_and_rules(capsys, tmp_path: Path, monkeypatch, fresh_settings)
     assert "50 awards" in out and "rank" in out
     written = re.search(r"(\d+) outbox entries written to SQL, (\d+) activities there in all", out)
     # 50 awards, plus the weekly goals they completed (a reward activity and a goal row each),
-    # plus the 5 demo users' profiles
+    # plus the achievements earned (a row each; the default ones pay no points), plus the 5
+    # demo users' profiles
     rewards = out.count(" completed weekly_goal ")
+    earned = out.count(" earned ")
     assert written and int(written[2]) == 50 + rewards
-    assert int(written[1]) == 50 + 2 * rewards + 5
+    assert int(written[1]) == 50 + 2 * rewards + earned + 5
     assert (tmp_path / "scoring.db").exists()
     assert cli_main(["rules"]) == 0
     assert '"phoenix": 2500' in capsys.readouterr().out
