@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from api.app import create_app
 from engine import AwardRequest, ScoringEngine
-from engine.domain.errors import ConfigError
+from engine.domain.errors import ConfigError, ValidationError
 from engine.domain.rules import build_rules, reward_id
 from engine.runtime.settings import Settings
 from engine.services.recovery import rebuild
@@ -235,19 +235,40 @@ def test_quest_completion_earns_a_quests_achievement(state_redis, clock: Clock, 
 
 def test_invalid_definitions_stop_start_up_naming_the_field() -> None:
     cases = [
-        ({"kind": "count", "target": 3, "title": "t"}, "achievements.x"),
+        ({"kind": "count", "target": 3, "title": "t"}, "achievements.x.activity_type"),
         ({"kind": "count", "activity_type": "nope", "target": 3, "title": "t"},
          "achievements.x.activity_type"),
-        ({"kind": "points", "target": [5, 3], "title": "t"}, "achievements.x"),
+        ({"kind": "points", "target": [5, 3], "title": "t"}, "achievements.x.target"),
         ({"kind": "tier", "target": "gold", "title": "t"}, "achievements.x.target"),
-        ({"kind": "streak", "target": [3, 5], "reward": [1], "title": "t"}, "achievements.x"),
+        ({"kind": "streak", "target": [3, 5], "reward": [1], "title": "t"},
+         "achievements.x.reward"),
         ({"kind": "streak", "target": 3, "title": "t", "colour": "red"}, "achievements.x.colour"),
         ({"kind": "medal", "target": 3, "title": "t"}, "achievements.x.kind"),
+        ({"kind": "streak", "target": 3, "title": "bad \ud800"}, "achievements.x.title"),
     ]  # fmt: skip
     for spec, field in cases:
         with pytest.raises(ConfigError) as exc:
             build_rules({"achievements": {"x": spec}})
-        assert field in str(exc.value), (spec, str(exc.value))
+        assert exc.value.field == field, (spec, str(exc.value))
+
+
+def test_an_activity_type_named_after_a_lua_keyword_works(state_redis, clock: Clock) -> None:
+    rules = build_rules({"weekly_goals": {}, "activity_types": {
+        "end": {"display": "End", "points": 3, "max_points": 10},
+    }, "achievements": {
+        "ender": {"kind": "count", "activity_type": "end", "target": 2, "title": "Ender"},
+    }})  # fmt: skip
+    engine = engine_with(state_redis, clock, rules=rules)
+    engine.award("kw", "end")
+    assert [a.achievement_id for a in engine.award("kw", "end").achievements] == ["ender"]
+
+
+def test_the_achievement_type_is_paid_by_the_engine_only(state_redis, clock: Clock) -> None:
+    engine = engine_with(state_redis, clock)
+    with pytest.raises(ValidationError) as exc:
+        engine.award("mint", "achievement", amount=1_000_000)
+    assert exc.value.field == "activity_type"
+    assert engine.status("mint").total_points == 0
 
 
 def test_http_catalog_user_achievements_and_award_responses(state_redis, clock: Clock) -> None:

@@ -366,8 +366,23 @@ def lua_literal(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "{" + ", ".join(lua_literal(v) for v in value) + "}"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {lua_literal(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_lua_key(k)} = {lua_literal(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no Lua literal for {type(value).__name__}")
+
+
+#: Lua 5.1's reserved words: a table key that is one (an activity type named ``end``, say) is
+#: written ``["end"]``.
+_LUA_KEYWORDS = frozenset(
+    "and break do else elseif end false for function if in local nil not or repeat return "
+    "then true until while".split()
+)
+_LUA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _lua_key(key: str) -> str:
+    if _LUA_NAME.match(key) and key not in _LUA_KEYWORDS:
+        return key
+    return f"[{lua_literal(key)}]"
 
 
 #: The process-wide registry. Nothing is read from disk until a script is first used.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import unicodedata
 import uuid
 from bisect import bisect_right
 from datetime import UTC, datetime
@@ -44,8 +45,8 @@ TypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,29}$")]
 #: A name or title shown to users (and stored in SQL, e.g. in a goal reward's description): no
 #: control characters, which PostgreSQL (NUL) or a dashboard could not take.
 def _no_control(text: str) -> str:
-    if any(c < " " or c == "\x7f" for c in text):
-        raise ValueError("must not contain control characters")
+    if any(c < " " or c == "\x7f" or unicodedata.category(c) in ("Cc", "Cs") for c in text):
+        raise ValueError("must not contain control characters or lone surrogates")
     return text
 
 
@@ -237,25 +238,28 @@ class Achievement(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Achievement:
         if (self.kind == "count") != (self.activity_type is not None):
-            raise ValueError("activity_type is required for a count achievement, and only for one")
+            raise FieldProblem(
+                "activity_type",
+                "activity_type is required for a count achievement, and only for one",
+            )
         targets = self.targets
         if not 1 <= len(targets) <= MAX_ACHIEVEMENT_LEVELS:
-            raise ValueError(f"target: between 1 and {MAX_ACHIEVEMENT_LEVELS} levels")
+            raise FieldProblem("target", f"between 1 and {MAX_ACHIEVEMENT_LEVELS} levels")
         if self.kind == "tier":
             if not all(isinstance(t, str) for t in targets):
-                raise ValueError("target: a tier achievement's target names a tier")
+                raise FieldProblem("target", "a tier achievement's target names a tier")
         else:
             if not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
-                raise ValueError("target: must be a whole number or a list of them")
+                raise FieldProblem("target", "must be a whole number or a list of them")
             if any(t < 1 or t > 1_000_000_000 for t in targets):  # type: ignore[operator]
-                raise ValueError("target: each must be between 1 and 1,000,000,000")
+                raise FieldProblem("target", "each must be between 1 and 1,000,000,000")
             if any(b <= a for a, b in zip(targets, targets[1:])):  # type: ignore[operator]
-                raise ValueError("target: the levels' targets must be strictly increasing")
+                raise FieldProblem("target", "the levels' targets must be strictly increasing")
         rewards = self.rewards
         if len(rewards) != len(targets):
-            raise ValueError(f"reward: one number, or one per level ({len(targets)})")
+            raise FieldProblem("reward", f"one number, or one per level ({len(targets)})")
         if any(r < 0 or r > 1_000_000 for r in rewards):
-            raise ValueError("reward: each must be between 0 and 1,000,000")
+            raise FieldProblem("reward", "each must be between 0 and 1,000,000")
         return self
 
     @property
@@ -430,16 +434,16 @@ class Rules(_Strict):
         for ach_id, ach in self.achievements.items():
             where = f"achievements.{ach_id}"
             if ach.activity_type is not None and ach.activity_type not in self.activity_types:
-                raise ValueError(
-                    f"{where}.activity_type: unknown activity type {ach.activity_type!r}"
+                raise FieldProblem(
+                    f"{where}.activity_type", f"unknown activity type {ach.activity_type!r}"
                 )
             if ach.kind == "tier":
                 unknown = [t for t in ach.targets if t not in self.tiers]
                 if unknown:
-                    raise ValueError(f"{where}.target: unknown tier(s) {unknown}")
+                    raise FieldProblem(f"{where}.target", f"unknown tier(s) {unknown}")
                 points = [self.tiers[str(t)] for t in ach.targets]
                 if any(b <= a for a, b in zip(points, points[1:])):
-                    raise ValueError(f"{where}.target: tiers must be listed lowest first")
+                    raise FieldProblem(f"{where}.target", "tiers must be listed lowest first")
         return self
 
     @field_validator("tiers")
@@ -546,7 +550,7 @@ class Rules(_Strict):
         # levels held ("a:<id>") and the counts it does not know, after the lifetime counts
         by_type: dict[str, list[dict[str, Any]]] = {}
         fields_by_type: dict[str, list[str]] = {}
-        rewarded = {f"n:{t}" for t in (GOAL_REWARD_TYPE, QUEST_REWARD_TYPE,
+        rewarded = {f"n:{t}" for t in (GOAL_REWARD_TYPE, QUEST_REWARD_TYPE, STREAK_BONUS_TYPE,
                                        ACHIEVEMENT_REWARD_TYPE)}  # fmt: skip
         for name, spec in self.activity_types.items():
             moved = {"total", f"n:{name}", *rewarded} | ({"streak"} if spec.streak else set())

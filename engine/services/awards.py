@@ -43,6 +43,7 @@ from engine.domain.periods import (
     window_boards,
 )
 from engine.domain.results import Activity, AwardResult, EarnedAchievement, UserState
+from engine.domain.rules import ACHIEVEMENT_REWARD_TYPE
 from engine.runtime.autopipe import AutoPipeline
 from engine.runtime.connect import CLUSTER_UNSETTLED, is_cluster_client
 from engine.services.context import Context
@@ -385,6 +386,12 @@ class Awards:
         rules, idem = self.ctx.rules, self.ctx.rules.idempotency
         uid = validation.user_id(user_id)
         spec = validation.activity_type(rules, activity_type)
+        if activity_type == ACHIEVEMENT_REWARD_TYPE:
+            raise ValidationError(
+                f"activity type {ACHIEVEMENT_REWARD_TYPE!r} is the achievements' rewards, which "
+                "the engine pays itself",
+                field="activity_type",
+            )
         points = validation.amount(spec, amount)
         desc = validation.description(description)
         key = validation.idempotency_key(idempotency_key)
