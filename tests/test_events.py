@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -378,14 +379,29 @@ def test_sql_away_keeps_the_events_it_had(
     # another process changes the events; this one cannot reach SQL meanwhile
     engine.ctx.store = SqlStore(f"sqlite:///{tmp_path / 'no-tables.db'}")  # every query fails
     other.end_event("keep")
+
+    def failures() -> int:
+        return len([r for r in caplog.records if "could not be reloaded" in r.getMessage()])
+
     for _ in range(3):
         engine.events._next_check = 0.0  # a second has passed
         assert engine.award("cy", "comment").multiplier == 2.0  # the award goes on, as it was
-    failures = [r for r in caplog.records if "could not be reloaded" in r.getMessage()]
-    assert len(failures) == 1  # once per outage
-    engine.ctx.store = store  # SQL is back: the next check reloads
-    engine.events._next_check = 0.0
-    assert engine.award("cy", "comment").multiplier is None
+        _until(lambda: failures() == 1 and not engine.events._reloading)  # (in a thread)
+    assert failures() == 1  # once per outage
+    engine.ctx.store = store  # SQL is back: the next check reloads (in a thread)
+
+    def reloaded() -> bool:
+        engine.events._next_check = 0.0
+        return engine.award("cy", "comment").multiplier is None
+
+    _until(reloaded)
+
+
+def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within 5 s"
+        time.sleep(0.02)
 
 
 def test_the_audit_trail_keeps_base_multiplier_and_event_and_rebuild_agrees(

@@ -82,6 +82,8 @@ class Events:
         self._loaded = False
         #: whether the last reload failed (it was logged)
         self._failing = False
+        #: whether a reload thread runs
+        self._reloading = False
 
     # -- the award path -------------------------------------------------------------------
 
@@ -98,7 +100,9 @@ class Events:
         if not self._loaded:
             self._first_load()
         elif self._due():
-            self._check(self._read_version())
+            version = self._read_version()
+            if self._stale(version):
+                self._reload_soon(version)
 
     async def refresh_async(self, client_of: Callable[[], Any]) -> None:
         """:meth:`refresh` on the asyncio Redis client ``client_of()`` gives (asked for only
@@ -113,7 +117,23 @@ class Events:
             except REDIS_ERRORS:
                 return  # the award will say what became of Redis
             if self._stale(version):
-                await asyncio.to_thread(self._check, version)
+                self._reload_soon(version)
+
+    def _reload_soon(self, version: object) -> None:
+        """Reload from SQL in a thread of its own (one at a time): after the first load no
+        award waits for SQL, which may be slow or away (the events loaded stay in force)."""
+        with self._lock:
+            if self._reloading:
+                return
+            self._reloading = True
+
+        def reload() -> None:
+            try:
+                self._check(version)
+            finally:
+                self._reloading = False
+
+        threading.Thread(target=reload, name="events-reload", daemon=True).start()
 
     def _due(self) -> bool:
         """Whether this caller is to check the counter now (one caller per interval)."""
@@ -166,9 +186,11 @@ class Events:
             self._next_reload = time.monotonic() + RELOAD_SECONDS
 
     def changed(self) -> None:
-        """Tell every process the events changed (bump the counter), this one at once."""
-        self.ctx.redis.incr(self.ctx.keys.events_version())
-        self._next_check = 0.0
+        """Tell every process the events changed (bump the counter), this one at once (it
+        reloads from SQL now: the change was just written there)."""
+        version = self.ctx.redis.incr(self.ctx.keys.events_version())
+        self._check(str(version))
+        self._next_check = time.monotonic() + CHECK_SECONDS
 
     # -- admin ----------------------------------------------------------------------------
 
