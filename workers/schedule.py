@@ -21,6 +21,10 @@ INTERVAL: dict[str, tuple[str, int]] = {
     "scoring-achievements-backfill": ("workers.jobs.backfill_achievements", 60),
 }
 
+#: id -> how long a run may take (seconds; RQ's default is 180): a backfill tests every user
+#: with points, about 3 s per 10,000 (``bench.engagement_bench``)
+TIMEOUT: dict[str, int] = {"scoring-achievements-backfill": 6 * 3600}
+
 #: id -> (job function, cron expression in UTC)
 CRON: dict[str, tuple[str, str]] = {
     # every Monday at 00:00 UTC
@@ -51,6 +55,7 @@ def register(scheduler: Any, *, queue_name: str) -> list[str]:
             id=job_id,
             queue_name=queue_name,
             result_ttl=interval * 10,
+            timeout=TIMEOUT.get(job_id),
         )
     for job_id, (func, cron) in CRON.items():
         scheduler.cron(
