@@ -70,8 +70,8 @@
   days (numbers, ","-joined) this award froze, when it froze any; and when a seasonal event
   applied, base, mult and event (ARGV[17] to ARGV[19]). Then one entry per reward (an activity
   of type weekly_goal, side_quest, streak_bonus or achievement, with its own state), one per
-  side quest advanced (e = quest), one per goal completed (e = goal) and one per achievement
-  level earned (e = ach).
+  side quest advanced (e = quest), one per goal completed (e = goal), one per achievement
+  level earned (e = ach), and one when the streak freezes held changed (e = freeze, held).
 
   Streak freezes (user hash: fz = held, fz_used = spent in all; run0 = the local day the
   current run started on): an activity on a new latest day after missed days, when the user
@@ -337,6 +337,9 @@ if event_id ~= "" then
   end
 end
 rcall("XADD", outbox_key, "*", unpack(entry))
+if held_s ~= (h[14] or "0") then
+  rcall("XADD", outbox_key, "*", "e", "freeze", "user", user, "held", held_s)
+end
 
 if quests then
   for i = 1, #quests do

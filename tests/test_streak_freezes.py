@@ -22,7 +22,7 @@ from test_hot_routes import _same
 from api.app import create_app
 from api.hot import HotRoutes
 from engine import ScoringEngine
-from engine.domain.errors import ConfigError, ValidationError
+from engine.domain.errors import ConfigError, NotFound, ValidationError
 from engine.domain.rules import build_rules, load_rules, reward_id
 from engine.storage.models import PointActivity
 from engine.storage.store import SqlStore
@@ -148,6 +148,7 @@ def test_too_few_freezes_are_kept_and_the_streak_restarts(st: ScoringEngine, clo
 def test_freezes_off_by_default(client: redis.Redis, clock: Clock) -> None:
     engine = ScoringEngine(client, clock=clock, rules=build_rules({"weekly_goals": {}}),
                            shards=shards_for(client))  # fmt: skip
+    engine.award("ivy", "streak_bonus", amount=5)  # a user with state (not a day of activity)
     assert engine.grant_freezes("ivy", 3).streak_freezes == 0
     day = days_from(clock.now.date() - timedelta(days=40))
     for n in range(14):
@@ -158,9 +159,12 @@ def test_freezes_off_by_default(client: redis.Redis, clock: Clock) -> None:
 
 
 def test_a_grant_is_capped_at_freezes_max(st: ScoringEngine, clock: Clock) -> None:
+    with pytest.raises(NotFound):  # a user with no state yet
+        st.grant_freezes("jo", 1)
+    st.award("jo", "streak_bonus", amount=5)  # (not a day of activity)
     assert st.grant_freezes("jo", 1).streak_freezes == 1
     u = st.grant_freezes("jo", 5)
-    assert (u.streak_freezes, u.total_points, u.current_streak_days) == (2, 0, 0)
+    assert (u.streak_freezes, u.total_points, u.current_streak_days) == (2, 5, 0)
     for bad in (0, -1, 366, True, "2"):
         with pytest.raises(ValidationError):
             st.grant_freezes("jo", bad)  # type: ignore[arg-type]
@@ -172,6 +176,7 @@ def test_a_grant_is_capped_at_freezes_max(st: ScoringEngine, clock: Clock) -> No
 
 def test_a_streak_bonus_neither_extends_nor_thaws(st: ScoringEngine, clock: Clock) -> None:
     day = days_from(clock.now.date() - timedelta(days=20))
+    st.award("kim", "streak_bonus", amount=5, occurred_at=day(0))
     st.grant_freezes("kim", 2)
     st.award("kim", "daily_login", occurred_at=day(0))
     u = st.award("kim", "streak_bonus", amount=5, occurred_at=day(2)).user
@@ -458,6 +463,10 @@ def test_the_admin_grants_freezes_over_http(st_apps: tuple[TestClient, TestClien
     for body in ({"count": 0}, {"count": "1"}, {"count": 1.5}, {}, {"count": 1, "x": 1}):
         assert hot.post(path, json=body, headers=ADMIN).status_code == 422
     r = hot.post(path, json={"count": 5}, headers=ADMIN)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"  # no state yet
+    award = {"activity_type": "streak_bonus", "amount": 5}
+    assert hot.post("/v1/users/rua/awards", json=award, headers=ADMIN).status_code == 201
+    r = hot.post(path, json={"count": 5}, headers=ADMIN)
     assert r.status_code == 200
     user = r.json()
     assert (user["id"], user["streak_freezes"], user["streak_freezes_used"]) == ("rua", 2, 0)
@@ -478,8 +487,10 @@ def test_rebuild_restores_frozen_days_and_the_run(
     day = days_from(start)
     for n in [0, 1, 2, 4, 5, 6, 8]:  # days 3 and 7 frozen; paid 3 and 5
         engine.award("rex", "daily_login", occurred_at=day(n))
+    engine.grant_freezes("rex", 1)
     before = engine.status("rex")
     assert (before.current_streak_days, before.streak_freezes_used) == (7, 2)
+    assert before.streak_freezes >= 1
     drain(engine)
     rebuild(engine, store)
     after = engine.status("rex")
@@ -487,7 +498,7 @@ def test_rebuild_restores_frozen_days_and_the_run(
         before.current_streak_days, before.longest_streak_days, before.last_activity_date,
     )  # fmt: skip
     assert (after.total_points, after.streak_freezes_used) == (before.total_points, 2)
-    assert after.streak_freezes == 0  # what a user holds is not in SQL
+    assert after.streak_freezes == before.streak_freezes  # from user_streak_freeze
     # the run goes on as it was: a late day 7 joins nothing new, day 9 reaches 8 once
     r = engine.award("rex", "daily_login", occurred_at=day(9))
     run0 = (start - EPOCH).days

@@ -139,13 +139,14 @@ class _Batch:
     quests: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     goals: dict[tuple[str, str, date], dict[str, Any]] = field(default_factory=dict)
     achievements: list[dict[str, Any]] = field(default_factory=list)
+    freezes: dict[str, dict[str, Any]] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # entry id -> why it cannot be parsed
 
     def write_to(self, store: SqlStore) -> None:
         store.write(
             self.activities, list(self.states.values()), list(self.profiles.values()),
             quests=list(self.quests.values()), goals=list(self.goals.values()),
-            achievements=self.achievements,
+            achievements=self.achievements, freezes=list(self.freezes.values()),
         )  # fmt: skip
 
 
@@ -687,6 +688,8 @@ class Drainer:
                     self._parse_goal(f, batch)
                 elif kind == "ach":
                     self._parse_achievement(f, batch)
+                elif kind == "freeze":
+                    self._parse_freeze(entry_id, f, now, batch)
                 else:
                     raise ValueError(f"unknown entry kind {kind!r}")
             except (KeyError, ValueError, TypeError) as exc:
@@ -762,6 +765,15 @@ class Drainer:
             "points_reward": int(f["reward"]),
         }  # fmt: skip
         batch.goals[(user, goal, start)] = row
+
+    def _parse_freeze(self, entry_id: str, f: dict[str, str], now: datetime, batch: _Batch) -> None:
+        """The streak freezes a user holds changed (earned, spent or granted): the latest wins."""
+        ms, _, seq = entry_id.partition("-")
+        user, order = f["user"], int(ms) * 1_000_000 + int(seq or 0)
+        held = batch.freezes.get(user)
+        if held is None or held["seq"] < order:
+            batch.freezes[user] = {"user_id": user, "held": int(f["held"]), "seq": order,
+                                   "updated_at": now}  # fmt: skip
 
     def _parse_achievement(self, f: dict[str, str], batch: _Batch) -> None:
         """An achievement level earned (a reward it paid is an activity entry of its own)."""

@@ -184,11 +184,24 @@ def rebuild(
                 pipe.delete(keys.board(shard, window.board_id))
     pipe.execute()
     _restore_achievements(engine, store)
+    _restore_freezes(engine, store)
     if progress is not None:
         progress(report.activities, total)
     report.boards = 2 + len(rules.activity_types) + len(boards)
     report.seconds = (datetime.now(UTC) - started).total_seconds()
     return report
+
+
+def _restore_freezes(engine: Any, store: SqlStore) -> None:
+    """The streak freezes each user holds, from SQL (``user_streak_freeze``)."""
+    keys, r = engine.keys, engine.redis
+    pipe = r.pipeline(transaction=False)
+    for i, (user_id, held) in enumerate(store.streak_freezes().items(), start=1):
+        if held:
+            pipe.hset(keys.user(user_id), "fz", held)
+        if i % 5000 == 0:
+            pipe.execute()
+    pipe.execute()
 
 
 def _restore_achievements(engine: Any, store: SqlStore) -> None:

@@ -8,11 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 
 from engine.commands import freezes
 from engine.domain import validation
-from engine.domain.errors import IdempotencyConflict, ScoringError
+from engine.domain.errors import IdempotencyConflict, NotFound, ScoringError
 from engine.domain.results import UserState
 from engine.domain.rules import STREAK_BONUS_TYPE
 from engine.services.awards import AwardRequest, Awards
 from engine.services.context import Context
+from engine.storage.outbox import FLAG_TTL
 
 #: Streak bonus: 5 points per streak day, counting at most 100 days.
 BONUS_PER_DAY = 5
@@ -36,19 +37,29 @@ class Streaks:
         rules' ``[streak] freezes_max`` (with freezes off, 0: nothing is given).
 
         Returns:
-            The user's state after the grant (``streak_freezes``: the freezes held).
+            The user's state after the grant (``streak_freezes``: the freezes held); the
+            freezes held reach SQL (``user_streak_freeze``) through the outbox.
+
+        Raises:
+            NotFound: the user has no state (no award yet).
         """
         uid = validation.user_id(user_id)
         n = validation.freeze_count(count)
         ctx = self.ctx
         shard = ctx.keys.shard_of(uid)
-        _, h = freezes.parse(
+        reply = freezes.parse(
             freezes.script()(
                 ctx.redis,
                 freezes.keys(ctx.keys, uid, shard),
-                freezes.args(count=n, cap=ctx.rules.streak.freezes_max),
+                freezes.args(user_id=uid, count=n, cap=ctx.rules.streak.freezes_max,
+                             flag_ttl=FLAG_TTL),
             )
-        )
+        )  # fmt: skip
+        if reply is None:
+            raise NotFound(f"user {uid!r} has no state yet", field="user_id")
+        _, h, raised = reply
+        if raised:
+            ctx.queue_drain(shard)
         return ctx.state(uid, h)
 
     def streak_bonuses(

@@ -210,3 +210,15 @@ class SeasonalEvent(Base):
     activity_types: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class UserStreakFreeze(Base):
+    """The streak freezes a user holds, as of ``seq`` (the outbox entry's id, as the number
+    ms x 1,000,000 + sequence: a later change of the same user has a larger one)."""
+
+    __tablename__ = "user_streak_freeze"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    held: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

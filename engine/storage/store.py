@@ -41,6 +41,7 @@ from engine.storage.models import (
     UserAchievement,
     UserScore,
     UserSideQuest,
+    UserStreakFreeze,
     WeeklyGoal,
 )
 from engine.storage.models import SeasonalEvent as SeasonalEventRow
@@ -205,6 +206,7 @@ class SqlStore:
         quests: Sequence[dict[str, Any]] = (),
         goals: Sequence[dict[str, Any]] = (),
         achievements: Sequence[dict[str, Any]] = (),
+        freezes: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Write one drained batch in one transaction.
 
@@ -214,15 +216,16 @@ class SqlStore:
         ``quests``: user_side_quest rows (a row never goes back: a completed quest stays
         completed, progress only grows). ``goals``: completed weekly_goal rows.
         ``achievements``: user_achievement rows (a level already present is kept).
+        ``freezes``: user_streak_freeze rows (applied only over an older ``seq``).
         """
         states = sorted(states, key=itemgetter("user_id"))
         profiles = sorted(profiles, key=itemgetter("user_id"))
         with self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":
                 _pg_write(connection, activities, states, profiles)
-                self._write_engagement(connection, quests, goals, achievements)
+                self._write_engagement(connection, quests, goals, achievements, freezes)
                 return
-            self._write_engagement(connection, quests, goals, achievements)
+            self._write_engagement(connection, quests, goals, achievements, freezes)
             if activities:
                 stmt = self._insert(PointActivity).on_conflict_do_nothing(index_elements=["id"])
                 connection.execute(stmt, list(activities))
@@ -237,7 +240,19 @@ class SqlStore:
         quests: Sequence[dict[str, Any]],
         goals: Sequence[dict[str, Any]],
         achievements: Sequence[dict[str, Any]],
+        freezes: Sequence[dict[str, Any]] = (),
     ) -> None:
+        if freezes:
+            stmt = self._insert(UserStreakFreeze)
+            t = UserStreakFreeze.__table__
+            connection.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["user_id"],
+                    set_={c: stmt.excluded[c] for c in ("held", "seq", "updated_at")},
+                    where=t.c.seq < stmt.excluded.seq,
+                ),
+                sorted(freezes, key=itemgetter("user_id")),
+            )
         if achievements:
             connection.execute(
                 self._insert(UserAchievement).on_conflict_do_nothing(
@@ -551,6 +566,12 @@ class SqlStore:
             result = connection.execution_options(stream_results=True, yield_per=20_000).execute(q)
             for row in result:
                 yield row[0], row[1], row[2], _utc(row[3]), row[4]
+
+    def streak_freezes(self) -> dict[str, int]:
+        """The streak freezes each user holds (users holding none may be missing)."""
+        t = UserStreakFreeze.__table__
+        with self.engine.connect() as connection:
+            return {r[0]: r[1] for r in connection.execute(select(t.c.user_id, t.c.held))}
 
     def achievements_by_user(self) -> Iterator[tuple[str, str, int, datetime]]:
         """(user id, achievement id, level, earned_at) of every level earned, by user, then
