@@ -10,10 +10,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engine.domain.ties import Ties
 from engine.domain.validation import user_id as check_user_id
 
 from ..auth import AuthError, Principal, Scope
-from ..deps import Caller, Engine, header_text, may_award
+from ..deps import Caller, Engine, TiesQuery, header_text, may_award
 from ..schemas import (
     LeaderboardOut,
     SeedAwardIn,
@@ -89,9 +90,11 @@ def router(schemas: UserSchemas) -> APIRouter:
         x_user_id: UserHeader = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        ties: TiesQuery = Ties.COMPETITION,
     ) -> dict[str, object]:
         me(caller, x_user_id, Scope.READ)
-        entries, total = await engine.leaderboard("all_time").top_with_size_async(limit, offset)
+        board = engine.leaderboard("all_time")
+        entries, total = await board.top_with_size_async(limit, offset, ties=ties)
         return {"board": "all_time", "period": None, "total_users": total, "entries": entries}
 
     return router

@@ -80,6 +80,12 @@ class InvalidPaging(ValidationError):
     code = "invalid_paging"
 
 
+class InvalidTies(ValidationError):
+    """An unknown tie mode, or dense ranks asked below the depth they are counted to."""
+
+    code = "invalid_ties"
+
+
 class IdempotencyConflict(ScoringError):
     """An idempotency key was reused with a different request."""
 
