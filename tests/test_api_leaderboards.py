@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import AWARDER, READER
+from helpers import AWARDER, READER, token
 from test_api import api_engine, api_settings, client, sqlite_store  # noqa: F401 - fixtures
+
+from api.app import create_app
+from engine import ScoringEngine
 
 TIES = {"competition": [1, 1, 3], "dense": [1, 1, 2], "ordinal": [1, 2, 3]}
 
@@ -53,3 +56,77 @@ def test_bad_tie_modes_are_422(client: TestClient) -> None:  # noqa: F811
             error = r.json()["error"]
             assert error["code"] == "invalid_request" and error["field"] == "ties"
             assert "'competition', 'dense' or 'ordinal'" in error["message"]
+
+
+# -- friends ----------------------------------------------------------------------------------
+
+
+def test_put_and_get_friends(client: TestClient) -> None:  # noqa: F811
+    put = client.put("/v1/users/al/friends", headers=AWARDER, json={"friends": ["cy", "bo", "cy"]})
+    assert put.status_code == 200, put.text
+    assert put.json() == {"user_id": "al", "friends": ["bo", "cy"]}
+    assert client.get("/v1/users/al/friends", headers=READER).json()["friends"] == ["bo", "cy"]
+    # the user-write rules: a key with the award scope, or the user's own token
+    own = client.put("/v1/users/al/friends", headers=token("al"), json={"friends": ["dee"]})
+    assert own.status_code == 200 and own.json()["friends"] == ["dee"]
+    for headers, status in [(READER, 403), (token("bo"), 403), ({}, 401),
+                            ({"X-API-Key": "wrong"}, 401)]:  # fmt: skip
+        r = client.put("/v1/users/al/friends", headers=headers, json={"friends": ["x"]})
+        assert r.status_code == status, (headers, r.text)
+    assert client.get("/v1/users/al/friends", headers=token("al")).json()["friends"] == ["dee"]
+    assert client.get("/v1/users/al/friends", headers=token("bo")).status_code == 403
+    assert client.get("/v1/users/al/friends").status_code == 401
+
+
+def test_bad_friend_lists_are_422(client: TestClient) -> None:  # noqa: F811
+    client.put("/v1/users/al/friends", headers=AWARDER, json={"friends": ["bo"]})
+    for body, field in [
+        ({"friends": [f"f{i}" for i in range(1001)]}, "friends"),
+        ({"friends": ["ok", ""]}, "friends.1"),
+        ({"friends": ["x" * 129]}, "friends.0"),
+        ({"friends": ["é" * 65]}, "friends.0"),
+        ({"friends": ["a\u0007"]}, "friends.0"),
+        ({"friends": [1]}, "friends.0"),
+        ({"friends": "bo"}, "friends"),
+        ({}, "friends"),
+        ({"friends": [], "extra": 1}, "extra"),
+    ]:
+        r = client.put("/v1/users/al/friends", headers=AWARDER, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]["field"] == field, r.text
+    r = client.put("/v1/users/%C3%A9%00/friends", headers=AWARDER, json={"friends": []})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_user_id"
+    ok = client.put("/v1/users/al/friends", headers=AWARDER,
+                    json={"friends": [f"f{i}" for i in range(1000)]})  # fmt: skip
+    assert ok.status_code == 200 and len(ok.json()["friends"]) == 1000
+
+
+@pytest.mark.parametrize("ties", sorted(TIES))
+def test_a_friends_board(client: TestClient, api_engine: ScoringEngine, ties: str) -> None:  # noqa: F811
+    _fill(client, {f"x{i}": 100 + i for i in range(20)})
+    _fill(client, {"bo": 50, "al": 50, "cy": 30})
+    client.put("/v1/users/al/friends", headers=AWARDER, json={"friends": ["bo", "cy", "nobody"]})
+    body = client.get(f"/v1/leaderboards/all_time?friends_of=al&ties={ties}",
+                      headers=READER).json()  # fmt: skip
+    assert body["total_users"] == 3
+    assert [(e["rank"], e["user_id"], e["score"]) for e in body["entries"]] == list(
+        zip(TIES[ties], ["al", "bo", "cy"], [50, 50, 30], strict=True)
+    )
+    paged = client.get(f"/v1/leaderboards/all_time?friends_of=al&ties={ties}&limit=1&offset=2",
+                       headers=token("al")).json()  # fmt: skip
+    assert paged["total_users"] == 3
+    assert [(e["rank"], e["user_id"]) for e in paged["entries"]] == [(TIES[ties][2], "cy")]
+    typed = client.get("/v1/leaderboards/type:special_event?friends_of=al", headers=READER)
+    assert typed.json()["total_users"] == 3
+    # a user's friends are the user's own data: a read key, or the user's token
+    assert client.get("/v1/leaderboards/all_time?friends_of=al",
+                      headers=token("bo")).status_code == 403  # fmt: skip
+    assert client.get("/v1/leaderboards/all_time?friends_of=al").status_code == 401
+    # on public boards too
+    public = TestClient(create_app(api_engine, api_settings().model_copy(
+        update={"public_leaderboards": "yes"})))  # fmt: skip
+    assert public.get("/v1/leaderboards/all_time").status_code == 200
+    assert public.get("/v1/leaderboards/all_time?friends_of=al").status_code == 401
+    assert public.get("/v1/leaderboards/all_time?friends_of=al", headers=READER).status_code == 200
+    both = client.get("/v1/leaderboards/all_time?friends_of=al&around=al", headers=READER)
+    assert both.status_code == 422 and both.json()["error"]["field"] == "friends_of"

@@ -94,7 +94,7 @@ def test_the_leaderboard_route(apps: tuple[TestClient, TestClient]) -> None:
                   "?limit=0", "?limit=1001", "?limit=-1", "?limit=abc", "?limit=5&limit=6",
                   "?around=u3", "?limit=4&around=u3", "?period=2020-01", "?x=1",
                   "?ties=competition", "?ties=dense&offset=2", "?limit=3&ties=ordinal",
-                  "?ties=nope", "?around=u3&ties=dense"]:  # fmt: skip
+                  "?ties=nope", "?around=u3&ties=dense", "?friends_of=u1"]:  # fmt: skip
         for board in ["all_time", "week", "type:comment", "nope"]:
             for headers in [READER, ADMIN, token("u1"), {}, {"X-API-Key": "wrong"}]:
                 path = f"/v1/leaderboards/{board}{query}"

@@ -12,11 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
-from engine.domain.errors import InvalidTies, ScoringError
+from engine.domain.errors import InvalidTies, ScoringError, ValidationError
 from engine.domain.periods import WINDOWS
 from engine.domain.results import RankInfo
 from engine.domain.ties import Ties
 
+from ..auth import AuthError, Scope
 from ..deps import Engine, Reader, TiesQuery, reader
 from ..hot import answer, header, query
 from ..schemas import BoardInfo, BoardsOut, LeaderboardOut, RankOut, error_responses, render
@@ -106,19 +107,36 @@ LIMIT, OFFSET = (1, 1000), (0, 1_000_000)
 async def leaderboard(
     board: str,
     engine: Engine,
-    _: Reader,
+    who: Reader,
     limit: Annotated[int, Query(ge=LIMIT[0], le=LIMIT[1])] = 10,
     offset: Annotated[int, Query(ge=OFFSET[0], le=OFFSET[1])] = 0,
     around: Annotated[str | None, Query(max_length=128, description="a user id")] = None,
     period: Period = None,
     ties: TiesQuery = Ties.COMPETITION,
+    friends_of: Annotated[
+        str | None,
+        Query(max_length=128, description="a user id: that user and their friends only"),
+    ] = None,
 ) -> dict[str, object]:
     """Boards: ``all_time``, ``month``, ``week``, ``day`` (UTC; the current one unless
     ``period`` is given) and ``type:<activity_type>``. ``around`` lists that user with
     ``limit // 2`` users on each side instead of the page at ``offset``. A past period whose
     final standings were archived (after it ended) is read from the archive in SQL, in
-    competition ranks only."""
+    competition ranks only. ``friends_of`` ranks that user and their friends
+    (``PUT /v1/users/{id}/friends``) among themselves, ``total_users`` of them on the board,
+    paged by ``limit`` and ``offset`` (from the live board, of a past period too while it is
+    kept); it needs a key with the read scope or that user's own token."""
     lb = engine.leaderboard(board, period=period)  # validates board and period
+    if friends_of is not None:
+        if around is not None:
+            raise ValidationError("use around or friends_of, not both", field="friends_of")
+        if who is None:
+            raise AuthError("a friends board needs credentials: a key with the read scope or "
+                            "the user's own token")  # fmt: skip
+        who.require_user(friends_of, Scope.READ)
+        ranked = await lb.friends_of_async(friends_of, ties=ties)
+        return {"board": board, "period": period, "total_users": len(ranked),
+                "entries": ranked[offset : offset + limit]}  # fmt: skip
     if period is not None and around is None and board in WINDOWS and engine.store is not None:
         archived = await run_in_threadpool(
             engine.archived_top, board, period, limit=limit, offset=offset

@@ -86,6 +86,12 @@ class InvalidTies(ValidationError):
     code = "invalid_ties"
 
 
+class InvalidFriends(ValidationError):
+    """A friend list that is too long, or holds an invalid user id."""
+
+    code = "invalid_friends"
+
+
 class IdempotencyConflict(ScoringError):
     """An idempotency key was reused with a different request."""
 

@@ -13,6 +13,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:goals:<user>``       hash: the user's weekly goal progress (wk, g:<goal>)
 ``<p>:<t>:quests:<user>``      hash: the user's side quests in progress (quest id -> record)
 ``<p>:<t>:quests:done:<user>`` hash: the user's completed side quests
+``<p>:<t>:friends:<user>``     set: the user's friends (user ids, at most 1,000)
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
@@ -66,6 +67,9 @@ class Keys:
 
     def quests_done(self, user_id: str, shard: int | None = None) -> str:
         return f"{self.tag(self._shard(user_id, shard))}:quests:done:{user_id}"
+
+    def friends(self, user_id: str, shard: int | None = None) -> str:
+        return f"{self.tag(self._shard(user_id, shard))}:friends:{user_id}"
 
     def outbox(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox"

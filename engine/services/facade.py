@@ -11,6 +11,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``goals``           weekly goals
 ``side_quests``     the side quest catalog and users' quests (``lua/quest.lua``)
 ``streaks``         the daily streak bonus job
+``friend_lists``    users' friend lists, for friends boards (``lua/set_friends.lua``)
 ``stats``           queries over the SQL audit trail
 ==================  ===================================================================
 
@@ -39,6 +40,7 @@ from engine.services.archives import Archives
 from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
 from engine.services.context import Context
+from engine.services.friends import Friends
 from engine.services.goals import Goals
 from engine.services.quests import Quests
 from engine.services.stats import Stats
@@ -109,6 +111,7 @@ class ScoringEngine:
         self.side_quests = Quests(ctx)
         self.streaks = Streaks(ctx, self.awards)
         self.stats = Stats(ctx)
+        self.friend_lists = Friends(ctx)
 
         # the documented methods, each its service's own
         self.award = self.awards.award
@@ -141,6 +144,8 @@ class ScoringEngine:
         self.points_awarded_today = self.stats.points_awarded_today
         self.tier_distribution = self.stats.tier_distribution
         self.most_active_users = self.stats.most_active_users
+        self.set_friends = self.friend_lists.set_friends
+        self.friends = self.friend_lists.friends
         self.queue_drain = ctx.queue_drain
 
     # -- construction ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from engine.commands import board_dense, board_position, board_rank
+from engine.commands import friends as friends_command
 from engine.commands.reads import Cmd, Plan, arun, cmd, run
 from engine.domain.errors import InvalidPaging, InvalidTies, NotRanked
 from engine.domain.keys import Keys
@@ -119,6 +120,12 @@ class Leaderboard:
         entries, size = self.top_with_size(page_size, (number - 1) * page_size, ties=ties)
         return Page(number, page_size, size, entries)
 
+    def friends_of(self, user_id: str, *, ties: TieMode = COMPETITION) -> list[LeaderboardEntry]:
+        """The user and the user's friends (:meth:`ScoringEngine.set_friends`) who are on this
+        board, ranked among themselves by ``ties``, in the board's order: two round trips (the
+        friend list, then each shard's scores of its members, ``ZMSCORE``)."""
+        return run(self.redis, self._friends_of(user_id, tie_mode(ties)))
+
     # -- the same reads, awaited ----------------------------------------------------------
 
     async def size_async(self) -> int:
@@ -158,6 +165,15 @@ class Leaderboard:
         mode = tie_mode(ties)
         return await self._arun(
             self._around(user_id, n, mode), lambda: self.around_with_size(user_id, n, ties=mode)
+        )
+
+    async def friends_of_async(
+        self, user_id: str, *, ties: TieMode = COMPETITION
+    ) -> list[LeaderboardEntry]:
+        """:meth:`friends_of` on the asyncio client."""
+        mode = tie_mode(ties)
+        return await self._arun(
+            self._friends_of(user_id, mode), lambda: self.friends_of(user_id, ties=mode)
         )
 
     async def _arun(self, plan: Plan[T], sync: Callable[[], T]) -> T:
@@ -239,6 +255,28 @@ class Leaderboard:
             board_dense.command(self.keys, s, self.board_id, _fmt(score), MAX_DENSE)
             for s in range(len(self.shard_keys))
         ]
+
+    def _friends_of(self, user_id: str, ties: Ties) -> Plan[list[LeaderboardEntry]]:
+        uid = check_user_id(user_id)
+        (listed,) = yield [friends_command.read(self.keys, uid)]
+        by_shard: dict[int, list[str]] = {}
+        for member in [uid, *friends_command.parse_read(listed)]:
+            by_shard.setdefault(self.keys.shard_of(member), []).append(member)
+        shards = sorted(by_shard)
+        replies = yield [cmd("zmscore", self.shard_keys[s], by_shard[s]) for s in shards]
+        rows = [(member, score)
+                for s, scores in zip(shards, replies, strict=True)
+                for member, score in zip(by_shard[s], scores, strict=True)
+                if score is not None]  # fmt: skip
+        rows.sort(key=_order)
+        out = []
+        for i, (member, score) in enumerate(rows):
+            if ties is Ties.ORDINAL or i == 0:
+                rank = i + 1
+            elif score != rows[i - 1][1]:
+                rank = rank + 1 if ties is Ties.DENSE else i + 1
+            out.append(LeaderboardEntry(rank, member, _points(score)))
+        return out
 
     def _around(
         self, user_id: str, n: int, ties: Ties = COMPETITION
