@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import AWARDER, READER, token
+from helpers import AWARDER, READER, drain, token
 from test_api import api_engine, api_settings, client, sqlite_store  # noqa: F401 - fixtures
 
 from api.app import create_app
@@ -130,3 +130,23 @@ def test_a_friends_board(client: TestClient, api_engine: ScoringEngine, ties: st
     assert public.get("/v1/leaderboards/all_time?friends_of=al", headers=READER).status_code == 200
     both = client.get("/v1/leaderboards/all_time?friends_of=al&around=al", headers=READER)
     assert both.status_code == 422 and both.json()["error"]["field"] == "friends_of"
+
+
+# -- read-your-writes -------------------------------------------------------------------------
+
+
+def test_my_status_lists_an_award_at_once(client: TestClient, api_engine: ScoringEngine) -> None:  # noqa: F811
+    award = client.post("/api/v1/me/thrive-circle/award-points/", headers=token("123"),
+                        json={"activity_type": "daily_login", "amount": 5})  # fmt: skip
+    assert award.status_code == 201, award.text
+    made = award.json()["point_activity"]
+    # no drain: the activity is still in the outbox only
+    assert api_engine.store.recent_activities("123") == []
+    status = client.get("/api/v1/me/thrive-circle/my-status/", headers=token("123")).json()
+    assert [a["id"] for a in status["recent_activities"]] == [made["id"]]
+    assert status["recent_activities"][0]["amount"] == 5
+    listed = client.get("/v1/users/123/activities", headers=token("123")).json()
+    assert [a["id"] for a in listed["activities"]] == [made["id"]]
+    drain(api_engine)
+    again = client.get("/api/v1/me/thrive-circle/my-status/", headers=token("123")).json()
+    assert again["recent_activities"] == status["recent_activities"]

@@ -69,12 +69,13 @@ def router(schemas: UserSchemas) -> APIRouter:
     async def my_status(
         engine: Engine, caller: Caller, x_user_id: UserHeader = None
     ) -> dict[str, object]:
+        """``recent_activities``: the 20 newest, awards not yet drained into SQL included."""
         user = me(caller, x_user_id, Scope.READ)
-        if engine.store is None:
-            return {"user": await engine.status_async(user), "recent_activities": []}
-        # SQL in a thread while Redis answers; the errors in the order the reads are listed
+        # SQL (and the outbox's awards not yet in it) in a thread while Redis answers; the
+        # errors in the order the reads are listed; without SQL, the outbox's alone
+        recent_of = engine.pending_activities if engine.store is None else engine.recent_activities
         recent, state = await asyncio.gather(
-            run_in_threadpool(engine.recent_activities, user, limit=20),
+            run_in_threadpool(recent_of, user, limit=20),
             engine.status_async(user),
             return_exceptions=True,
         )

@@ -140,6 +140,7 @@ class ScoringEngine:
         self.user_quests = self.side_quests.user_quests
         self.streak_bonuses = self.streaks.streak_bonuses
         self.recent_activities = self.stats.recent_activities
+        self.pending_activities = self.stats.pending_activities
         self.points_by_type = self.stats.points_by_type
         self.points_awarded_today = self.stats.points_awarded_today
         self.tier_distribution = self.stats.tier_distribution

@@ -1,15 +1,19 @@
 """Queries over the audit trail in SQL: a user's activities, points per type, the day's points,
 users per tier and the most active users. Activities reach SQL when a worker drains the outbox,
-normally within a second."""
+normally within a second; a user's recent activities also list those still in the outbox
+(read-your-writes: an award shows at once)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
+from engine.commands import outbox_recent
 from engine.domain import validation
 from engine.domain.errors import InvalidPaging
 from engine.domain.results import Activity
 from engine.services.context import Context
+from engine.storage.outbox import GROUP
 
 
 class Stats:
@@ -26,16 +30,50 @@ class Stats:
         activity_type: str | None = None,
         before: tuple[datetime, str] | None = None,
     ) -> list[Activity]:
-        """A user's activities from SQL, newest first, optionally of one type. ``before`` is
-        the (created_at, id) of the last activity already seen (cursor paging)."""
+        """A user's activities, newest first (by time, then id), optionally of one type.
+        ``before`` is the (created_at, id) of the last activity already seen (cursor paging).
+
+        Read from SQL and from the user's shard's outbox (:meth:`pending_activities`), merged
+        and de-duplicated by id, so an award is listed as soon as it is made, not only once a
+        worker has drained it. The outbox is read first: an entry drained in between is then
+        in SQL, and one id is listed once."""
         uid = validation.user_id(user_id)
         if activity_type is not None:
             validation.activity_type(self.ctx.rules, activity_type)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidPaging("limit must be a whole number from 1 to 1000", field="limit")
-        return self.ctx.sql().recent_activities(
+        store = self.ctx.sql()
+        # all of the user's entries the bounded read finds (an activity's time is its own, not
+        # its place in the outbox: a late one may sort anywhere), then filtered and sorted
+        pending = self.pending_activities(uid, limit=outbox_recent.SCAN_LIMIT)
+        stored = store.recent_activities(
             uid, limit=limit, activity_type=activity_type, before=before
         )
+        if not pending:
+            return stored
+        merged = {a.id: a for a in pending}
+        merged.update((a.id, a) for a in stored)
+        wanted = [
+            a for a in merged.values()
+            if (activity_type is None or a.activity_type == activity_type)
+            and (before is None or _order(a) < _cursor(before))
+        ]  # fmt: skip
+        wanted.sort(key=_order, reverse=True)
+        return wanted[:limit]
+
+    def pending_activities(self, user_id: str, *, limit: int = 20) -> list[Activity]:
+        """The user's activities still in the outbox (after the drain's floor: the oldest entry
+        it has not acknowledged), in the outbox's order, newest first: at most ``limit``, among
+        at most :data:`~engine.commands.outbox_recent.SCAN_LIMIT` entries of the shard's outbox
+        (the most recent). Some may be in SQL already (written, not yet acknowledged)."""
+        uid = validation.user_id(user_id)
+        k = self.ctx.keys
+        reply = outbox_recent.script()(
+            self.ctx.redis,
+            outbox_recent.keys(k, uid),
+            outbox_recent.args(group=GROUP, user_id=uid, limit=limit),
+        )
+        return outbox_recent.parse(reply)
 
     def points_by_type(self, user_id: str) -> dict[str, int]:
         """The user's points per activity type, summed in SQL."""
@@ -55,3 +93,12 @@ class Stats:
     def most_active_users(self, *, days: int = 7, limit: int = 10) -> list[tuple[str, int]]:
         """(user id, points) of the users with the most points over the last ``days`` days."""
         return self.ctx.sql().most_active(self.ctx.clock() - timedelta(days=days), limit=limit)
+
+
+def _order(a: Activity) -> tuple[datetime, uuid.UUID]:
+    """SQL's order of activities: by time, then id (as a UUID)."""
+    return a.created_at, uuid.UUID(a.id)
+
+
+def _cursor(before: tuple[datetime, str]) -> tuple[datetime, uuid.UUID]:
+    return before[0].astimezone(UTC), uuid.UUID(str(before[1]))

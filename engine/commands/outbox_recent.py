@@ -1,0 +1,41 @@
+"""``lua/outbox_recent.lua``: the script, its KEYS, its ARGV and its reply, written once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.commands.scripts import LuaScript, scripts
+from engine.domain.keys import Keys
+from engine.domain.results import Activity
+from engine.domain.rules import reward_id
+
+#: The most outbox entries one read looks at (newest first, down to the drain's floor).
+SCAN_LIMIT = 2000
+
+
+def script() -> LuaScript:
+    return scripts["outbox_recent"]
+
+
+def keys(k: Keys, user_id: str) -> list[str]:
+    return [k.outbox(k.shard_of(user_id))]
+
+
+def args(*, group: str, user_id: str, limit: int, scan: int = SCAN_LIMIT) -> list[Any]:
+    """The drain's consumer ``group``; at most ``limit`` activities of ``user_id``, among at
+    most ``scan`` entries."""
+    return [group, user_id, limit, scan]
+
+
+def parse(reply: Any) -> list[Activity]:
+    """The activities, newest first (as the outbox holds them: a reward's entry carries its
+    key, from which its id is derived, as the drain derives it)."""
+    out = []
+    for i in range(0, len(reply or ()), 2):
+        flat = reply[i + 1]
+        f = dict(zip(flat[::2], flat[1::2]))
+        out.append(Activity(
+            f["id"] if "id" in f else reward_id(f["key"]), f["user"], int(f["amount"]),
+            f["type"], f["desc"], f["tier"], Activity.time_from_ms(int(f["at"])),
+        ))  # fmt: skip
+    return out
