@@ -150,3 +150,37 @@ def test_my_status_lists_an_award_at_once(client: TestClient, api_engine: Scorin
     drain(api_engine)
     again = client.get("/api/v1/me/thrive-circle/my-status/", headers=token("123")).json()
     assert again["recent_activities"] == status["recent_activities"]
+
+
+# -- rank movement ----------------------------------------------------------------------------
+
+
+def test_an_award_with_its_rank_movement(client: TestClient) -> None:  # noqa: F811
+    _fill(client, {"al": 50, "bo": 50})
+
+    def award(user: str, points: int, query: str = "?include=rank", **headers: str):
+        r = client.post(f"/v1/users/{user}/awards{query}", headers={**AWARDER, **headers},
+                        json={"activity_type": "special_event", "amount": points})  # fmt: skip
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    first = award("cy", 30)
+    assert first["rank"] == {"before": None, "after": 3}  # not on the board before
+    assert first["user"]["total_points"] == 30
+    assert award("cy", 20)["rank"] == {"before": 3, "after": 1}  # ties the leaders
+    assert award("al", 1)["rank"] == {"before": 1, "after": 1}
+    assert award("bo", 2)["rank"] == {"before": 2, "after": 1}
+    # a replay changes nothing: the rank now, twice
+    once = award("dee", 5, **{"Idempotency-Key": "dee-1"})
+    assert once["rank"] == {"before": None, "after": 4}
+    again = award("dee", 5, **{"Idempotency-Key": "dee-1"})
+    assert again["rank"] == {"before": 4, "after": 4} and again["user"]["total_points"] == 5
+    # without include, no rank; the rest of the answer is the same either way
+    plain = award("eve", 1, query="")
+    assert "rank" not in plain
+    ranked = award("eve", 1)
+    assert set(ranked) - set(plain) == {"rank"}
+    bad = client.post("/v1/users/eve/awards?include=ranks", headers=AWARDER,
+                      json={"activity_type": "comment"})  # fmt: skip
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "include"
+    assert client.get("/v1/leaderboards/all_time/users/eve", headers=READER).json()["score"] == 2

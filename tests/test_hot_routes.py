@@ -62,6 +62,14 @@ def test_the_award_route(apps: tuple[TestClient, TestClient]) -> None:
         ref.post("/v1/users/ann/awards", json={"activity_type": "comment"},
                  headers={**AWARDER, "Idempotency-Key": "k1"}),
     )  # fmt: skip
+    # ?include=rank (and any query string) is the FastAPI route's: the same bytes
+    for query in ["?include=rank", "?include=nope", "?x=1"]:
+        _same(
+            hot.post(f"/v1/users/ann/awards{query}", json={"activity_type": "comment"},
+                     headers={**AWARDER, "Idempotency-Key": "k1"}),
+            ref.post(f"/v1/users/ann/awards{query}", json={"activity_type": "comment"},
+                     headers={**AWARDER, "Idempotency-Key": "k1"}),
+        )  # fmt: skip
     # refusals: the hot handler hands them to the FastAPI route
     for body, headers in [
         (b'{"activity_type": "nope"}', AWARDER),

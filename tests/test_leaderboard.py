@@ -110,16 +110,23 @@ def test_bad_tie_modes_and_the_dense_depth(
             assert caught.value.field == "ties" and "competition, dense, ordinal" in str(
                 caught.value
             )
-    monkeypatch.setattr(leaderboard_module, "MAX_DENSE", 2)  # per shard
+    # one score per call: the count goes on over several calls (round trips)
+    monkeypatch.setattr(leaderboard_module, "DENSE_STEP", 1)
+    assert [board.rank(f"u{i}", ties="dense").rank for i in range(6)] == [1, 2, 3, 4, 5, 6]
+    assert [e.rank for e in board.top(2, offset=3, ties="dense")] == [4, 5]
+    assert [e.rank for e in board.around("u4", 1, ties="dense")] == [4, 5, 6]
+    monkeypatch.setattr(leaderboard_module, "DENSE_STEP", 2)
+    monkeypatch.setattr(leaderboard_module, "MAX_DENSE", 2)
     assert board.rank("u2", ties="dense").rank == 3  # two distinct scores above: counted
     assert [e.rank for e in board.top(2, offset=4, ties="ordinal")] == [5, 6]
-    if engine.keys.shards == 1:  # on K shards, the shards' own depths count
-        with pytest.raises(InvalidTies):
-            board.rank("u3", ties="dense")
-        with pytest.raises(InvalidTies):
-            board.around("u5", 0, ties="dense")
-    # the top of the board holds what it counts: no depth applies with K > 1 (read from the
-    # top), nor on one shard from the first row
+    with pytest.raises(InvalidTies) as caught:
+        board.rank("u3", ties="dense")
+    assert "best 2 distinct scores" in str(caught.value)
+    with pytest.raises(InvalidTies):
+        board.around("u5", 0, ties="dense")
+    with pytest.raises(InvalidTies):
+        board.page_of("u5", 1, ties="dense")
+    # from the top no count is needed (with K > 1 the rows read from the top hold them)
     assert [e.rank for e in board.top(6, ties="dense")] == [1, 2, 3, 4, 5, 6]
 
 

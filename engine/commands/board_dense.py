@@ -13,16 +13,16 @@ def keys(k: Keys, shard: int, board_id: str) -> list[str]:
     return [k.board(shard, board_id)]
 
 
-def args(score: str, cap: int) -> list[Any]:
-    """``score``: the exclusive bound as Redis writes a score; ``cap``: the most to return
-    (one more is returned when there are more)."""
-    return [score, cap]
+def args(score: str, after: str, cap: int) -> list[Any]:
+    """``score``: the exclusive bound as Redis writes a score; ``after``: ``-inf``, or
+    ``(<score>`` to go on past a score a call returned; ``cap``: the most to return."""
+    return [score, after, cap]
 
 
-def command(k: Keys, shard: int, board_id: str, score: str, cap: int) -> Cmd:
-    """The read (for :mod:`engine.commands.reads`) of the distinct scores of ``shard``'s board
-    better than ``score``."""
-    return script(scripts["board_dense"], keys(k, shard, board_id), args(score, cap))
+def command(k: Keys, shard: int, board_id: str, score: str, after: str, cap: int) -> Cmd:
+    """The read (for :mod:`engine.commands.reads`) of up to ``cap`` distinct scores of
+    ``shard``'s board better than ``score``, past ``after``."""
+    return script(scripts["board_dense"], keys(k, shard, board_id), args(score, after, cap))
 
 
 def parse(reply: Any) -> list[float]:

@@ -6,8 +6,8 @@ every read returns, on any number of shards. Ranks are competition ranks by defa
 number of users with strictly more points, plus one (scores 50, 50, 30 rank 1, 1, 3); every read
 takes ``ties=`` (:class:`~engine.domain.ties.Ties`): ``dense`` (1, 1, 2) or ``ordinal`` (1, 2,
 3, in that order). Ordinal ranks are positions, which the reads know already; a dense rank
-counts the distinct scores above (``lua/board_dense.lua``, one step per distinct score, up to
-:data:`MAX_DENSE` per shard: a dense read that starts deeper is refused).
+counts the distinct scores above (``lua/board_dense.lua``, :data:`DENSE_STEP` per call and
+shard, up to :data:`MAX_DENSE`: a dense read that starts deeper is refused).
 
 With K shards: top N merges the K top-N lists; a rank sums K counts; a user's position sums, per
 shard, the entries that sort before it (``lua/board_position.lua``). K = 1 takes the same path
@@ -36,9 +36,11 @@ T = TypeVar("T")
 
 MAX_LIMIT = 1000
 MAX_AROUND = 100
-#: The most distinct better scores a dense rank counts on one shard (a read whose first row has
-#: more above it is refused with :class:`InvalidTies`): each costs Redis one O(log N) step.
-MAX_DENSE = 10_000
+#: The most distinct better scores a dense rank counts (a read whose first row has more above it
+#: is refused with :class:`InvalidTies`), and how many one script call counts on one shard
+#: (each distinct score costs Redis about 8 µs: a call of 250 holds it about 2 ms).
+MAX_DENSE = 20_000
+DENSE_STEP = 250
 #: A tie mode, or its name.
 TieMode = Ties | str
 COMPETITION = Ties.COMPETITION
@@ -197,9 +199,9 @@ class Leaderboard:
         return (yield from self._slice(offset, limit, sized=sized, ties=tie_mode(ties)))
 
     def _rank(self, user_id: str, ties: Ties = COMPETITION) -> Plan[RankInfo]:
-        """Competition: one round trip on one shard, two with K > 1; the other modes add their
-        count (the user's position, or the distinct better scores) to the last round trip, so
-        one more on one shard."""
+        """Competition: one round trip on one shard, two with K > 1. Ordinal adds the user's
+        position to the last round trip (so one more on one shard); dense counts the distinct
+        better scores after it (:meth:`_dense_count`)."""
         uid = check_user_id(user_id)
         own = self.keys.shard_of(uid)
         if len(self.shard_keys) == 1:
@@ -209,9 +211,10 @@ class Leaderboard:
                 raise _not_ranked(uid)
             score, better, total, near = found
             rank = 1 + better
-            if ties is not COMPETITION:
-                tied = yield self._tie_reads(ties, uid, score, own)
-                rank = self._tie_rank(ties, own, tied)
+            if ties is Ties.ORDINAL:
+                rank = self._ordinal(own, (yield self._ordinal_reads(uid, score, own)))
+            elif ties is Ties.DENSE:
+                rank = 1 + (yield from self._dense_count(score))
             return _rank_info(uid, score, rank, 1 + better, total, [] if near is None else [near])
         (score,) = yield [cmd("zscore", self.shard_keys[own], uid)]
         if score is None:
@@ -223,45 +226,67 @@ class Leaderboard:
             # the nearest better score: the greatest (negated) score below the user's
             commands.append(cmd("zrevrangebyscore", key, f"({_fmt(score)}", "-inf",
                                 start=0, num=1, withscores=True))  # fmt: skip
-        extra = [] if ties is COMPETITION else self._tie_reads(ties, uid, score, own)
+        extra = self._ordinal_reads(uid, score, own) if ties is Ties.ORDINAL else []
         replies = yield commands + extra
-        replies, tied = replies[: len(commands)], replies[len(commands) :]
+        replies, positions = replies[: len(commands)], replies[len(commands) :]
         nearest = [rows[0][1] for rows in replies[2::3] if rows]
         better = 1 + sum(replies[0::3])
-        rank = better if ties is COMPETITION else self._tie_rank(ties, own, tied)
+        rank = better
+        if ties is Ties.ORDINAL:
+            rank = self._ordinal(own, positions)
+        elif ties is Ties.DENSE:
+            rank = 1 + (yield from self._dense_count(score))
         return _rank_info(uid, score, rank, better, sum(replies[1::3]), nearest)
 
-    def _tie_reads(self, ties: Ties, uid: str, score: float, own: int) -> list[Cmd]:
-        """The reads of a ranked user's ordinal position or dense rank (see :meth:`_tie_rank`)."""
-        if ties is Ties.DENSE:
-            return self._dense_reads(score)
+    def _ordinal_reads(self, uid: str, score: float, own: int) -> list[Cmd]:
+        """Each shard's count of the entries that sort before the ranked user."""
         return [
             cmd("zrank", key, uid) if s == own
             else board_position.command(self.keys, s, self.board_id, _fmt(score), uid)
             for s, key in enumerate(self.shard_keys)
         ]  # fmt: skip
 
-    def _tie_rank(self, ties: Ties, own: int, replies: list[Any]) -> int:
-        """The rank from the replies to :meth:`_tie_reads`."""
-        if ties is Ties.DENSE:
-            return 1 + _distinct(replies)
+    def _ordinal(self, own: int, replies: list[Any]) -> int:
+        """The ordinal rank from the replies to :meth:`_ordinal_reads`."""
         return 1 + sum(
             int(r) if s == own else board_position.parse(r) for s, r in enumerate(replies)
         )
 
-    def _dense_reads(self, score: float) -> list[Cmd]:
-        """Each shard's distinct scores better than ``score`` (up to :data:`MAX_DENSE` + 1)."""
-        return [
-            board_dense.command(self.keys, s, self.board_id, _fmt(score), MAX_DENSE)
-            for s in range(len(self.shard_keys))
-        ]
+    def _dense_count(self, score: float) -> Plan[int]:
+        """The distinct scores better than ``score`` over all shards: each shard's are read
+        :data:`DENSE_STEP` at a time (``lua/board_dense.lua``, a few ms of Redis each), every
+        shard that has more in the same round trip, so no call holds Redis long;
+        :class:`InvalidTies` past :data:`MAX_DENSE` of them."""
+        bound = _fmt(score)
+        found: set[float] = set()
+        after = dict.fromkeys(range(len(self.shard_keys)), "-inf")  # shard -> last score seen
+        while after:
+            replies = yield [
+                board_dense.command(self.keys, s, self.board_id, bound, low, DENSE_STEP)
+                for s, low in after.items()
+            ]
+            more = {}
+            for s, reply in zip(after, replies, strict=True):
+                scores = board_dense.parse(reply)
+                found.update(scores)
+                if len(scores) == DENSE_STEP:
+                    more[s] = f"({_fmt(scores[-1])}"
+            if len(found) > MAX_DENSE:
+                raise InvalidTies(
+                    f"dense ranks are counted within the best {MAX_DENSE} distinct scores; "
+                    "this read starts below them (use competition or ordinal ranks)",
+                    field="ties",
+                )
+            after = more
+        return len(found)
 
     def _friends_of(self, user_id: str, ties: Ties) -> Plan[list[LeaderboardEntry]]:
         uid = check_user_id(user_id)
         (listed,) = yield [friends_command.read(self.keys, uid)]
         by_shard: dict[int, list[str]] = {}
-        for member in [uid, *friends_command.parse_read(listed)]:
-            by_shard.setdefault(self.keys.shard_of(member), []).append(member)
+        shard_of = self.keys.shard_of
+        for member in {uid, *listed}:  # the rows are sorted below
+            by_shard.setdefault(shard_of(member), []).append(member)
         shards = sorted(by_shard)
         replies = yield [cmd("zmscore", self.shard_keys[s], by_shard[s]) for s in shards]
         rows = [(member, score)
@@ -403,7 +428,7 @@ class Leaderboard:
                     for i, (member, score) in enumerate(rows)], size  # fmt: skip
         if ties is Ties.DENSE:
             if distinct is None:
-                distinct = _distinct((yield self._dense_reads(rows[0][1])))
+                distinct = yield from self._dense_count(rows[0][1])
             out = []
             rank, prev = distinct + 1, rows[0][1]
             for member, score in rows:
@@ -442,22 +467,6 @@ def _rank_info(
     to_next = int(score - max(nearest)) if nearest else None
     percentile = round(100.0 * (total - competition + 1) / total, 2)
     return RankInfo(uid, _points(score), rank, percentile, total, to_next)
-
-
-def _distinct(replies: list[Any]) -> int:
-    """The distinct scores in the shards' :mod:`~engine.commands.board_dense` replies;
-    :class:`InvalidTies` when a shard has more than :data:`MAX_DENSE` of them."""
-    found: set[float] = set()
-    for reply in replies:
-        scores = board_dense.parse(reply)
-        if len(scores) > MAX_DENSE:
-            raise InvalidTies(
-                f"dense ranks are counted within the best {MAX_DENSE} distinct scores of each "
-                "shard; this read starts below them (use competition or ordinal ranks)",
-                field="ties",
-            )
-        found.update(scores)
-    return len(found)
 
 
 def _not_ranked(uid: str) -> NotRanked:
