@@ -128,3 +128,31 @@ def test_the_outbox_read_is_bounded(sql_engine, store: SqlStore, clock: Clock, m
     monkeypatch.setattr(outbox_recent, "args", lambda **kw: original(**kw, scan=40))
     assert [a.description for a in engine.recent_activities("ann")] == ["pending", "early"]
     assert [a.description for a in engine.pending_activities("ann")] == ["pending"]
+
+
+def test_status_and_recent_in_one_round_trip(sql_engine, store: SqlStore, clock: Clock) -> None:
+    """The seed's my-status read: the state and the outbox's activities together, then SQL's;
+    without SQL, the outbox's alone, in the same order."""
+    import asyncio
+
+    engine = _sharded(sql_engine, store, clock)
+    for i in range(3):
+        clock.advance(seconds=1)
+        engine.award("ann", "comment", amount=1 + i, description=f"c{i}")
+    drain(engine)
+    late = engine.award(
+        "ann", "comment", description="late", occurred_at=clock.now - timedelta(hours=1)
+    )
+    clock.advance(seconds=1)
+    engine.award("ann", "comment", description="c3")
+    state, recent = asyncio.run(engine.status_and_recent_async("ann", limit=3))
+    assert state.total_points == engine.status("ann").total_points
+    assert [a.description for a in recent] == ["c3", "c2", "c1"]
+    assert _view(recent) == _view(engine.recent_activities("ann", limit=3))
+    everything = asyncio.run(engine.status_and_recent_async("ann", limit=10))[1]
+    assert [a.description for a in everything] == ["c3", "c2", "c1", "c0", "late"]
+    bare = ScoringEngine(engine.redis, clock=clock, rules=engine.rules, shards=engine.keys.shards)
+    assert [a.description for a in asyncio.run(bare.status_and_recent_async("ann"))[1]] == [
+        "c3", "late",
+    ]  # fmt: skip
+    assert late.activity.id in {a.id for a in everything}

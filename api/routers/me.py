@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engine.domain.ties import Ties
@@ -71,17 +69,7 @@ def router(schemas: UserSchemas) -> APIRouter:
     ) -> dict[str, object]:
         """``recent_activities``: the 20 newest, awards not yet drained into SQL included."""
         user = me(caller, x_user_id, Scope.READ)
-        # SQL (and the outbox's awards not yet in it) in a thread while Redis answers; the
-        # errors in the order the reads are listed; without SQL, the outbox's alone
-        recent_of = engine.pending_activities if engine.store is None else engine.recent_activities
-        recent, state = await asyncio.gather(
-            run_in_threadpool(recent_of, user, limit=20),
-            engine.status_async(user),
-            return_exceptions=True,
-        )
-        for outcome in (recent, state):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        state, recent = await engine.status_and_recent_async(user, limit=20)
         return {"user": state, "recent_activities": recent}
 
     @router.get("/", response_model=LeaderboardOut, responses=ERRORS, summary="The leaderboard")

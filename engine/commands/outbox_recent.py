@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.commands.reads import Cmd, Plan, script
 from engine.commands.scripts import LuaScript, scripts
 from engine.domain.keys import Keys
 from engine.domain.results import Activity
@@ -13,7 +14,7 @@ from engine.domain.rules import reward_id
 SCAN_LIMIT = 2000
 
 
-def script() -> LuaScript:
+def lua() -> LuaScript:
     return scripts["outbox_recent"]
 
 
@@ -25,6 +26,20 @@ def args(*, group: str, user_id: str, limit: int, scan: int = SCAN_LIMIT) -> lis
     """The drain's consumer ``group``; at most ``limit`` activities of ``user_id``, among at
     most ``scan`` entries."""
     return [group, user_id, limit, scan]
+
+
+def command(k: Keys, user_id: str, *, group: str, limit: int) -> Cmd:
+    """The read (for :mod:`engine.commands.reads`) of ``user_id``'s activities in its shard's
+    outbox (see :func:`args`)."""
+    return script(lua(), keys(k, user_id), args(group=group, user_id=user_id, limit=limit))
+
+
+def plan(k: Keys, user_id: str, *, group: str) -> Plan[list[Activity]]:
+    """The read (one round trip) of all of ``user_id``'s activities the bounded read finds,
+    for a merge with SQL's (an activity's time is its own, not its place in the outbox: a late
+    one may sort anywhere)."""
+    (reply,) = yield [command(k, user_id, group=group, limit=SCAN_LIMIT)]
+    return parse(reply)
 
 
 def parse(reply: Any) -> list[Activity]:

@@ -104,13 +104,13 @@ class ScoringEngine:
         )
         # the reads share the awards' asyncio client of each event loop (closed by aclose)
         ctx.async_redis = self.awards.async_client
+        self.stats = Stats(ctx)
         self.users = Users(ctx)
         self.boards = Boards(ctx)
         self.archives = Archives(ctx, self.boards)
         self.goals = Goals(ctx)
         self.side_quests = Quests(ctx)
         self.streaks = Streaks(ctx, self.awards)
-        self.stats = Stats(ctx)
         self.friend_lists = Friends(ctx)
 
         # the documented methods, each its service's own
@@ -119,6 +119,7 @@ class ScoringEngine:
         self.award_many = self.awards.award_many
         self.status = self.users.status
         self.status_async = self.users.status_async
+        self.status_and_recent_async = self.users.status_and_recent_async
         self.set_profile = self.users.set_profile
         self.leaderboard = self.boards.leaderboard
         self.live_board = self.boards.live_board

@@ -5,11 +5,12 @@ normally within a second; a user's recent activities also list those still in th
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from engine.commands import outbox_recent
+from engine.commands.reads import run
 from engine.domain import validation
+from engine.domain.activities import merge_activities
 from engine.domain.errors import InvalidPaging
 from engine.domain.results import Activity
 from engine.services.context import Context
@@ -43,23 +44,13 @@ class Stats:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidPaging("limit must be a whole number from 1 to 1000", field="limit")
         store = self.ctx.sql()
-        # all of the user's entries the bounded read finds (an activity's time is its own, not
-        # its place in the outbox: a late one may sort anywhere), then filtered and sorted
-        pending = self.pending_activities(uid, limit=outbox_recent.SCAN_LIMIT)
+        pending = run(self.ctx.redis, outbox_recent.plan(self.ctx.keys, uid, group=GROUP))
         stored = store.recent_activities(
             uid, limit=limit, activity_type=activity_type, before=before
         )
-        if not pending:
-            return stored
-        merged = {a.id: a for a in pending}
-        merged.update((a.id, a) for a in stored)
-        wanted = [
-            a for a in merged.values()
-            if (activity_type is None or a.activity_type == activity_type)
-            and (before is None or _order(a) < _cursor(before))
-        ]  # fmt: skip
-        wanted.sort(key=_order, reverse=True)
-        return wanted[:limit]
+        return merge_activities(
+            pending, stored, limit=limit, activity_type=activity_type, before=before
+        )
 
     def pending_activities(self, user_id: str, *, limit: int = 20) -> list[Activity]:
         """The user's activities still in the outbox (after the drain's floor: the oldest entry
@@ -68,7 +59,7 @@ class Stats:
         (the most recent). Some may be in SQL already (written, not yet acknowledged)."""
         uid = validation.user_id(user_id)
         k = self.ctx.keys
-        reply = outbox_recent.script()(
+        reply = outbox_recent.lua()(
             self.ctx.redis,
             outbox_recent.keys(k, uid),
             outbox_recent.args(group=GROUP, user_id=uid, limit=limit),
@@ -93,12 +84,3 @@ class Stats:
     def most_active_users(self, *, days: int = 7, limit: int = 10) -> list[tuple[str, int]]:
         """(user id, points) of the users with the most points over the last ``days`` days."""
         return self.ctx.sql().most_active(self.ctx.clock() - timedelta(days=days), limit=limit)
-
-
-def _order(a: Activity) -> tuple[datetime, uuid.UUID]:
-    """SQL's order of activities: by time, then id (as a UUID)."""
-    return a.created_at, uuid.UUID(a.id)
-
-
-def _cursor(before: tuple[datetime, str]) -> tuple[datetime, uuid.UUID]:
-    return before[0].astimezone(UTC), uuid.UUID(str(before[1]))
