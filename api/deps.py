@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
 from engine.domain.errors import ValidationError
+from engine.domain.ties import Ties
 from engine.services.facade import ScoringEngine
 
 from .auth import PRINCIPAL, Authenticator, Forbidden, Principal, Scope
@@ -83,6 +84,12 @@ def header_text(value: str | None, name: str) -> str | None:
 Engine = Annotated[ScoringEngine, Depends(get_engine)]
 Caller = Annotated[Principal, Depends(get_principal)]
 Reader = Annotated[Principal | None, Depends(get_reader)]
+#: ``?ties=`` of the board reads (:mod:`engine.domain.ties`); another value is a 422
+TiesQuery = Annotated[
+    Ties,
+    Query(description="ranks of equal points: competition (1 1 3), dense (1 1 2) or ordinal "
+                      "(1 2 3: most points first, then user ids in byte order)"),
+]  # fmt: skip
 
 
 def may_award(state: Any, caller: Principal, user_id: str, activity_type: object) -> None:

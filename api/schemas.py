@@ -93,6 +93,19 @@ class FreezesIn(_In):
 QuestText = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]{0,19}$")]
 
 
+class FriendsIn(_In):
+    """A user's whole friend list (it replaces the one held)."""
+
+    friends: list[StrictStr] = Field(
+        max_length=1000, description="user ids, at most 1,000", examples=[["bob", "cara"]]
+    )
+
+
+class FriendsOut(BaseModel):
+    user_id: str
+    friends: list[str] = Field(description="in byte order of the ids")
+
+
 class QuestPatch(_In):
     """Catalog fields of a side quest; in a PATCH, those left out stay as they are."""
 

@@ -3,6 +3,7 @@
 from engine.domain.errors import ScoringError
 from engine.domain.results import Activity, AwardResult, LeaderboardEntry, Page, RankInfo, UserState
 from engine.domain.rules import Rules, load_rules
+from engine.domain.ties import Ties
 from engine.runtime.settings import Settings, get_settings
 from engine.services.facade import AwardRequest, ScoringEngine
 
@@ -17,6 +18,7 @@ __all__ = [
     "ScoringEngine",
     "ScoringError",
     "Settings",
+    "Ties",
     "UserState",
     "get_settings",
     "load_rules",

@@ -191,6 +191,7 @@ def test_reshard_keeps_every_read_and_retry(
     store = sqlite(tmp_path)
     old = ScoringEngine(cluster_redis, clock=clock, shards=before, store=store)  # goals on
     old.set_profile("u3", username="three", time_zone="Asia/Tokyo")
+    old.set_friends("u3", [f"u{i}" for i in range(0, 97, 5)])
     items = awards(1500)
     assert_applied(old.award_many(items))
     drain(old)
@@ -202,6 +203,7 @@ def test_reshard_keeps_every_read_and_retry(
             "users": {u: engine.status(u) for u in users},
             "boards": {b: engine.leaderboard(b).top(1000) for b in boards},
             "goals": {u: engine.weekly_goals(u) for u in users[:10]},
+            "friends": (engine.friends("u3"), engine.leaderboard().friends_of("u3")),
         }
 
     seen = picture(old)

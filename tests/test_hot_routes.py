@@ -62,6 +62,14 @@ def test_the_award_route(apps: tuple[TestClient, TestClient]) -> None:
         ref.post("/v1/users/ann/awards", json={"activity_type": "comment"},
                  headers={**AWARDER, "Idempotency-Key": "k1"}),
     )  # fmt: skip
+    # ?include=rank (and any query string) is the FastAPI route's: the same bytes
+    for query in ["?include=rank", "?include=nope", "?x=1"]:
+        _same(
+            hot.post(f"/v1/users/ann/awards{query}", json={"activity_type": "comment"},
+                     headers={**AWARDER, "Idempotency-Key": "k1"}),
+            ref.post(f"/v1/users/ann/awards{query}", json={"activity_type": "comment"},
+                     headers={**AWARDER, "Idempotency-Key": "k1"}),
+        )  # fmt: skip
     # refusals: the hot handler hands them to the FastAPI route
     for body, headers in [
         (b'{"activity_type": "nope"}', AWARDER),
@@ -92,7 +100,9 @@ def test_the_leaderboard_route(apps: tuple[TestClient, TestClient]) -> None:
                  headers=AWARDER)  # fmt: skip
     for query in ["", "?limit=5", "?limit=5&offset=3", "?offset=10", "?limit=1000",
                   "?limit=0", "?limit=1001", "?limit=-1", "?limit=abc", "?limit=5&limit=6",
-                  "?around=u3", "?limit=4&around=u3", "?period=2020-01", "?x=1"]:  # fmt: skip
+                  "?around=u3", "?limit=4&around=u3", "?period=2020-01", "?x=1",
+                  "?ties=competition", "?ties=dense&offset=2", "?limit=3&ties=ordinal",
+                  "?ties=nope", "?around=u3&ties=dense", "?friends_of=u1"]:  # fmt: skip
         for board in ["all_time", "week", "type:comment", "nope"]:
             for headers in [READER, ADMIN, token("u1"), {}, {"X-API-Key": "wrong"}]:
                 path = f"/v1/leaderboards/{board}{query}"

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from engine import AwardRequest, ScoringEngine
-from engine.domain.errors import InvalidPaging, NotRanked, UnknownBoard
+from engine.domain.errors import InvalidPaging, InvalidTies, NotRanked, UnknownBoard
 from engine.domain.periods import period_end, period_of
 from engine.runtime.testing import fake_redis
+from engine.services import leaderboard as leaderboard_module
 
 
 def fill(engine: ScoringEngine, scores: dict[str, int]) -> None:
@@ -39,6 +40,94 @@ def test_ties_share_a_rank_and_list_by_user_id(engine: ScoringEngine) -> None:
     info = board.rank("eli")
     assert (info.rank, info.percentile) == (5, 20.0)
     assert board.rank("bo").rank == 4
+
+
+TIES = {"competition": [1, 1, 3], "dense": [1, 1, 2], "ordinal": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("ties", sorted(TIES))
+def test_each_tie_mode_on_50_50_30(engine: ScoringEngine, ties: str) -> None:
+    """Every read ranks by the tie mode it is given; ordinal ranks follow the listed order:
+    most points first, then user ids in ascending byte order."""
+    fill(engine, {"bo": 50, "al": 50, "cy": 30})
+    board = engine.leaderboard()
+    want = list(zip(TIES[ties], ["al", "bo", "cy"], [50, 50, 30], strict=True))
+    assert rows(board.top(10, ties=ties)) == want
+    assert rows(board.top(2, offset=1, ties=ties)) == want[1:]
+    assert rows(board.top(1, offset=2, ties=ties)) == want[2:]
+    assert [board.rank(u, ties=ties).rank for u in ("al", "bo", "cy")] == TIES[ties]
+    # the percentile and the points to the next rank do not depend on the tie mode
+    assert board.rank("bo", ties=ties).percentile == 100.0
+    assert board.rank("cy", ties=ties).points_to_next_rank == 20
+    for user in ("al", "bo", "cy"):
+        assert rows(board.around(user, 1, ties=ties)) == want
+    assert rows(board.around("cy", 0, ties=ties)) == want[2:]
+    assert rows(board.around("bo", 0, ties=ties)) == want[1:2]
+    assert rows(board.page(2, page_size=2, ties=ties).entries) == want[2:]
+    assert rows(board.page(1, page_size=2, ties=ties).entries) == want[:2]
+    assert rows(board.page_of("cy", page_size=1, ties=ties).entries) == want[2:]
+    assert rows(board.page_of("bo", page_size=1, ties=ties).entries) == want[1:2]
+    assert ties == "competition" or board.top(3) != board.top(3, ties=ties)
+
+
+def test_tie_modes_deeper_in_the_board(engine: ScoringEngine) -> None:
+    # 100 90 90 80 80 80 70 ...: dense ranks count each score once, whatever the offset
+    scores = {"a": 100, "b": 90, "c": 90, "d": 80, "e": 80, "f": 80, "g": 70, "h": 60, "i": 60}
+    fill(engine, scores)
+    board = engine.leaderboard()
+    dense = {"a": 1, "b": 2, "c": 2, "d": 3, "e": 3, "f": 3, "g": 4, "h": 5, "i": 5}
+    for offset in range(9):
+        for limit in (1, 2, 4):
+            got = board.top(limit, offset, ties="dense")
+            assert [(e.user_id, e.rank) for e in got] == [
+                (u, dense[u]) for u in sorted(scores)[offset : offset + limit]
+            ]
+            assert [e.rank for e in board.top(limit, offset, ties="ordinal")] == list(
+                range(offset + 1, min(offset + limit, 9) + 1)
+            )
+    for user, rank in dense.items():
+        assert board.rank(user, ties="dense").rank == rank
+        assert board.rank(user, ties="ordinal").rank == sorted(scores).index(user) + 1
+        window = board.around(user, 1, ties="dense")
+        assert all(e.rank == dense[e.user_id] for e in window)
+
+
+def test_bad_tie_modes_and_the_dense_depth(
+    engine: ScoringEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(engine, {f"u{i}": 100 - i for i in range(6)})  # six distinct scores
+    board = engine.leaderboard()
+    for bad in ["Dense", "", "rank", None, 1]:
+        for call in (
+            lambda bad=bad: board.top(5, ties=bad),
+            lambda bad=bad: board.rank("u1", ties=bad),
+            lambda bad=bad: board.around("u1", ties=bad),
+            lambda bad=bad: board.page(1, ties=bad),
+            lambda bad=bad: board.page_of("u1", ties=bad),
+        ):
+            with pytest.raises(InvalidTies) as caught:
+                call()
+            assert caught.value.field == "ties" and "competition, dense, ordinal" in str(
+                caught.value
+            )
+    # one score per call: the count goes on over several calls (round trips)
+    monkeypatch.setattr(leaderboard_module, "DENSE_STEP", 1)
+    assert [board.rank(f"u{i}", ties="dense").rank for i in range(6)] == [1, 2, 3, 4, 5, 6]
+    assert [e.rank for e in board.top(2, offset=3, ties="dense")] == [4, 5]
+    assert [e.rank for e in board.around("u4", 1, ties="dense")] == [4, 5, 6]
+    monkeypatch.setattr(leaderboard_module, "DENSE_STEP", 2)
+    monkeypatch.setattr(leaderboard_module, "MAX_DENSE", 2)
+    assert board.rank("u2", ties="dense").rank == 3  # two distinct scores above: counted
+    assert [e.rank for e in board.top(2, offset=4, ties="ordinal")] == [5, 6]
+    with pytest.raises(InvalidTies) as caught:
+        board.rank("u3", ties="dense")
+    assert "best 2 distinct scores" in str(caught.value)
+    with pytest.raises(InvalidTies):
+        board.around("u5", 0, ties="dense")
+    with pytest.raises(InvalidTies):
+        board.page_of("u5", 1, ties="dense")
+    # from the top no count is needed (with K > 1 the rows read from the top hold them)
+    assert [e.rank for e in board.top(6, ties="dense")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_around_keeps_the_window_full(engine: ScoringEngine) -> None:
@@ -121,6 +210,24 @@ def test_k_shards_answer_exactly_as_one(state_redis, clock, shards: int) -> None
         assert a.page_of(user, 25) == b.page_of(user, 25)
     for page in range(1, 8):
         assert a.page(page, 45) == b.page(page, 45)
+    everyone = a.top(1000)
+    distinct = sorted({e.score for e in everyone}, reverse=True)
+    for ties in ("dense", "ordinal"):
+        ranked = a.top(1000, ties=ties)
+        assert [e.user_id for e in ranked] == [e.user_id for e in everyone]
+        if ties == "ordinal":
+            assert [e.rank for e in ranked] == list(range(1, 301))
+        else:
+            assert [e.rank for e in ranked] == [distinct.index(e.score) + 1 for e in everyone]
+        assert b.top(1000, ties=ties) == ranked
+        for offset, limit in [(7, 13), (99, 50), (290, 20)]:
+            assert a.top(limit, offset, ties=ties) == b.top(limit, offset, ties=ties)
+            assert b.top(limit, offset, ties=ties) == ranked[offset : offset + limit]
+        for user in rng.sample(sorted(scores), 15) + ["user-0", "user-299"]:
+            assert a.rank(user, ties=ties) == b.rank(user, ties=ties)
+            assert a.around(user, 4, ties=ties) == b.around(user, 4, ties=ties)
+            assert a.page_of(user, 25, ties=ties) == b.page_of(user, 25, ties=ties)
+        assert a.page(3, 45, ties=ties) == b.page(3, 45, ties=ties)
     assert one.leaderboard("type:special_event").top(50) == many.leaderboard(
         "type:special_event"
     ).top(50)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from dataclasses import dataclass
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field, create_model
 from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import Response
 
-from engine.domain.errors import ScoringError
+from engine.domain.errors import NotRanked, ScoringError
 from engine.domain.results import AwardResult
 from engine.services.facade import AwardRequest
 
@@ -40,10 +43,23 @@ def router(schemas: UserSchemas) -> APIRouter:
             str | None,
             Header(description="a replay changes nothing and answers as the first call"),
         ] = None,
+        include: Annotated[
+            Literal["rank"] | None,
+            Query(
+                description="rank: the answer's `rank` holds the user's all-time rank "
+                "before and after the award, `{before: N or null, after: M}`"
+            ),
+        ] = None,  # fmt: skip
     ) -> Response:
+        """With ``?include=rank`` the answer has a ``rank`` object: the user's competition rank
+        on the all-time board read just before the award (``null``: not on the board) and
+        just after it (awards of others in between move both; a replay changes nothing). It
+        costs two board reads (``bench.api_bench``, ``award+rank``)."""
         # the reference implementation: the hot handler (hot_award) answers most requests
         may_award(request.app.state, caller, user_id, body.activity_type)
-        return await _award(request.app.state, schemas, user_id, body, idempotency_key)
+        return await _award(
+            request.app.state, schemas, user_id, body, idempotency_key, rank=include == "rank"
+        )
 
     @router.post(
         "/awards/batch",
@@ -90,28 +106,78 @@ def router(schemas: UserSchemas) -> APIRouter:
 
 
 async def _award(
-    state: Any, schemas: UserSchemas, user_id: str, body: AwardIn, idempotency_key: str | None
+    state: Any,
+    schemas: UserSchemas,
+    user_id: str,
+    body: AwardIn,
+    idempotency_key: str | None,
+    *,
+    rank: bool = False,
 ) -> Response:
     """The award itself, once the caller may make it: on the engine's asyncio Redis client (no
-    thread-pool hop per award)."""
+    thread-pool hop per award); with ``rank``, between two reads of the user's all-time rank."""
+    key = header_text(idempotency_key, "Idempotency-Key")
+    board = state.engine.leaderboard() if rank else None
+    before = await _rank(board, user_id) if board is not None else None
     result = await state.engine.award_async(
         user_id, body.activity_type, amount=body.amount, description=body.description,
-        idempotency_key=header_text(idempotency_key, "Idempotency-Key"),
-        occurred_at=body.occurred_at,
+        idempotency_key=key, occurred_at=body.occurred_at,
     )  # fmt: skip
     state.metrics.awards.labels("replayed" if result.replayed else "applied").inc()
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    if board is not None:
+        moved = _Ranked(result, RankMove(before=before, after=await _rank(board, user_id)))
+        return render(_with_rank(schemas.award), moved, status_code=201, headers=headers)
     return render(schemas.award, result, status_code=201, headers=headers)
+
+
+class RankMove(BaseModel):
+    """A user's competition rank on the all-time board just before and just after an award."""
+
+    before: int | None = Field(description="null: the user was not on the board")
+    after: int | None = Field(description="null only if the board lost the user meanwhile")
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """An award's result with the rank movement, read as the result's attributes plus ``rank``."""
+
+    result: AwardResult
+    rank: RankMove
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+
+@cache
+def _with_rank(model: type[BaseModel]) -> type[BaseModel]:
+    """The award's response model with the ``rank`` of ``?include=rank``."""
+    ranked: type[BaseModel] = create_model(
+        f"{model.__name__}WithRank", __base__=model, rank=(RankMove, ...)
+    )
+    return ranked
+
+
+async def _rank(board: Any, user_id: str) -> int | None:
+    try:
+        info = await board.rank_async(user_id)
+    except NotRanked:
+        return None
+    rank: int = info.rank
+    return rank
 
 
 def hot_award(schemas: UserSchemas) -> Handler:
     """The award route's hot handler (:mod:`api.hot`): the body parsed once, by pydantic from
-    the bytes (``model_validate_json``); a body that is empty, not JSON, or fails validation, or
-    a content type other than JSON, goes to the FastAPI route."""
+    the bytes (``model_validate_json``); a body that is empty, not JSON, or fails validation, a
+    content type other than JSON, or a query string (``?include=rank``), goes to the FastAPI
+    route."""
 
     async def handle(
         scope: dict[str, Any], receive: Any, params: dict[str, Any]
     ) -> tuple[Response | None, Any]:
+        if scope.get("query_string"):  # ?include=rank and the rest: the FastAPI route's
+            return None, receive
         body, disconnected = await read_body(receive)
         parsed = None if disconnected else _parse(scope, body)
         if parsed is None:

@@ -12,11 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
-from engine.domain.errors import ScoringError
+from engine.domain.errors import InvalidTies, ScoringError, ValidationError
 from engine.domain.periods import WINDOWS
 from engine.domain.results import RankInfo
+from engine.domain.ties import Ties
 
-from ..deps import Engine, Reader, reader
+from ..auth import AuthError, Scope
+from ..deps import Engine, Reader, TiesQuery, reader
 from ..hot import answer, header, query
 from ..schemas import BoardInfo, BoardsOut, LeaderboardOut, RankOut, error_responses, render
 
@@ -26,6 +28,16 @@ Period = Annotated[
     str | None,
     Query(max_length=16, description="a past window: 2026-11-24, 2026-W48 or 2026-11"),
 ]
+
+
+def _archived(ties: Ties) -> bool:
+    """Whether a past period's archive may answer (it holds competition ranks only)."""
+    if ties is not Ties.COMPETITION:
+        raise InvalidTies(
+            "an archived period keeps its competition ranks: ties must be competition",
+            field="ties",
+        )
+    return True
 
 
 WINDOW_TITLES = {"all_time": "All time", "month": "This month", "week": "This week",
@@ -95,28 +107,49 @@ LIMIT, OFFSET = (1, 1000), (0, 1_000_000)
 async def leaderboard(
     board: str,
     engine: Engine,
-    _: Reader,
+    who: Reader,
     limit: Annotated[int, Query(ge=LIMIT[0], le=LIMIT[1])] = 10,
     offset: Annotated[int, Query(ge=OFFSET[0], le=OFFSET[1])] = 0,
     around: Annotated[str | None, Query(max_length=128, description="a user id")] = None,
     period: Period = None,
+    ties: TiesQuery = Ties.COMPETITION,
+    friends_of: Annotated[
+        str | None,
+        Query(max_length=128, description="a user id: that user and their friends only"),
+    ] = None,
 ) -> dict[str, object]:
     """Boards: ``all_time``, ``month``, ``week``, ``day`` (UTC; the current one unless
     ``period`` is given) and ``type:<activity_type>``. ``around`` lists that user with
     ``limit // 2`` users on each side instead of the page at ``offset``. A past period whose
-    final standings were archived (after it ended) is read from the archive in SQL."""
+    final standings were archived (after it ended) is read from the archive in SQL, in
+    competition ranks only. ``friends_of`` ranks that user and their friends
+    (``PUT /v1/users/{id}/friends``) among themselves, ``total_users`` of them on the board,
+    paged by ``limit`` and ``offset`` (from the live board, of a past period too while it is
+    kept); it needs a key with the read scope or that user's own token."""
     lb = engine.leaderboard(board, period=period)  # validates board and period
+    if friends_of is not None:
+        if around is not None:
+            raise ValidationError("use around or friends_of, not both", field="friends_of")
+        if who is None:
+            raise AuthError("a friends board needs credentials: a key with the read scope or "
+                            "the user's own token")  # fmt: skip
+        who.require_user(friends_of, Scope.READ)
+        ranked = await lb.friends_of_async(friends_of, ties=ties)
+        return {"board": board, "period": period, "total_users": len(ranked),
+                "entries": ranked[offset : offset + limit]}  # fmt: skip
     if period is not None and around is None and board in WINDOWS and engine.store is not None:
         archived = await run_in_threadpool(
             engine.archived_top, board, period, limit=limit, offset=offset
         )
-        if archived is not None:
+        if archived is not None and _archived(ties):
             users, entries = archived
             return {"board": board, "period": period, "total_users": users, "entries": entries}
     if around is not None:
-        entries, total = await lb.around_with_size_async(around, max(0, (limit - 1) // 2))
+        entries, total = await lb.around_with_size_async(
+            around, max(0, (limit - 1) // 2), ties=ties
+        )
     else:
-        entries, total = await lb.top_with_size_async(limit, offset)
+        entries, total = await lb.top_with_size_async(limit, offset, ties=ties)
     return {"board": board, "period": period, "total_users": total, "entries": entries}
 
 
@@ -124,8 +157,8 @@ async def hot_leaderboard(
     scope: dict[str, Any], receive: Any, params: dict[str, Any]
 ) -> tuple[Response | None, Any]:
     """The leaderboard route's hot handler (:mod:`api.hot`): a current board's page (``limit``
-    and ``offset`` only; ``around`` and ``period`` go to the FastAPI route, as does a reader
-    without the right credentials or an unknown board)."""
+    and ``offset`` only; ``around``, ``period``, ``ties`` and ``friends_of`` go to the FastAPI
+    route, as does a reader without the right credentials or an unknown board)."""
     paging = query(scope, {"limit": LIMIT, "offset": OFFSET})
     if paging is None:
         return None, receive
@@ -155,16 +188,23 @@ async def hot_leaderboard(
     summary="A user's rank, score, percentile and points to the next rank",
 )
 async def standing(
-    board: str, user_id: str, engine: Engine, _: Reader, period: Period = None
+    board: str,
+    user_id: str,
+    engine: Engine,
+    _: Reader,
+    period: Period = None,
+    ties: TiesQuery = Ties.COMPETITION,
 ) -> dict[str, object]:
+    """``rank`` by ``ties``; ``percentile``: the share of the board's users with at most the
+    user's points, whatever the tie mode."""
     lb = engine.leaderboard(board, period=period)
     if period is not None and board in WINDOWS and engine.store is not None:
         archived = await run_in_threadpool(engine.archived_rank, board, period, user_id)
-        if archived is not None:
+        if archived is not None and _archived(ties):
             rank, points, users = archived
             info = RankInfo(
                 user_id=user_id, score=points, rank=rank, total_users=users,
                 percentile=round(100.0 * (users - rank + 1) / users, 2),
             )  # fmt: skip
             return {"board": board, **asdict(info)}
-    return {"board": board, **asdict(await lb.rank_async(user_id))}
+    return {"board": board, **asdict(await lb.rank_async(user_id, ties=ties))}

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engine.domain.ties import Ties
 from engine.domain.validation import user_id as check_user_id
 
 from ..auth import AuthError, Principal, Scope
-from ..deps import Caller, Engine, header_text, may_award
+from ..deps import Caller, Engine, TiesQuery, header_text, may_award
 from ..schemas import (
     LeaderboardOut,
     SeedAwardIn,
@@ -68,18 +67,9 @@ def router(schemas: UserSchemas) -> APIRouter:
     async def my_status(
         engine: Engine, caller: Caller, x_user_id: UserHeader = None
     ) -> dict[str, object]:
+        """``recent_activities``: the 20 newest, awards not yet drained into SQL included."""
         user = me(caller, x_user_id, Scope.READ)
-        if engine.store is None:
-            return {"user": await engine.status_async(user), "recent_activities": []}
-        # SQL in a thread while Redis answers; the errors in the order the reads are listed
-        recent, state = await asyncio.gather(
-            run_in_threadpool(engine.recent_activities, user, limit=20),
-            engine.status_async(user),
-            return_exceptions=True,
-        )
-        for outcome in (recent, state):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        state, recent = await engine.status_and_recent_async(user, limit=20)
         return {"user": state, "recent_activities": recent}
 
     @router.get("/", response_model=LeaderboardOut, responses=ERRORS, summary="The leaderboard")
@@ -89,9 +79,11 @@ def router(schemas: UserSchemas) -> APIRouter:
         x_user_id: UserHeader = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        ties: TiesQuery = Ties.COMPETITION,
     ) -> dict[str, object]:
         me(caller, x_user_id, Scope.READ)
-        entries, total = await engine.leaderboard("all_time").top_with_size_async(limit, offset)
+        board = engine.leaderboard("all_time")
+        entries, total = await board.top_with_size_async(limit, offset, ties=ties)
         return {"board": "all_time", "period": None, "total_users": total, "entries": entries}
 
     return router

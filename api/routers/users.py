@@ -16,7 +16,16 @@ from engine.domain.results import UserState
 from ..auth import Scope
 from ..deps import Caller, Engine
 from ..hot import Handler, answer, header
-from ..schemas import ActivityPage, FreezesIn, ProfileIn, UserSchemas, error_responses, render
+from ..schemas import (
+    ActivityPage,
+    FreezesIn,
+    FriendsIn,
+    FriendsOut,
+    ProfileIn,
+    UserSchemas,
+    error_responses,
+    render,
+)
 
 ERRORS = error_responses(401, 403, 422)
 
@@ -56,6 +65,29 @@ def router(schemas: UserSchemas) -> APIRouter:
         freezes_max`` (0, freezes off: nothing is added). Answers with the user's state."""
         caller.require(Scope.ADMIN)
         return engine.grant_freezes(user_id, body.count)
+
+    @router.put(
+        "/{user_id}/friends",
+        response_model=FriendsOut,
+        responses=ERRORS,
+        summary="Set a user's friend list",
+    )
+    def put_friends(user_id: str, body: FriendsIn, engine: Engine, caller: Caller) -> FriendsOut:
+        """Replaces the list (up to 1,000 user ids, each checked as a user id; duplicates and
+        the user's own id are dropped). The user's friends board is
+        ``GET /v1/leaderboards/{board}?friends_of={user_id}``. A user may set their own."""
+        caller.require_user(user_id, Scope.AWARD)
+        return FriendsOut(user_id=user_id, friends=engine.set_friends(user_id, body.friends))
+
+    @router.get(
+        "/{user_id}/friends",
+        response_model=FriendsOut,
+        responses=ERRORS,
+        summary="A user's friend list",
+    )
+    def get_friends(user_id: str, engine: Engine, caller: Caller) -> FriendsOut:
+        caller.require_user(user_id, Scope.READ)
+        return FriendsOut(user_id=user_id, friends=engine.friends(user_id))
 
     @router.get(
         "/{user_id}/activities",

@@ -80,6 +80,18 @@ class InvalidPaging(ValidationError):
     code = "invalid_paging"
 
 
+class InvalidTies(ValidationError):
+    """An unknown tie mode, or dense ranks asked below the depth they are counted to."""
+
+    code = "invalid_ties"
+
+
+class InvalidFriends(ValidationError):
+    """A friend list that is too long, or holds an invalid user id."""
+
+    code = "invalid_friends"
+
+
 class IdempotencyConflict(ScoringError):
     """An idempotency key was reused with a different request."""
 

@@ -16,6 +16,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:ach:u:<user>``        hash: the user's achievements ("<id>:<level>" -> earned ms)
 ``<p>:<t>:ach:holders``        hash: "<id>:<level>" -> the shard's users holding it
 ``<p>:ach:backfilled``          string: the achievements digest last backfilled
+``<p>:<t>:friends:<user>``     set: the user's friends (user ids, at most 1,000)
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
@@ -83,6 +84,9 @@ class Keys:
 
     def achievements_backfilled(self) -> str:
         return f"{self.prefix}:ach:backfilled"
+
+    def friends(self, user_id: str, shard: int | None = None) -> str:
+        return f"{self.tag(self._shard(user_id, shard))}:friends:{user_id}"
 
     def outbox(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox"

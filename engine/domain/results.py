@@ -295,7 +295,7 @@ class QuestResult:
 
 @dataclass(frozen=True, slots=True)
 class LeaderboardEntry:
-    """One row of a board. Ties share a rank (competition ranking: 1, 1, 3)."""
+    """One row of a board, ranked in the read's tie mode (by default competition: 1, 1, 3)."""
 
     rank: int
     user_id: str

@@ -12,6 +12,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``side_quests``     the side quest catalog and users' quests (``lua/quest.lua``)
 ``events``          seasonal events (rules file and SQL) and their multipliers
 ``streaks``         the daily streak bonus job, grants of streak freezes
+``friend_lists``    users' friend lists, for friends boards (``lua/set_friends.lua``)
 ``stats``           queries over the SQL audit trail
 ==================  ===================================================================
 
@@ -42,6 +43,7 @@ from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
 from engine.services.context import Context
 from engine.services.events import Events
+from engine.services.friends import Friends
 from engine.services.goals import Goals
 from engine.services.quests import Quests
 from engine.services.stats import Stats
@@ -107,14 +109,15 @@ class ScoringEngine:
         )  # fmt: skip
         # the reads share the awards' asyncio client of each event loop (closed by aclose)
         ctx.async_redis = self.awards.async_client
+        self.stats = Stats(ctx)
         self.users = Users(ctx)
         self.boards = Boards(ctx)
         self.archives = Archives(ctx, self.boards)
         self.goals = Goals(ctx)
         self.side_quests = Quests(ctx)
         self.streaks = Streaks(ctx, self.awards)
-        self.stats = Stats(ctx)
         self.badges = Achievements(ctx)
+        self.friend_lists = Friends(ctx)
 
         # the documented methods, each its service's own
         self.award = self.awards.award
@@ -122,6 +125,7 @@ class ScoringEngine:
         self.award_many = self.awards.award_many
         self.status = self.users.status
         self.status_async = self.users.status_async
+        self.status_and_recent_async = self.users.status_and_recent_async
         self.set_profile = self.users.set_profile
         self.leaderboard = self.boards.leaderboard
         self.live_board = self.boards.live_board
@@ -152,10 +156,13 @@ class ScoringEngine:
         self.backfill_achievements_if_changed = self.badges.backfill_if_changed
         self.grant_freezes = self.streaks.grant_freezes
         self.recent_activities = self.stats.recent_activities
+        self.pending_activities = self.stats.pending_activities
         self.points_by_type = self.stats.points_by_type
         self.points_awarded_today = self.stats.points_awarded_today
         self.tier_distribution = self.stats.tier_distribution
         self.most_active_users = self.stats.most_active_users
+        self.set_friends = self.friend_lists.set_friends
+        self.friends = self.friend_lists.friends
         self.queue_drain = ctx.queue_drain
 
     # -- construction ---------------------------------------------------------------------

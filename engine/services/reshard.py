@@ -3,9 +3,9 @@
 A user's shard is ``crc32(user_id) % K``, so a new K moves most users to another shard, and
 with them every key that carries their shard's hash tag. :func:`reshard` moves, in place:
 
-* each user's hash, day bitmap, weekly goal progress, side quests and achievements (``DUMP``,
-  ``RESTORE``
-  under the new name with the same time to live, then ``UNLINK`` of the old name);
+* each user's hash, day bitmap, weekly goal progress, side quests, achievements and friend
+  list (``DUMP``, ``RESTORE`` under the new name with the same time to live, then ``UNLINK``
+  of the old name);
 * each leaderboard entry (every board: all-time, per type, the window boards) to the same board
   of the user's new shard, with the board's time to live;
 * each idempotency record to the shard of the user whose activity it answers for (the user is
@@ -118,6 +118,7 @@ def _user_kinds(old: Keys, new: Keys, shard: int) -> list[tuple[str, str, Callab
         ("quests", old.quests("", shard), new.quests),
         ("quests_done", old.quests_done("", shard), new.quests_done),
         ("achievements", old.achievements("", shard), new.achievements),
+        ("friends", old.friends("", shard), new.friends),
     ]
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.commands import profile
+from engine.commands import outbox_recent, profile
 from engine.commands.reads import Plan, arun, cmd, run
 from engine.domain import validation
+from engine.domain.activities import merge_activities
 from engine.domain.periods import zone
-from engine.domain.results import UserState
+from engine.domain.results import Activity, UserState
 from engine.services.context import Context
-from engine.storage.outbox import FLAG_TTL
+from engine.storage.outbox import FLAG_TTL, GROUP
+
+T = TypeVar("T")
 
 #: "leave as is", for a profile field not given.
 UNSET: Any = object()
@@ -34,6 +37,32 @@ class Users:
         if client is None:
             return await asyncio.to_thread(self.status, user_id)
         return await arun(client, self._status(user_id))
+
+    async def status_and_recent_async(
+        self, user_id: str, *, limit: int = 20
+    ) -> tuple[UserState, list[Activity]]:
+        """The user's state and newest ``limit`` activities (the seed's my-status): the state and
+        the outbox's activities in one round trip on the asyncio client (one node: they share
+        the user's hash tag), then SQL's in a thread, merged as
+        ``recent_activities`` merges them (without SQL, the
+        outbox's alone)."""
+        uid = validation.user_id(user_id)
+
+        def both() -> Plan[tuple[UserState, list[Activity]]]:
+            status, pending = self._status(uid), outbox_recent.plan(self.ctx.keys, uid, group=GROUP)
+            state_reads, pending_reads = next(status), next(pending)
+            replies = yield state_reads + pending_reads
+            return _finish(status, replies[:1]), _finish(pending, replies[1:])
+
+        client = self.ctx.async_redis()
+        if client is None:
+            state, pending = await asyncio.to_thread(run, self.ctx.redis, both())
+        else:
+            state, pending = await arun(client, both())
+        stored = []
+        if self.ctx.store is not None:
+            stored = await asyncio.to_thread(self.ctx.store.recent_activities, uid, limit=limit)
+        return state, merge_activities(pending, stored, limit=limit)
 
     def _status(self, user_id: str) -> Plan[UserState]:
         uid = validation.user_id(user_id)
@@ -84,3 +113,13 @@ class Users:
         h = reply.user
         ctx.zones.remember(uid, h.get("tz", "UTC"))
         return ctx.state(uid, h)
+
+
+def _finish(plan: Plan[T], replies: list[Any]) -> T:
+    """The result of a one-round-trip ``plan`` already started, given its replies."""
+    try:
+        plan.send(replies)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    raise RuntimeError("the plan wanted a second round trip")
