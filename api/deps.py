@@ -47,14 +47,19 @@ def reader(
     """Who reads a leaderboard: None when no credentials are needed (``SCORING_PUBLIC_
     LEADERBOARDS``: yes, or local and a client on ``host``, a loopback address), else a key
     with the read scope or a user token. Credentials that are sent are always checked."""
-    access = state.settings.leaderboard_access
-    if not x_api_key and not authorization:
-        if access == "yes" or (access == "local" and loopback(host)):
-            return None
+    if not x_api_key and not authorization and boards_public(state, host):
+        return None
     authenticator: Authenticator = state.authenticator  # set by create_app
     caller = authenticator.from_headers(x_api_key, authorization)
     caller.require(Scope.READ)
     return caller
+
+
+def boards_public(state: Any, host: str) -> bool:
+    """Whether a client on ``host`` reads leaderboards without credentials
+    (``SCORING_PUBLIC_LEADERBOARDS``: yes, or local and ``host`` a loopback address)."""
+    access = state.settings.leaderboard_access
+    return bool(access == "yes" or (access == "local" and loopback(host)))
 
 
 def _authenticator(request: Request) -> Authenticator:

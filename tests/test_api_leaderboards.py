@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import AWARDER, READER, drain, token
+from helpers import AWARDER, JWT_SECRET, READER, drain, token
 from test_api import api_engine, api_settings, client, sqlite_store  # noqa: F401 - fixtures
 
 from api.app import create_app
 from engine import ScoringEngine
+from engine.runtime.settings import Settings
 
 TIES = {"competition": [1, 1, 3], "dense": [1, 1, 2], "ordinal": [1, 2, 3]}
 
@@ -184,3 +185,25 @@ def test_an_award_with_its_rank_movement(client: TestClient) -> None:  # noqa: F
                       json={"activity_type": "comment"})  # fmt: skip
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "include"
     assert client.get("/v1/leaderboards/all_time/users/eve", headers=READER).json()["score"] == 2
+
+
+def test_include_rank_is_a_board_read(api_engine: ScoringEngine) -> None:  # noqa: F811
+    """An award-only key may award, not read ranks: unless boards are public to the client,
+    ?include=rank needs the read scope (or the user's own token)."""
+    only = "award-only-0123456789abcdef"
+    settings = Settings(SCORING_API_KEYS=f"only:{only}:award", SCORING_JWT_SECRET=JWT_SECRET,
+                        SCORING_SELF_AWARD_TYPES="daily_login",
+                        SCORING_PUBLIC_LEADERBOARDS="no")  # fmt: skip
+    closed = TestClient(create_app(api_engine, settings))
+    body = {"activity_type": "comment"}
+    headers = {"X-API-Key": only}
+    assert closed.post("/v1/users/ro/awards", json=body, headers=headers).status_code == 201
+    r = closed.post("/v1/users/ro/awards?include=rank", json=body, headers=headers)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    mine = closed.post("/v1/users/ro/awards?include=rank", headers=token("ro"),
+                       json={"activity_type": "daily_login"})  # fmt: skip
+    assert mine.status_code == 201 and mine.json()["rank"]["after"] == 1
+    public = Settings(SCORING_API_KEYS=f"only:{only}:award", SCORING_PUBLIC_LEADERBOARDS="yes")
+    open_client = TestClient(create_app(api_engine, public))
+    r = open_client.post("/v1/users/ro/awards?include=rank", json=body, headers=headers)
+    assert r.status_code == 201 and r.json()["rank"]["after"] == 1

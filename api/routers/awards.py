@@ -16,8 +16,8 @@ from engine.domain.errors import NotRanked, ScoringError
 from engine.domain.results import AwardResult
 from engine.services.facade import AwardRequest
 
-from ..auth import PRINCIPAL, Principal
-from ..deps import Caller, Engine, header_text, may_award
+from ..auth import PRINCIPAL, Principal, Scope
+from ..deps import Caller, Engine, boards_public, header_text, may_award
 from ..hot import Handler, answer, header, read_body, replay
 from ..schemas import AwardIn, BatchIn, UserSchemas, error_responses, render
 
@@ -54,9 +54,14 @@ def router(schemas: UserSchemas) -> APIRouter:
         """With ``?include=rank`` the answer has a ``rank`` object: the user's competition rank
         on the all-time board read just before the award (``null``: not on the board) and
         just after it (awards of others in between move both; a replay changes nothing). It
-        costs two board reads (``bench.api_bench``, ``award+rank``)."""
+        costs two board reads (``bench.leaderboard_bench``). A rank is a leaderboard read:
+        unless leaderboards are public to this client, it also needs the read scope (or the
+        user's own token)."""
         # the reference implementation: the hot handler (hot_award) answers most requests
         may_award(request.app.state, caller, user_id, body.activity_type)
+        host = request.client.host if request.client else ""
+        if include == "rank" and not boards_public(request.app.state, host):
+            caller.require_user(user_id, Scope.READ)
         return await _award(
             request.app.state, schemas, user_id, body, idempotency_key, rank=include == "rank"
         )

@@ -247,7 +247,10 @@ class Leaderboard:
         ]  # fmt: skip
 
     def _ordinal(self, own: int, replies: list[Any]) -> int:
-        """The ordinal rank from the replies to :meth:`_ordinal_reads`."""
+        """The ordinal rank from the replies to :meth:`_ordinal_reads`. :class:`NotRanked`
+        when the user left the board between the reads (its window expired, say)."""
+        if replies[own] is None:
+            raise NotRanked(f"{self.board_id}: the user is not on this board", field="user_id")
         return 1 + sum(
             int(r) if s == own else board_position.parse(r) for s, r in enumerate(replies)
         )
