@@ -35,20 +35,9 @@ local day_board, week_board, month_board = KEYS[7], KEYS[8], KEYS[9]
 local flag_key, feed_key = KEYS[10], KEYS[11]
 local user, now, today = ARGV[1], ARGV[2], ARGV[3]
 
-local h = rcall("HMGET", user_key, "total", "version", "streak", "longest", "last_day", "tier",
-  "level", "display_name", "username")
-if not h[1] then return {0, "", 0} end
-local tier, level = h[6], h[7]
-if not tier then
-  local l
-  tier, l = tier_and_level(tonumber(h[1]))
-  level = tostring(l)
-end
-local st = {key = user_key, user = user, name = h[8] or h[9] or user,
-  total = tonumber(h[1]), version = tonumber(h[2] or "0"), tier = tier, level = level,
-  streak = h[3] or "0", longest = h[4] or "0", last_day = h[5] or today, at = now,
-  outbox = outbox_key, feed = feed_key, all_board = all_board,
-  windows = {day_board, week_board, month_board}, lifetimes = {ARGV[4], ARGV[5], ARGV[6]}}
+local st, exists = credit_state(user_key, user, now, today, outbox_key, feed_key, all_board,
+  {day_board, week_board, month_board}, {ARGV[4], ARGV[5], ARGV[6]})
+if not exists then return {0, "", 0} end
 local got = grant_achievements(st, ach_key, holders_key, ach_board, now)
 if #got == 0 then return {0, "", 0} end
 return {0, achievements_reply(got), raise_drain_flag(flag_key, ARGV[7])}

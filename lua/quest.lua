@@ -81,20 +81,9 @@ local reward, earned = "", ""
 if f[7] ~= "" then
   local points = tonumber(f[4])
   local id = "quest:" .. user .. ":" .. qid
-  local h = rcall("HMGET", user_key, "total", "version", "streak", "longest", "last_day", "tier",
-    "level", "display_name", "username")
-  local tier, level = h[6], h[7]
-  if not tier then
-    local l
-    tier, l = tier_and_level(0)
-    level = tostring(l)
-  end
-  local st = {key = user_key, user = user, name = h[8] or h[9] or user,
-    total = tonumber(h[1] or "0"), version = tonumber(h[2] or "0"), tier = tier, level = level,
-    streak = h[3] or "0", longest = h[4] or "0", last_day = h[5] or today, at = now,
-    outbox = outbox_key, feed = feed_key, all_board = all_board,
-    windows = {day_board, week_board, month_board}, lifetimes = {day_life, week_life, month_life}}
-  if not h[1] then rcall("HSET", user_key, "created_at", now) end
+  local st, exists = credit_state(user_key, user, now, today, outbox_key, feed_key, all_board,
+    {day_board, week_board, month_board}, {day_life, week_life, month_life})
+  if not exists then rcall("HSET", user_key, "created_at", now) end
   credit(st, RULES.quest_type, quest_board, points, id, RULES.quest_desc .. f[8])
   reward = tostring(points) .. "\30" .. id
   earned = achievements_reply(grant_achievements(st, ach_key, ach_counts_key, ach_board, now))

@@ -31,3 +31,23 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
     "type", kind, "desc", desc, "at", st.at, "tier", tier,
     "state", table.concat({total_s, level_s, st.streak, st.longest, st.last_day, version_s}, " "))
 end
+
+-- The state credit() needs, read from the user hash `key` (one HMGET), for a script that pays
+-- a reward outside an award (a quest, an achievement backfill): `today` (UTC day) stands for a
+-- last active day the user lacks; the rest as credit's st. Also returns whether the user hash
+-- has a total (the user exists).
+local function credit_state(key, user, at, today, outbox, feed, all_board, windows, lifetimes)
+  local h = redis.call("HMGET", key, "total", "version", "streak", "longest", "last_day", "tier",
+    "level", "display_name", "username")
+  local total = tonumber(h[1] or "0")
+  local tier, level = h[6], h[7]
+  if not tier then
+    local l
+    tier, l = tier_and_level(total)
+    level = tostring(l)
+  end
+  return {key = key, user = user, name = h[8] or h[9] or user, total = total,
+    version = tonumber(h[2] or "0"), tier = tier, level = level, streak = h[3] or "0",
+    longest = h[4] or "0", last_day = h[5] or today, at = at, outbox = outbox, feed = feed,
+    all_board = all_board, windows = windows, lifetimes = lifetimes}, not not h[1]
+end
