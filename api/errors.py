@@ -30,6 +30,7 @@ STATUS: list[tuple[type[e.ScoringError], int]] = [
     (e.NotFound, 404),
     (e.QuestStateError, 409),
     (e.EventConflict, 409),
+    (e.AdjustmentRefused, 409),
     (e.UnknownBoard, 404),
     (e.IdempotencyConflict, 409),
     (e.ValidationError, 422),

@@ -28,6 +28,7 @@ from engine.domain.results import (
     AchievementLevel,
     AchievementProgress,
     Activity,
+    AdjustmentResult,
     AwardResult,
     CatalogEntry,
     CatalogLevel,
@@ -82,6 +83,19 @@ class ProfileIn(_In):
     username: Annotated[StrictStr, Field(max_length=150)] | None = None
     display_name: Annotated[StrictStr, Field(max_length=255)] | None = None
     time_zone: Annotated[StrictStr, Field(max_length=64, examples=["Europe/Oslo"])] | None = None
+
+
+class AdjustmentIn(_In):
+    """A correction (a signed amount, not 0) or, with ``reverses``, the reversal of one of the
+    user's activities (``amount`` may then be left out: it is minus that activity's)."""
+
+    amount: StrictInt | None = Field(
+        default=None, examples=[-50], description="signed points; optional with reverses"
+    )
+    reason: StrictStr = Field(max_length=255, examples=["duplicate award (ticket 1234)"])
+    reverses: Annotated[StrictStr, Field(max_length=64)] | None = Field(
+        default=None, description="the id of the user's activity to take back, once"
+    )
 
 
 class FreezesIn(_In):
@@ -257,6 +271,7 @@ class UserSchemas:
     award: type[BaseModel]
     batch: type[BaseModel]
     status: type[BaseModel]
+    adjustment: type[BaseModel]
 
 
 @cache
@@ -313,7 +328,16 @@ def user_schemas(lifetime: tuple[str, ...]) -> UserSchemas:
         user: UserOut
         recent_activities: list[ActivityOut]
 
-    return UserSchemas(user=UserOut, award=AwardOut, batch=BatchOut, status=StatusOut)
+    class AdjustmentOut(_Out):
+        __annotations__ = fields_of(
+            AdjustmentResult, rename={"activity": "point_activity"},
+            types={"user": UserOut, "point_activity": ActivityOut},
+            describe={"reverses": "the id of the activity this adjustment took back, or null"},
+        )  # fmt: skip
+
+    return UserSchemas(
+        user=UserOut, award=AwardOut, batch=BatchOut, status=StatusOut, adjustment=AdjustmentOut
+    )
 
 
 #: Under the default rules (the models of an app whose rules keep the default lifetime table).

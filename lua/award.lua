@@ -60,7 +60,8 @@
                   current streak, longest streak, last active day, version, count and points of
                   this activity type, the count of each of RULES.lifetime_fields (in its
                   order), username, display name, streak freezes held, freezes used in all,
-                  joined by "\31"; after the award and its rewards.
+                  peak total ("pk", 0 unless RULES.keep_peak), joined by "\31"; after the
+                  award and its rewards.
     {-1, record, 0, state}  duplicate activity id: nothing changed; record is the first call's,
                   state the user's now (last active day "" when there is none)
     {-2, tz}      the user's time zone is tz, not ARGV[9]: nothing changed; call again
@@ -146,7 +147,10 @@ local tz = h[1] or "UTC"
 if tz ~= assumed_tz then return {-2, tz} end
 
 local total = tonumber(h[2] or "0") + amount
-local tier, level = tier_and_level(total)
+-- [adjustments] keep_peak: tier and level of the peak total an adjustment left ("pk") when higher
+local peak = 0
+if RULES.keep_peak then peak = tonumber(rcall("HGET", user_key, "pk") or "0") end
+local tier, level = tier_and_level(math.max(total, peak))
 level = tostring(level)
 
 -- Streak: a pure function of the sets of active and frozen days; the bitmaps keep them.
@@ -267,7 +271,7 @@ if not rcall("SET", record_key, record, "NX", "EX", record_ttl) then
     h[11] or "0"}
   for i = 1, n_life do now[7 + i] = h[LIFETIME_AT + i] or "0" end
   now[8 + n_life], now[9 + n_life] = username, display_name
-  now[10 + n_life], now[11 + n_life] = h[14] or "0", h[15] or "0"
+  now[10 + n_life], now[11 + n_life], now[12 + n_life] = h[14] or "0", h[15] or "0", tostring(peak)
   return {-1, rcall("GET", record_key), 0, table.concat(now, "\31")}
 end
 local state = {final_total_s, cur_s, longest_s, last_s, tostring(final_version), count_s,
@@ -277,7 +281,7 @@ for i = 1, n_life do
   else state[7 + i] = h[LIFETIME_AT + i] or "0" end
 end
 state[8 + n_life], state[9 + n_life] = username, display_name
-state[10 + n_life], state[11 + n_life] = held_s, used_s
+state[10 + n_life], state[11 + n_life], state[12 + n_life] = held_s, used_s, tostring(peak)
 
 local fields = {"total", total_s, "version", version_s, nkey, count_s, pkey, points_s}
 if tier ~= h[3] then fields[#fields + 1] = "tier"; fields[#fields + 1] = tier end
@@ -349,7 +353,7 @@ end
 store_goals(goals_key, outbox_key, user, goals_reset, goal_fields, goals_done)
 if #rewards > 0 then
   local st = {key = user_key, user = user, name = name, total = total,
-    version = tonumber(version_s), tier = tier, level = level, streak = cur_s,
+    version = tonumber(version_s), peak = peak, tier = tier, level = level, streak = cur_s,
     longest = longest_s, last_day = last_s, at = at_ms, outbox = outbox_key, feed = feed_key,
     all_board = all_board, windows = {day_board, week_board, month_board},
     lifetimes = {day_life, week_life, month_life}}

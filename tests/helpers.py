@@ -184,6 +184,8 @@ def snapshot(engine: ScoringEngine) -> dict[str, object]:
             out[key] = r.zrange(key, 0, -1, withscores=True)
         elif kind == "stream":
             out[key] = [e[1] for e in r.xrange(key)]
+        elif kind == "set":
+            out[key] = sorted(r.smembers(key))
         else:
             out[key] = r.get(key)
     return out

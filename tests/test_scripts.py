@@ -27,7 +27,7 @@ def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None
     assert {"award", "set_profile", "board_position"} <= set(names)
     rules = load_rules().script_tables
     for name in names:
-        defined = name in ("award", "quest", "achieve")
+        defined = name in ("award", "quest", "achieve", "adjust")
         script = scripts.get(name, RULES=rules) if defined else scripts[name]
         assert not re.search(r"^--- @(include|define)", script.source, re.M)
         assert real_redis.script_load(script.source) == script.sha
@@ -199,7 +199,7 @@ def test_every_script_loads_as_a_library_whose_function_matches_eval(
     for name in scripts.names():
         script = (
             scripts.get(name, RULES=rules)
-            if name in ("award", "quest", "achieve")
+            if name in ("award", "quest", "achieve", "adjust")
             else scripts[name]
         )
         assert script.library is not None and script.library.startswith("#!lua name=scoring_")

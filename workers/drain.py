@@ -714,6 +714,8 @@ class Drainer:
             "base_amount": int(f["base"]) if "base" in f else None,
             "multiplier": float(f["mult"]) if "mult" in f else None,
             "event_id": f.get("event"),
+            # an adjustment that reverses an activity names it (lua/adjust.lua)
+            "reverses": uuid.UUID(f["rev"]) if "rev" in f else None,
         })  # fmt: skip
         held = batch.states.get(user)
         if held is None or held["state_version"] < version:

@@ -7,17 +7,18 @@ import binascii
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 
 from engine.domain.errors import InvalidPaging, ScoringError
-from engine.domain.results import UserState
+from engine.domain.results import AdjustmentResult, UserState
 
 from ..auth import Scope
-from ..deps import Caller, Engine
+from ..deps import Caller, Engine, header_text
 from ..hot import Handler, answer, header
 from ..schemas import (
     ActivityPage,
+    AdjustmentIn,
     FreezesIn,
     FriendsIn,
     FriendsOut,
@@ -28,6 +29,7 @@ from ..schemas import (
 )
 
 ERRORS = error_responses(401, 403, 422)
+ADJUST_ERRORS = error_responses(401, 403, 404, 409, 422)
 
 
 def router(schemas: UserSchemas) -> APIRouter:
@@ -65,6 +67,35 @@ def router(schemas: UserSchemas) -> APIRouter:
         freezes_max`` (0, freezes off: nothing is added). Answers with the user's state."""
         caller.require(Scope.ADMIN)
         return engine.grant_freezes(user_id, body.count)
+
+    @router.post(
+        "/{user_id}/adjustments",
+        status_code=201,
+        response_model=schemas.adjustment,
+        responses=ADJUST_ERRORS,
+        summary="Correct a user's points, or reverse one of their activities (admin)",
+    )
+    def adjust(
+        user_id: str,
+        body: AdjustmentIn,
+        engine: Engine,
+        caller: Caller,
+        idempotency_key: Annotated[
+            str | None,
+            Header(description="a replay changes nothing and answers as the first call"),
+        ] = None,
+    ) -> AdjustmentResult:
+        """A signed ``amount`` (not 0) with a ``reason``, recorded in the audit trail as an
+        activity of type ``adjustment``; tier and level follow the total (down, too, unless
+        the rules' ``[adjustments] keep_peak``). With ``reverses``, exactly that activity's
+        amount is taken back from every board it counted in: 404 if it is not the user's, 409
+        if it was reversed before. 409 when the total would go below 0. Streaks, goals, quests
+        and achievements are not taken back."""
+        caller.require(Scope.ADMIN)
+        return engine.adjust(
+            user_id, body.amount, body.reason, reverses=body.reverses,
+            idempotency_key=header_text(idempotency_key, "Idempotency-Key"),
+        )  # fmt: skip
 
     @router.put(
         "/{user_id}/friends",

@@ -119,6 +119,8 @@ class AwardState:
     #: streak freezes the user holds, and has spent in all (0 in a record from before 0.3)
     freezes: int = 0
     freezes_used: int = 0
+    #: the peak total tier and level follow when higher (``[adjustments] keep_peak``), else 0
+    peak: int = 0
 
 
 @dataclass(slots=True)
@@ -172,11 +174,12 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
     username, display_name = fields[end : end + 2]
     freezes = fields[end + 2 : end + 4]
     held, used = (int(freezes[0]), int(freezes[1])) if len(freezes) == 2 else (0, 0)
+    peak = int(fields[end + 4]) if len(fields) > end + 4 else 0
     state = AwardState(
         int(total), int(streak), int(longest), int(last_day) if last_day else None,
         int(version), int(count), int(points),
         dict(zip(lifetime, map(int, fields[_STATE_HEAD:end]))),
-        username or None, display_name or None, held, used,
+        username or None, display_name or None, held, used, peak,
     )  # fmt: skip
     multiplier = event_id = None
     if " " in fingerprint:  # a seasonal event applied (see args)

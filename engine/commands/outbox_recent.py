@@ -43,13 +43,20 @@ def plan(k: Keys, user_id: str, *, group: str) -> Plan[list[Activity]]:
     return parse(reply)
 
 
+def entries(reply: Any) -> list[dict[str, str]]:
+    """The entries' fields, newest first."""
+    out = []
+    for i in range(0, len(reply or ()), 2):
+        flat = reply[i + 1]
+        out.append(dict(zip(flat[::2], flat[1::2])))
+    return out
+
+
 def parse(reply: Any) -> list[Activity]:
     """The activities, newest first (as the outbox holds them: a reward's entry carries its
     key, from which its id is derived, as the drain derives it)."""
     out = []
-    for i in range(0, len(reply or ()), 2):
-        flat = reply[i + 1]
-        f = dict(zip(flat[::2], flat[1::2]))
+    for f in entries(reply):
         out.append(Activity(
             f["id"] if "id" in f else reward_id(f["key"]), f["user"], int(f["amount"]),
             f["type"], f["desc"], f["tier"], Activity.time_from_ms(int(f["at"])),

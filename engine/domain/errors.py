@@ -157,6 +157,36 @@ class QuestNotStarted(QuestStateError):
     code = "quest_not_started"
 
 
+class UnknownActivity(NotFound):
+    """The activity a reversal names is not the user's (or does not exist)."""
+
+    code = "unknown_activity"
+
+
+class AdjustmentRefused(ScoringError):
+    """An adjustment the user's state does not allow (HTTP 409); nothing was written."""
+
+    code = "adjustment_refused"
+
+
+class AlreadyReversed(AdjustmentRefused):
+    """The activity was reversed before: an activity is taken back once."""
+
+    code = "already_reversed"
+
+
+class BelowZero(AdjustmentRefused):
+    """The adjustment would take the user's total below 0."""
+
+    code = "total_below_zero"
+
+
+class NotReversible(ValidationError):
+    """A reversal of a reversal (make a new adjustment instead)."""
+
+    code = "not_reversible"
+
+
 class NotRanked(ScoringError):
     """The user has no score on the board asked about."""
 
@@ -186,6 +216,8 @@ class ScriptCode(IntEnum):
     QUEST_STARTED = -3
     QUEST_COMPLETED = -4
     QUEST_NOT_STARTED = -5
+    ALREADY_REVERSED = -6
+    BELOW_ZERO = -7
 
 
 def check_code(code: int) -> ScriptCode:

@@ -17,6 +17,7 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:ach:holders``        hash: "<id>:<level>" -> the shard's users holding it
 ``<p>:ach:backfilled``          string: the achievements digest last backfilled
 ``<p>:<t>:friends:<user>``     set: the user's friends (user ids, at most 1,000)
+``<p>:<t>:rev:<user>``         set: ids of the user's activities a reversal took back
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
@@ -88,6 +89,22 @@ class Keys:
     def friends(self, user_id: str, shard: int | None = None) -> str:
         return f"{self.tag(self._shard(user_id, shard))}:friends:{user_id}"
 
+    def reversed(self, user_id: str, shard: int | None = None) -> str:
+        """The ids of the user's activities already reversed (permanent: a second reversal of
+        one is refused; rebuild restores it from ``point_activity.reverses``)."""
+        return f"{self.tag(self._shard(user_id, shard))}:rev:{user_id}"
+
+    def user_keys(self, user_id: str) -> list[str]:
+        """Every key that belongs to one user (this branch's: the reversal markers among
+        them; merged with the deletion branch's list)."""
+        shard = self.shard_of(user_id)
+        return [
+            self.user(user_id, shard), self.days(user_id, shard), self.frozen(user_id, shard),
+            self.goals(user_id, shard), self.quests(user_id, shard),
+            self.quests_done(user_id, shard), self.achievements(user_id, shard),
+            self.friends(user_id, shard), self.reversed(user_id, shard),
+        ]  # fmt: skip
+
     def outbox(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox"
 
@@ -100,9 +117,12 @@ class Keys:
 
     def rebuildable(self, shard: int) -> list[str]:
         """SCAN patterns of the state ``scoring rebuild`` replaces: user hashes, day bitmaps,
-        frozen-day bitmaps and boards (not the outbox, its dead letters, or idempotency records)."""
+        frozen-day bitmaps, boards, achievements and reversal markers (not the outbox, its dead
+        letters, or idempotency records)."""
         t = self.tag(shard)
-        return [f"{t}:u:*", f"{t}:days:*", f"{t}:frozen:*", f"{t}:lb:*", f"{t}:ach:*"]
+        return [
+            f"{t}:u:*", f"{t}:days:*", f"{t}:frozen:*", f"{t}:lb:*", f"{t}:ach:*", f"{t}:rev:*",
+        ]  # fmt: skip
 
     def events_version(self) -> str:
         """The counter every change to the seasonal events in SQL bumps: each process reloads

@@ -73,6 +73,7 @@ class UserState:
             last_day=int(last) if last else None, counts=counts, points=points,
             version=int(h.get("version", 0)),
             freezes=int(h.get("fz", 0)), freezes_used=int(h.get("fz_used", 0)),
+            peak=int(h.get("pk", 0)),
         )  # fmt: skip
 
     @classmethod
@@ -94,12 +95,14 @@ class UserState:
         version: int,
         freezes: int = 0,
         freezes_used: int = 0,
+        peak: int = 0,
     ) -> UserState:
         """Derive tier, level and the rest from the stored values (tier and level are pure
         functions of ``total`` under ``rules``). ``counts``: activity type -> awards of it; the
         lifetime counters are read from it, one per entry of ``rules.lifetime`` (0 for a type
         it lacks)."""
-        tier = rules.tier_for(total)
+        held = rules.held_points(total, peak)  # with keep_peak, the peak total when higher
+        tier = rules.tier_for(held)
         return cls(
             user_id=user_id,
             username=username,
@@ -108,9 +111,9 @@ class UserState:
             total_points=total,
             tier=tier,
             tier_display=rules.display_for(tier),
-            level=rules.level_for(total),
-            points_to_next_tier=rules.points_to_next_tier(total),
-            points_to_next_level=rules.points_to_next_level(total),
+            level=rules.level_for(held),
+            points_to_next_tier=rules.points_to_next_tier(held),
+            points_to_next_level=rules.points_to_next_level(held),
             current_streak_days=streak,
             longest_streak_days=longest,
             last_activity_date=day_to_date(last_day) if last_day is not None else None,
@@ -215,6 +218,27 @@ class AwardResult:
     base_amount: int | None = None
     multiplier: float | None = None
     event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustmentResult:
+    """The outcome of one adjustment (``engine.adjust``): ``activity`` is its row in the audit
+    trail (type ``adjustment``, the reason as description, a signed amount); ``reverses`` the
+    id of the activity it took back, if any. ``old_*``/``new_*`` are None unless that value
+    changed (a negative adjustment may lower them: a demotion). ``replayed``: the idempotency
+    key had been seen: nothing changed, ``activity`` is the first call's and ``user`` the
+    user's state now."""
+
+    user: UserState
+    activity: Activity
+    reverses: str | None
+    tier_changed: bool
+    old_tier: str | None
+    new_tier: str | None
+    level_changed: bool
+    old_level: int | None
+    new_level: int | None
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

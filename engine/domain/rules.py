@@ -111,6 +111,9 @@ GOAL_REWARD_TYPE = "weekly_goal"
 QUEST_REWARD_TYPE = "side_quest"
 STREAK_BONUS_TYPE = "streak_bonus"
 ACHIEVEMENT_REWARD_TYPE = "achievement"
+#: The activity type of corrections, reversals and decay (``engine.adjust``): not an activity
+#: type of the rules (reserved: a rules file may not define it), never awarded.
+ADJUSTMENT_TYPE = "adjustment"
 #: The description of a reward's activity: a weekly goal's says this and the goal's title, a
 #: side quest's this and the quest's title (the award and quest scripts write them).
 GOAL_REWARD_DESC = "Weekly goal: "
@@ -381,6 +384,37 @@ class Streak(_Strict):
     milestones: dict[MilestoneLength, MilestonePoints] = Field(default_factory=dict)
 
 
+class Adjustments(_Strict):
+    """Corrections and reversals (``[adjustments]``). ``keep_peak``: a user's tier and level
+    stay at the highest they reached when an adjustment lowers the total (the peak total is
+    kept in the user hash, ``pk``); false (the default): they follow the total down."""
+
+    keep_peak: bool = False
+
+
+class Decay(_Strict):
+    """Decay of inactive users (``[decay]``, off by default): a user with no activity for
+    ``after_days`` days (in the user's zone) loses ``percent`` of the total or ``points`` once
+    per week (exactly one of the two), never below ``floor``: a number of points, or
+    ``"tier"`` (the threshold of the user's current tier)."""
+
+    enabled: bool = False
+    after_days: int = Field(default=30, ge=1, le=3650)
+    percent: int | None = Field(default=None, ge=1, le=100)
+    points: int | None = Field(default=None, ge=1, le=MAX_STORED_AMOUNT)
+    floor: int | Literal["tier"] = 0
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> Decay:
+        if self.percent is not None and self.points is not None:
+            raise FieldProblem("points", "give percent or points, not both")
+        if self.enabled and self.percent is None and self.points is None:
+            raise FieldProblem("percent", "one of percent and points is required")
+        if isinstance(self.floor, int) and not 0 <= self.floor <= MAX_STORED_AMOUNT:
+            raise FieldProblem("floor", f'must be 0 to {MAX_STORED_AMOUNT} or "tier"')
+        return self
+
+
 class Rules(_Strict):
     """The complete, validated rule set. Immutable; build with :func:`load_rules`."""
 
@@ -396,6 +430,8 @@ class Rules(_Strict):
     lifetime: dict[TypeName, TypeName] = Field(default_factory=lambda: dict(DEFAULT_LIFETIME))
     #: badges (``[achievements.<id>]``); the defaults are :func:`default_achievements`
     achievements: dict[TypeName, Achievement] = Field(default_factory=dict)
+    adjustments: Adjustments = Field(default_factory=Adjustments)
+    decay: Decay = Field(default_factory=Decay)
 
     @model_validator(mode="before")
     @classmethod
@@ -431,6 +467,11 @@ class Rules(_Strict):
                 )
         if ACHIEVEMENT_REWARD_TYPE not in self.activity_types:
             raise ValueError(f"activity type {ACHIEVEMENT_REWARD_TYPE!r} is required")
+        if ADJUSTMENT_TYPE in self.activity_types:
+            raise FieldProblem(
+                f"activity_types.{ADJUSTMENT_TYPE}",
+                f"{ADJUSTMENT_TYPE!r} is reserved for corrections (engine.adjust)",
+            )
         for ach_id, ach in self.achievements.items():
             where = f"achievements.{ach_id}"
             if ach.activity_type is not None and ach.activity_type not in self.activity_types:
@@ -518,6 +559,9 @@ class Rules(_Strict):
                 for n, p in sorted(self.streak.milestones.items())
             ],
             "bonus_type": STREAK_BONUS_TYPE,
+            # tier and level from the peak total ("pk" in the user hash) when it is higher
+            "keep_peak": self.adjustments.keep_peak,
+            "adjustment_type": ADJUSTMENT_TYPE,
             **ach,
             # per activity type: the lifetime counts, then ach_fields_for that type
             "award_fields": {
@@ -612,6 +656,11 @@ class Rules(_Strict):
         return list(dict.fromkeys(self.lifetime.values()))
 
     # -- pure functions of total points ---------------------------------------------------
+
+    def held_points(self, total: int, peak: int = 0) -> int:
+        """The points a user's tier and level are of: the total, or with ``[adjustments]
+        keep_peak`` the peak total (``pk``) when it is higher."""
+        return max(total, peak) if self.adjustments.keep_peak else total
 
     def tier_for(self, points: int) -> str:
         return self.tier_names[bisect_right(self.tier_thresholds, points) - 1]

@@ -9,6 +9,7 @@ descriptions keep tabs and newlines).
 from __future__ import annotations
 
 import unicodedata
+import uuid
 
 from engine.domain.errors import (
     InvalidAmount,
@@ -19,6 +20,7 @@ from engine.domain.errors import (
     UnknownActivityType,
     ValidationError,
 )
+from engine.domain.events import MAX_STORED_AMOUNT
 from engine.domain.rules import ActivityType, Rules
 
 MAX_USER_ID_BYTES = 128
@@ -71,6 +73,42 @@ def amount(spec: ActivityType, value: object) -> int:
             field="amount",
         )
     return value
+
+
+def adjustment_amount(value: object) -> int:
+    """An adjustment's points: a signed whole number, not 0, that SQL's column holds."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidAmount(
+            f"amount must be a whole number, not {type(value).__name__}", field="amount"
+        )
+    if value == 0:
+        raise InvalidAmount("amount must not be 0", field="amount")
+    if abs(value) > MAX_STORED_AMOUNT:
+        raise InvalidAmount(f"amount must be between -{MAX_STORED_AMOUNT} and "
+                            f"{MAX_STORED_AMOUNT}", field="amount")  # fmt: skip
+    return value
+
+
+def reason(value: object) -> str:
+    """An adjustment's reason (its description): required, checked as a description."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidDescription("a reason is required", field="reason")
+    try:
+        return description(value)
+    except InvalidDescription as exc:
+        raise InvalidDescription(
+            exc.message.replace("description", "reason"), field="reason"
+        ) from None
+
+
+def activity_ref(value: object, *, field: str = "reverses") -> str:
+    """An activity id (a UUID), in its canonical form."""
+    try:
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValueError
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValidationError("must be an activity id (a UUID)", field=field) from None
 
 
 def description(value: object) -> str:

@@ -43,7 +43,7 @@ from engine.domain.periods import (
     window_boards,
 )
 from engine.domain.results import Activity, AwardResult, EarnedAchievement, UserState
-from engine.domain.rules import ACHIEVEMENT_REWARD_TYPE
+from engine.domain.rules import ACHIEVEMENT_REWARD_TYPE, ADJUSTMENT_TYPE
 from engine.runtime.autopipe import AutoPipeline
 from engine.runtime.connect import CLUSTER_UNSETTLED, is_cluster_client
 from engine.services.context import Context
@@ -385,6 +385,12 @@ class Awards:
     ) -> _Prepared:
         rules, idem = self.ctx.rules, self.ctx.rules.idempotency
         uid = validation.user_id(user_id)
+        if activity_type == ADJUSTMENT_TYPE:
+            raise ValidationError(
+                f"activity type {ADJUSTMENT_TYPE!r} is for corrections: use engine.adjust "
+                "(POST /v1/users/{id}/adjustments)",
+                field="activity_type",
+            )
         spec = validation.activity_type(rules, activity_type)
         if activity_type == ACHIEVEMENT_REWARD_TYPE:
             raise ValidationError(
@@ -397,10 +403,7 @@ class Awards:
         key = validation.idempotency_key(idempotency_key)
         now = self.ctx.clock()
         at = parse_timestamp(occurred_at, now=now)
-        if key is None:
-            activity_id = str(_uuid7(now))
-        else:
-            activity_id = str(uuid.uuid5(ACTIVITY_NAMESPACE, f"{uid}\x00{key}"))
+        activity_id = new_activity_id(uid, key, now)
         # a caller's key may come back with another request; an engine id only with this one.
         # The fingerprint is the request's (its amount before any multiplier): a retry made
         # after an event changed is the same request, and answers with the first call's
@@ -470,6 +473,7 @@ class Awards:
             total=state.total, streak=state.streak, longest=state.longest,
             last_day=state.last_day, counts=counts, points={kind: state.points},
             version=state.version, freezes=state.freezes, freezes_used=state.freezes_used,
+            peak=state.peak,
         )  # fmt: skip
         rewards = reply.rewards
         # the seasonal event that applied: the first call's, which its record keeps (the same
@@ -481,8 +485,11 @@ class Awards:
         # the upgrades this award made (a replay: the first call's, whatever came since)
         new_total = reply.total_after
         old_total = new_total - amount - sum(r.points for r in rewards)
-        old_tier, old_level = rules.tier_for(old_total), rules.level_for(old_total)
-        new_tier, new_level = rules.tier_for(new_total), rules.level_for(new_total)
+        # (with keep_peak: of the peak total when higher; the peak as it is now)
+        old_held = rules.held_points(old_total, state.peak)
+        new_held = rules.held_points(new_total, state.peak)
+        old_tier, old_level = rules.tier_for(old_held), rules.level_for(old_held)
+        new_tier, new_level = rules.tier_for(new_held), rules.level_for(new_held)
         tier_up = old_tier != new_tier
         level_up = old_level != new_level
         activity = Activity(
@@ -491,7 +498,8 @@ class Awards:
             amount=amount,
             activity_type=kind,
             description=p.description,
-            tier_at_time=rules.tier_for(old_total + amount),  # as the outbox has it
+            # as the outbox has it
+            tier_at_time=rules.tier_for(rules.held_points(old_total + amount, state.peak)),
             created_at=Activity.time_from_ms(reply.created_ms),
         )
         return AwardResult(
@@ -543,6 +551,14 @@ def _fields_of(index: int, item: object) -> tuple[Any, Any, Any, Any, Any, Any]:
         item.get("idempotency_key"),
         item.get("occurred_at"),
     )
+
+
+def new_activity_id(user_id: str, key: str | None, now: datetime) -> str:
+    """The id of a user's new activity: uuid5 of (user, idempotency key) with a key, so a
+    retry gets the same id; else a fresh :func:`_uuid7`."""
+    if key is None:
+        return str(_uuid7(now))
+    return str(uuid.uuid5(ACTIVITY_NAMESPACE, f"{user_id}\x00{key}"))
 
 
 def _uuid7(now: datetime) -> uuid.UUID:

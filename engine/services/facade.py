@@ -5,6 +5,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 
 ==================  ===================================================================
 ``awards``          awards, single, batched and awaited (``lua/award.lua``)
+``adjustments``     corrections, reversals and decay (``lua/adjust.lua``)
 ``users``           a user's state and profile
 ``boards``          leaderboard reads and the live dashboard view
 ``archives``        ended periods' standings in SQL
@@ -38,6 +39,7 @@ from engine.runtime.connect import (
 from engine.runtime.embedded import state_redis_url
 from engine.runtime.settings import Settings, get_settings
 from engine.services.achievements import Achievements
+from engine.services.adjustments import Adjustments
 from engine.services.archives import Archives
 from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
@@ -109,6 +111,7 @@ class ScoringEngine:
         )  # fmt: skip
         # the reads share the awards' asyncio client of each event loop (closed by aclose)
         ctx.async_redis = self.awards.async_client
+        self.adjustments = Adjustments(ctx)
         self.stats = Stats(ctx)
         self.users = Users(ctx)
         self.boards = Boards(ctx)
@@ -123,6 +126,7 @@ class ScoringEngine:
         self.award = self.awards.award
         self.award_async = self.awards.award_async
         self.award_many = self.awards.award_many
+        self.adjust = self.adjustments.adjust
         self.status = self.users.status
         self.status_async = self.users.status_async
         self.status_and_recent_async = self.users.status_and_recent_async

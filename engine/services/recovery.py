@@ -1,8 +1,9 @@
 """Rebuild the Redis state from SQL, and reconcile the two.
 
 ``rebuild`` recomputes every user's hash (totals, counters, tier, level, streaks), day bitmap,
-frozen-day bitmap (from ``point_activity.frozen_days``) and every leaderboard (all-time, per
-type, and the day, week and month boards still within their retention) from ``point_activity``
+frozen-day bitmap (from ``point_activity.frozen_days``), reversal markers (from
+``point_activity.reverses``) and every leaderboard (all-time, per type, and the day, week and
+month boards still within their retention) from ``point_activity``
 and the ``user_score`` profiles, the same pure functions of the activities that the award
 script maintains incrementally. Drain the outbox first: entries not
 yet in SQL are not in the rebuild (the CLI drains before it rebuilds). Idempotency records are
@@ -23,6 +24,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
+from engine.domain.rules import ADJUSTMENT_TYPE
 from engine.runtime.connect import scan_keys
 from engine.storage.store import SqlStore
 
@@ -96,7 +98,8 @@ class Drift:
 
 
 class _User:
-    __slots__ = ("user_id", "total", "counts", "points", "days", "frozen", "windows", "n")
+    __slots__ = ("user_id", "total", "counts", "points", "days", "frozen", "windows", "n",
+                 "reversed", "moves")  # fmt: skip
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
@@ -107,6 +110,16 @@ class _User:
         self.days: set[int] = set()
         self.frozen: set[int] = set()  # days frozen with streak freezes
         self.windows: dict[str, int] = defaultdict(int)  # window board id -> points
+        self.reversed: set[str] = set()  # ids of the activities the user's reversals took back
+        self.moves: list[tuple[datetime, int]] = []  # (time, amount), for keep_peak's peak
+
+    def peak(self) -> int:
+        """The highest total the user reached (the activities in time order)."""
+        total = peak = 0
+        for _, amount in sorted(self.moves, key=lambda m: (m[0], -m[1])):  # gains first
+            total += amount
+            peak = max(peak, total)
+        return peak
 
 
 def rebuild(
@@ -143,7 +156,9 @@ def rebuild(
     pending = 0
     current: _User | None = None
     tz = "UTC"
-    for user_id, activity_type, amount, created_at, frozen in store.activities_by_user():
+    keep_peak = rules.adjustments.keep_peak
+    for row in store.activities_by_user():
+        user_id, activity_type, amount, created_at, frozen = row[:5]
         if current is None or user_id != current.user_id:
             if current is not None:
                 _write_user(pipe, engine, current, profiles.get(current.user_id))
@@ -158,13 +173,23 @@ def rebuild(
         current.total += amount
         current.n += 1
         current.counts[activity_type] += 1
-        current.points[activity_type] += amount
+        # a reversal takes its points from the boards of the activity it reverses (its type's,
+        # the windows of its time), as lua/adjust.lua does
+        board_type, board_at = activity_type, created_at
+        if row.reverses is not None:
+            current.reversed.add(row.reverses)
+            if row.reversed_type is not None and row.reversed_at is not None:
+                board_type, board_at = row.reversed_type, row.reversed_at
+        current.points[board_type] += amount
+        if keep_peak:
+            current.moves.append((created_at, amount))
         spec = rules.activity_types.get(activity_type)
-        if spec is None or spec.streak:  # a streak bonus is not a day of activity
+        # a streak bonus is not a day of activity, and neither is an adjustment
+        if activity_type != ADJUSTMENT_TYPE and (spec is None or spec.streak):
             current.days.add(local_day(created_at, tz))
         if frozen:  # ISO dates in the user's zone
             current.frozen.update((date.fromisoformat(d) - _EPOCH).days for d in frozen.split(","))
-        for board_id in window_ids(created_at):
+        for board_id in window_ids(board_at):
             current.windows[board_id] += amount
         report.activities += 1
         if progress is not None and report.activities % 10_000 == 0:
@@ -256,10 +281,14 @@ def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
     version = u.n
     if snapshot is not None:
         version = max(version, snapshot.state_version, snapshot.profile_version)
+    held = u.total
+    if rules.adjustments.keep_peak:  # tier and level of the highest total reached
+        peak = u.peak()
+        held = max(held, peak)
     fields: dict[str, Any] = {
         "total": u.total,
-        "tier": rules.tier_for(u.total),
-        "level": rules.level_for(u.total),
+        "tier": rules.tier_for(held),
+        "level": rules.level_for(held),
         "version": version,
         **{f"n:{t}": n for t, n in u.counts.items()},
         **{f"pts:{t}": p for t, p in u.points.items()},
@@ -275,7 +304,11 @@ def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
         if frozen:
             fields["fz_used"] = len(u.frozen)
             pipe.set(keys.frozen(u.user_id, shard), _bitmap_from(day0, frozen))
+    if held > u.total:
+        fields["pk"] = held
     pipe.hset(keys.user(u.user_id, shard), mapping=fields)
+    if u.reversed:  # the reversal markers: a second reversal stays refused after a rebuild
+        pipe.sadd(keys.reversed(u.user_id, shard), *u.reversed)
     pipe.zadd(keys.board(shard, "all"), {u.user_id: -u.total})
     for activity_type, points in u.points.items():
         pipe.zadd(keys.type_board(shard, activity_type), {u.user_id: -points})

@@ -65,9 +65,12 @@ class PointActivity(Base):
     base_amount: Mapped[int | None] = mapped_column(Integer, nullable=True)
     multiplier: Mapped[float | None] = mapped_column(Float, nullable=True)
     event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the activity an adjustment reverses (type ``adjustment``); NULL for every other row
+    reverses: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
 
     __table_args__ = (
         Index("ix_point_activity_user_created", "user_id", created_at.desc()),
+        Index("ix_point_activity_reverses", "reverses"),
         Index("ix_point_activity_type_created", "activity_type", created_at.desc()),
         Index("ix_point_activity_user_type", "user_id", "activity_type"),
         # for "points awarded today" and "most active users over the last 7 days"; BRIN on

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Engine,
@@ -47,6 +47,34 @@ from engine.storage.models import (
 from engine.storage.models import SeasonalEvent as SeasonalEventRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class ActivityRow(NamedTuple):
+    """One activity as rebuild reads it."""
+
+    user_id: str
+    activity_type: str
+    amount: int
+    created_at: datetime
+    frozen_days: str | None
+    #: the activity a reversal takes back, and that activity's type and time (all None when
+    #: the row reverses nothing; the last two also when the reversed row is gone)
+    reverses: str | None
+    reversed_type: str | None
+    reversed_at: datetime | None
+
+
+class StoredActivity(NamedTuple):
+    """What a reversal needs of the activity it takes back."""
+
+    id: str
+    user_id: str
+    amount: int
+    activity_type: str
+    created_at: datetime
+    reverses: str | None
+
+
 _STATE_COLUMNS = ("total_points", "tier", "level", "current_streak_days", "longest_streak_days",
                   "last_activity_date", "state_version", "updated_at")  # fmt: skip
 _PROFILE_COLUMNS = ("username", "display_name", "time_zone", "profile_version", "updated_at")
@@ -61,7 +89,7 @@ _ACTIVITY = {
     "total_points": "int8", "level": "int4", "current_streak_days": "int4",
     "longest_streak_days": "int4", "last_activity_date": "date", "version": "int8",
     "frozen_days": "text",
-    "base_amount": "int4", "multiplier": "float8", "event_id": "text",
+    "base_amount": "int4", "multiplier": "float8", "event_id": "text", "reverses": "uuid",
 }  # fmt: skip
 _STATE = {
     "user_id": "text", "total_points": "int8", "tier": "text", "level": "int4",
@@ -555,17 +583,63 @@ class SqlStore:
             for user_id, total, n in connection.execution_options(yield_per=10_000).execute(q):
                 yield user_id, int(total), int(n)
 
-    def activities_by_user(self) -> Iterator[tuple[str, str, int, datetime, str | None]]:
-        """(user id, activity type, amount, created_at, frozen_days) of every activity, ordered
-        by user."""
+    def activities_by_user(self) -> Iterator[ActivityRow]:
+        """Every activity, ordered by user (see :class:`ActivityRow`): a reversal's row carries
+        the type and time of the activity it reverses, whose boards it takes the points from."""
         t = PointActivity.__table__
-        q = select(
-            t.c.user_id, t.c.activity_type, t.c.amount, t.c.created_at, t.c.frozen_days
-        ).order_by(t.c.user_id)
+        o = t.alias("reversed")
+        q = (
+            select(
+                t.c.user_id,
+                t.c.activity_type,
+                t.c.amount,
+                t.c.created_at,
+                t.c.frozen_days,
+                t.c.reverses,
+                o.c.activity_type,
+                o.c.created_at,
+            )  # fmt: skip
+            .outerjoin(o, o.c.id == t.c.reverses)
+            .order_by(t.c.user_id)
+        )
         with self.engine.connect() as connection:
             result = connection.execution_options(stream_results=True, yield_per=20_000).execute(q)
             for row in result:
-                yield row[0], row[1], row[2], _utc(row[3]), row[4]
+                reverses = None if row[5] is None else str(row[5])
+                yield ActivityRow(
+                    row[0], row[1], row[2], _utc(row[3]), row[4], reverses, row[6],
+                    None if row[7] is None else _utc(row[7]),
+                )  # fmt: skip
+
+    def activity(self, activity_id: str) -> StoredActivity | None:
+        """One activity of the audit trail by id (None when SQL has none)."""
+        try:
+            key = uuid.UUID(activity_id)
+        except ValueError:
+            return None
+        t = PointActivity.__table__
+        q = select(
+            t.c.id, t.c.user_id, t.c.amount, t.c.activity_type, t.c.created_at, t.c.reverses
+        ).where(t.c.id == key)
+        with self.engine.connect() as connection:
+            row = connection.execute(q).first()
+        if row is None:
+            return None
+        return StoredActivity(
+            str(row[0]), row[1], row[2], row[3], _utc(row[4]),
+            None if row[5] is None else str(row[5]),
+        )  # fmt: skip
+
+    def reversed_by_user(self) -> Iterator[tuple[str, str]]:
+        """(user id, id of the activity reversed) of every reversal, by user."""
+        t = PointActivity.__table__
+        q = select(t.c.user_id, t.c.reverses).where(t.c.reverses.is_not(None))
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=20_000).execute(
+                q.order_by(t.c.user_id)
+            )
+            for user_id, reverses in result:
+                yield user_id, str(reverses)
 
     def streak_freezes(self) -> dict[str, int]:
         """The streak freezes each user holds (users holding none may be missing)."""

@@ -4,7 +4,8 @@
 -- The entry carries the reward's key instead of an id; its id is uuid5 of the key (see
 -- engine.rules.reward_id), so a reward given twice would still be one row in SQL.
 -- A change of tier or level goes to the upgrade feed.
---   st: {key = user hash, user, name (shown in the feed), total, version (numbers), tier, level,
+--   st: {key = user hash, user, name (shown in the feed), total, version, peak (the peak total
+--        tier and level follow when higher, 0 unless RULES.keep_peak: numbers), tier, level,
 --        streak, longest, last_day (strings), at (unix ms string), outbox, feed, all_board,
 --        windows = {day, week, month board keys}, lifetimes = {day, week, month} (TTLs in
 --        seconds; "0" = leave that board alone)}
@@ -13,7 +14,7 @@
 local function credit(st, kind, type_board, amount, reward_key, desc)
   st.total = st.total + amount
   st.version = st.version + 1
-  local tier, level = tier_and_level(st.total)
+  local tier, level = tier_and_level(math.max(st.total, st.peak))
   local total_s, level_s, version_s = tostring(st.total), tostring(level), tostring(st.version)
   redis.call("HSET", st.key, "total", total_s, "version", version_s, "tier", tier,
     "level", level_s)
@@ -38,16 +39,17 @@ end
 -- has a total (the user exists).
 local function credit_state(key, user, at, today, outbox, feed, all_board, windows, lifetimes)
   local h = redis.call("HMGET", key, "total", "version", "streak", "longest", "last_day", "tier",
-    "level", "display_name", "username")
+    "level", "display_name", "username", "pk")
   local total = tonumber(h[1] or "0")
+  local peak = RULES.keep_peak and tonumber(h[10] or "0") or 0
   local tier, level = h[6], h[7]
   if not tier then
     local l
-    tier, l = tier_and_level(total)
+    tier, l = tier_and_level(math.max(total, peak))
     level = tostring(l)
   end
   return {key = key, user = user, name = h[8] or h[9] or user, total = total,
-    version = tonumber(h[2] or "0"), tier = tier, level = level, streak = h[3] or "0",
+    version = tonumber(h[2] or "0"), peak = peak, tier = tier, level = level, streak = h[3] or "0",
     longest = h[4] or "0", last_day = h[5] or today, at = at, outbox = outbox, feed = feed,
     all_board = all_board, windows = windows, lifetimes = lifetimes}, not not h[1]
 end
