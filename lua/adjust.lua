@@ -24,6 +24,8 @@
   ARGV[15] the lowest total the adjustment may leave (0; decay's floor)
   ARGV[16] "1": a negative amount that would go below ARGV[15] is cut to reach it (decay);
            "0": it is refused
+  ARGV[17] decay only: the user's local week it is for ("2026-W49"), kept in the user hash
+           (decay_wk, and decay_pts = the points it took) for the user's status; else ""
   RULES: tier_names, tier_at, level_at, level_step (includes/tier_and_level.lua), keep_peak
   (tier and level follow the peak total, "pk" in the user hash, when it is higher than the
   total), adjustment_type.
@@ -61,7 +63,7 @@ local flag_key, feed_key, reversed_key = KEYS[9], KEYS[10], KEYS[11]
 local activity_id, user, amount_s, board_type = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local reason, at_ms, today, record_ttl, fingerprint = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local day_life, week_life, month_life, flag_ttl = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local reverses, floor, cut = ARGV[14], tonumber(ARGV[15]), ARGV[16] == "1"
+local reverses, floor, cut, decay_week = ARGV[14], tonumber(ARGV[15]), ARGV[16] == "1", ARGV[17]
 
 local amount = tonumber(amount_s)
 if not amount or amount == 0 or amount ~= math.floor(amount) then
@@ -110,6 +112,11 @@ rcall("SET", record_key, record, "EX", record_ttl)
 local fields = {"total", total_s, "version", version_s, "tier", tier, "level", level}
 if new_peak then fields[#fields + 1] = "pk"; fields[#fields + 1] = toint(peak) end
 if not h[1] then fields[#fields + 1] = "created_at"; fields[#fields + 1] = at_ms end
+if decay_week ~= "" then
+  for _, v in ipairs({"decay_wk", decay_week, "decay_pts", toint(-amount)}) do
+    fields[#fields + 1] = v
+  end
+end
 rcall("HSET", user_key, unpack(fields))
 rcall("HINCRBY", user_key, nkey, 1)
 rcall("HINCRBY", user_key, pkey, amount)

@@ -193,6 +193,19 @@ def _achievements(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _decay(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.jobs import context
+
+    engine, _ = context()
+    if not engine.rules.decay.enabled:
+        print("decay is off ([decay] enabled = false in the rules)", file=sys.stderr)
+        return 0
+    report = engine.run_decay()
+    print(f"decay: {report.users:,} users looked at, {report.decayed:,} decayed, "
+          f"{report.points:,} points taken, in {report.seconds:.1f} s")  # fmt: skip
+    return 0
+
+
 def _reshard(settings: Settings, args: argparse.Namespace) -> int:
     from engine.services.reshard import reshard
     from workers.jobs import context, sql_store
@@ -374,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backfill", help="grant every user the achievement levels they already qualify for"
     )
     backfill.set_defaults(run=_achievements)
+    decay = sub.add_parser("decay", help="decay of inactive users ([decay] rules)")
+    decay_sub = decay.add_subparsers(dest="decay_command", required=True)
+    decay_run = decay_sub.add_parser(
+        "run", help="decay the inactive users due this week (once per user and week)"
+    )
+    decay_run.set_defaults(run=_decay)
     rebuild = sub.add_parser("rebuild", help="rebuild all Redis state from SQL")
     rebuild.set_defaults(run=_rebuild)
     reshard = sub.add_parser(

@@ -229,6 +229,16 @@ def backfill_achievements(*, force: bool = False) -> dict[str, Any] | None:
     return asdict(report)
 
 
+def run_decay() -> dict[str, Any]:
+    """Decay the inactive users due this week (``[decay]``; nothing while it is off). Hourly;
+    a run that overlaps another decays each user once per local week."""
+    engine, _ = context()
+    report = engine.run_decay()
+    if report.decayed:
+        log.info("run_decay: %s", report)
+    return asdict(report)
+
+
 def request_drain(
     engine: ScoringEngine, drainer: Drainer, shard: int, *, force: bool = False
 ) -> bool:

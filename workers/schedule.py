@@ -19,11 +19,14 @@ INTERVAL: dict[str, tuple[str, int]] = {
     # achievements added to the rules (or a target lowered) are granted to those who already
     # qualify within a minute of the engine running with them; a no-op otherwise
     "scoring-achievements-backfill": ("workers.jobs.backfill_achievements", 60),
+    # [decay]: hourly, so each user's decay comes within an hour of their local week's start
+    # (once per user and local week however often it runs); a no-op while decay is off
+    "scoring-decay": ("workers.jobs.run_decay", 3600),
 }
 
 #: id -> how long a run may take (seconds; RQ's default is 180): a backfill tests every user
 #: with points, about 3 s per 10,000 (``bench.engagement_bench``)
-TIMEOUT: dict[str, int] = {"scoring-achievements-backfill": 6 * 3600}
+TIMEOUT: dict[str, int] = {"scoring-achievements-backfill": 6 * 3600, "scoring-decay": 6 * 3600}
 
 #: id -> (job function, cron expression in UTC)
 CRON: dict[str, tuple[str, str]] = {

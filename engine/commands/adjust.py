@@ -47,13 +47,14 @@ def args(
     reverses: str | None,
     floor: int = 0,
     cut: bool = False,
+    decay_week: str = "",
 ) -> list[Any]:
     """The ARGV of one adjustment (see the script's header for each one's meaning and unit)."""
     day_ttl, week_ttl, month_ttl = lifetimes
     return [
         activity_id, user_id, amount, board_type, reason, created_ms, today, record_ttl,
         fingerprint, day_ttl, week_ttl, month_ttl, flag_ttl, reverses or "", floor,
-        "1" if cut else "0",
+        "1" if cut else "0", decay_week,
     ]  # fmt: skip
 
 

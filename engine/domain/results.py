@@ -53,6 +53,10 @@ class UserState:
     streak_freezes: int = 0
     streak_freezes_used: int = 0
     version: int = 0
+    #: the user's local week (``2026-W49``) of the last decay (``[decay]``), None when none,
+    #: and the points it took
+    last_decay_week: str | None = None
+    last_decay_points: int = 0
 
     @classmethod
     def from_hash(cls, user_id: str, h: dict[str, str], rules: Rules, today: int) -> UserState:
@@ -73,7 +77,8 @@ class UserState:
             last_day=int(last) if last else None, counts=counts, points=points,
             version=int(h.get("version", 0)),
             freezes=int(h.get("fz", 0)), freezes_used=int(h.get("fz_used", 0)),
-            peak=int(h.get("pk", 0)),
+            peak=int(h.get("pk", 0)), last_decay_week=h.get("decay_wk"),
+            last_decay_points=int(h.get("decay_pts", 0)),
         )  # fmt: skip
 
     @classmethod
@@ -96,6 +101,8 @@ class UserState:
         freezes: int = 0,
         freezes_used: int = 0,
         peak: int = 0,
+        last_decay_week: str | None = None,
+        last_decay_points: int = 0,
     ) -> UserState:
         """Derive tier, level and the rest from the stored values (tier and level are pure
         functions of ``total`` under ``rules``). ``counts``: activity type -> awards of it; the
@@ -124,6 +131,8 @@ class UserState:
             streak_freezes=freezes,
             streak_freezes_used=freezes_used,
             version=version,
+            last_decay_week=last_decay_week,
+            last_decay_points=last_decay_points,
         )
 
     def __getattr__(self, name: str) -> int:

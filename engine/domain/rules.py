@@ -402,7 +402,7 @@ class Decay(_Strict):
     after_days: int = Field(default=30, ge=1, le=3650)
     percent: int | None = Field(default=None, ge=1, le=100)
     points: int | None = Field(default=None, ge=1, le=MAX_STORED_AMOUNT)
-    floor: int | Literal["tier"] = 0
+    floor: int | str = 0
 
     @model_validator(mode="after")
     def _one_rate(self) -> Decay:
@@ -410,9 +410,19 @@ class Decay(_Strict):
             raise FieldProblem("points", "give percent or points, not both")
         if self.enabled and self.percent is None and self.points is None:
             raise FieldProblem("percent", "one of percent and points is required")
-        if isinstance(self.floor, int) and not 0 <= self.floor <= MAX_STORED_AMOUNT:
-            raise FieldProblem("floor", f'must be 0 to {MAX_STORED_AMOUNT} or "tier"')
+        if (isinstance(self.floor, str) and self.floor != "tier") or (
+            isinstance(self.floor, int) and not 0 <= self.floor <= MAX_STORED_AMOUNT
+        ):
+            raise FieldProblem("floor", f'a number of points (0 to {MAX_STORED_AMOUNT}) or "tier"')
         return self
+
+    def loss(self, total: int) -> int:
+        """The points a week of decay takes from ``total`` (before the floor): ``points``, or
+        ``percent`` of it rounded down, at least 1."""
+        if self.points is not None:
+            return self.points
+        assert self.percent is not None
+        return max(1, total * self.percent // 100)
 
 
 class Rules(_Strict):

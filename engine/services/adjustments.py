@@ -42,6 +42,9 @@ from engine.services.awards import new_activity_id
 from engine.services.context import Context
 from engine.storage.outbox import FLAG_TTL, GROUP
 
+#: The reason (description) of a decay's adjustment.
+DECAY_REASON = "decay"
+
 
 @dataclass(frozen=True, slots=True)
 class _Original:
@@ -113,13 +116,15 @@ class Adjustments:
         return result
 
     def decay_step(
-        self, user_id: str, loss: int, *, floor: int, idempotency_key: str, reason: str
+        self, user_id: str, loss: int, *, floor: int, week: str, record_ttl: int
     ) -> AdjustmentResult | None:
-        """Take ``loss`` points from a user, never below ``floor`` (cut to reach it; None when
-        the user is at or under it: nothing written). Used by the decay job."""
+        """Take ``loss`` points from a user for the user's local ``week`` (reason ``decay``),
+        never below ``floor`` (cut to reach it; None when the user is at or under it: nothing
+        written). Once per user and week: its idempotency key is ``decay:<week>``, remembered
+        ``record_ttl`` seconds (a replay changes nothing). Used by the decay job."""
         return self._apply(
-            user_id, -loss, reason, None, idempotency_key, ADJUSTMENT_TYPE, self.ctx.clock(),
-            floor=floor, cut=True,
+            user_id, -loss, DECAY_REASON, None, f"decay:{week}", ADJUSTMENT_TYPE,
+            self.ctx.clock(), floor=floor, cut=True, decay_week=week, record_ttl=record_ttl,
         )  # fmt: skip
 
     def _apply(
@@ -134,6 +139,8 @@ class Adjustments:
         *,
         floor: int = 0,
         cut: bool = False,
+        decay_week: str = "",
+        record_ttl: int | None = None,
     ) -> AdjustmentResult | None:
         ctx, idem = self.ctx, self.ctx.rules.idempotency
         now = ctx.clock()
@@ -154,9 +161,11 @@ class Adjustments:
                     activity_id=activity_id, user_id=uid, amount=amount, board_type=board_type,
                     reason=why, created_ms=int(now.timestamp() * 1000),
                     today=local_day(now, "UTC"),
-                    record_ttl=idem.key_ttl if key is not None else idem.auto_ttl,
+                    record_ttl=record_ttl
+                    or (idem.key_ttl if key is not None else idem.auto_ttl),
                     fingerprint=fingerprint, lifetimes=lifetimes(windows, now),
                     flag_ttl=FLAG_TTL, reverses=ref, floor=floor, cut=cut,
+                    decay_week=decay_week,
                 ),
             )
         )  # fmt: skip

@@ -6,6 +6,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ==================  ===================================================================
 ``awards``          awards, single, batched and awaited (``lua/award.lua``)
 ``adjustments``     corrections, reversals and decay (``lua/adjust.lua``)
+``decays``          the ``[decay]`` job over every user (through ``adjustments``)
 ``users``           a user's state and profile
 ``boards``          leaderboard reads and the live dashboard view
 ``archives``        ended periods' standings in SQL
@@ -44,6 +45,7 @@ from engine.services.archives import Archives
 from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
 from engine.services.context import Context
+from engine.services.decay import Decay
 from engine.services.events import Events
 from engine.services.friends import Friends
 from engine.services.goals import Goals
@@ -112,6 +114,7 @@ class ScoringEngine:
         # the reads share the awards' asyncio client of each event loop (closed by aclose)
         ctx.async_redis = self.awards.async_client
         self.adjustments = Adjustments(ctx)
+        self.decays = Decay(ctx, self.adjustments)
         self.stats = Stats(ctx)
         self.users = Users(ctx)
         self.boards = Boards(ctx)
@@ -127,6 +130,7 @@ class ScoringEngine:
         self.award_async = self.awards.award_async
         self.award_many = self.awards.award_many
         self.adjust = self.adjustments.adjust
+        self.run_decay = self.decays.run
         self.status = self.users.status
         self.status_async = self.users.status_async
         self.status_and_recent_async = self.users.status_and_recent_async
