@@ -171,6 +171,22 @@ def test_reversal_of_an_activity_from_a_past_week(state_redis, clock: Clock, sto
     assert snapshot(engine) == before
 
 
+def test_a_reversal_leaves_windows_past_their_retention_alone(real_engine, clock) -> None:
+    """An award of 60 days ago: its day and week boards are gone (8 and 35 days' retention),
+    its month board is kept (400): only the month and the all-time board lose it."""
+    clock.noon()
+    then = clock.now - timedelta(days=60)
+    old = real_engine.award("ola", "comment", amount=40, occurred_at=then)
+    real_engine.award("ola", "comment", amount=5)
+    gone = [real_engine.keys.board(0, f"day:{then.date().isoformat()}"),
+            real_engine.keys.board(0, f"week:{week_id(then)}")]  # fmt: skip
+    assert real_engine.redis.exists(*gone) == 0
+    real_engine.adjust("ola", None, "spam", reverses=old.activity.id)
+    assert real_engine.redis.exists(*gone) == 0  # not made again
+    assert board(real_engine, "month", "ola", f"{then.year}-{then.month:02d}") == 0
+    assert board(real_engine, "all_time", "ola") == 5
+
+
 def test_reversal_of_an_activity_still_in_the_outbox(real_engine: ScoringEngine) -> None:
     """No SQL: the original is found among the outbox's entries; a reversed adjustment gives
     its points back."""
@@ -324,3 +340,9 @@ def test_http_endpoint(api) -> None:
     )
     assert second.json()["replayed"] and engine.status("mo").total_points == 9
     assert first.json()["point_activity"] == second.json()["point_activity"]
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/users/{user_id}/adjustments"]["post"]
+    assert {"201", "404", "409", "422"} <= set(post["responses"])
+    assert {"amount", "reason", "reverses"} == set(
+        spec["components"]["schemas"]["AdjustmentIn"]["properties"]
+    )

@@ -10,6 +10,11 @@ yet in SQL are not in the rebuild (the CLI drains before it rebuilds). Idempoten
 not rebuilt, and neither are the streak freezes a user holds (grants and earnings are not in
 SQL: a rebuilt user holds none); the days frozen are.
 
+Adjustments (type ``adjustment``) count with their signed amounts, and are no days of
+activity; a reversal's amount counts in the type and window boards of the activity it
+reverses (joined in SQL), as ``lua/adjust.lua`` counts it. With ``[adjustments] keep_peak``,
+tier and level are those of the highest total the activities reach in time order.
+
 ``reconcile`` compares, per user, the Redis total with the sum of the user's amounts in SQL and
 with the user's all-time board score, and reports every difference.
 """
