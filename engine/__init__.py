@@ -1,7 +1,15 @@
 """Redis-native real-time scoring engine: points, tiers, levels, streaks and leaderboards."""
 
 from engine.domain.errors import ScoringError
-from engine.domain.results import Activity, AwardResult, LeaderboardEntry, Page, RankInfo, UserState
+from engine.domain.results import (
+    Activity,
+    AdjustmentResult,
+    AwardResult,
+    LeaderboardEntry,
+    Page,
+    RankInfo,
+    UserState,
+)
 from engine.domain.rules import Rules, load_rules
 from engine.domain.ties import Ties
 from engine.runtime.settings import Settings, get_settings
@@ -9,6 +17,7 @@ from engine.services.facade import AwardRequest, ScoringEngine
 
 __all__ = [
     "Activity",
+    "AdjustmentResult",
     "AwardRequest",
     "AwardResult",
     "LeaderboardEntry",
