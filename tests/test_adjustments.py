@@ -346,3 +346,22 @@ def test_http_endpoint(api) -> None:
     assert {"amount", "reason", "reverses"} == set(
         spec["components"]["schemas"]["AdjustmentIn"]["properties"]
     )
+
+
+def test_reversal_markers_move_with_a_reshard(cluster_redis, clock: Clock, tmp_path) -> None:
+    from engine.services.reshard import reshard
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'reshard.db'}")
+    store.upgrade()
+    old = ScoringEngine(cluster_redis, clock=clock, rules=PLAIN_RULES, shards=2, store=store)
+    awards = {u: old.award(u, "comment", amount=20) for u in ("p1", "p2", "p3", "p4")}
+    for u, a in awards.items():
+        old.adjust(u, None, "spam", reverses=a.activity.id)
+    drain(old)
+    new = ScoringEngine(cluster_redis, clock=clock, rules=PLAIN_RULES, shards=5, store=store)
+    assert all(old.keys.shard_of(u) != new.keys.shard_of(u) for u in awards)  # all move
+    reshard(new, store, 2)
+    for u, a in awards.items():
+        assert new.redis.sismember(new.keys.reversed(u), a.activity.id), u
+        with pytest.raises(AlreadyReversed):
+            new.adjust(u, None, "again", reverses=a.activity.id)

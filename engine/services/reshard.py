@@ -119,6 +119,7 @@ def _user_kinds(old: Keys, new: Keys, shard: int) -> list[tuple[str, str, Callab
         ("quests_done", old.quests_done("", shard), new.quests_done),
         ("achievements", old.achievements("", shard), new.achievements),
         ("friends", old.friends("", shard), new.friends),
+        ("reversed", old.reversed("", shard), new.reversed),
     ]
 
 
