@@ -3,7 +3,7 @@ not activity, in the audit trail and the user's status."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import shards_for
@@ -135,3 +135,27 @@ def test_rules_validation(decay, field) -> None:
     with pytest.raises(ConfigError) as info:
         build_rules({"decay": decay})
     assert info.value.field == field
+
+
+def test_the_decay_command_and_job(
+    real_redis, redis_url: str, monkeypatch, tmp_path, fresh_settings, capsys
+) -> None:
+    """`scoring decay run` and the scheduler's job (the real clock: the command's)."""
+    from scoring.cli import main as cli_main
+    from workers.jobs import run_decay
+
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text("[decay]\nenabled = true\nafter_days = 10\npoints = 7\n")
+    store = SqlStore(f"sqlite:///{tmp_path / 'cli.db'}")
+    store.upgrade()
+    for name, value in (("REDIS_URL", redis_url), ("DATABASE_URL", store.url),
+                        ("SCORING_RULES", str(rules_file))):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    engine = ScoringEngine(real_redis, rules=build_rules({"decay": {"points": 7}}))
+    engine.award(
+        "gil", "special_event", amount=50, occurred_at=datetime.now(UTC) - timedelta(days=20)
+    )
+    assert cli_main(["decay", "run"]) == 0
+    assert "1 decayed, 7 points taken" in capsys.readouterr().out
+    assert run_decay()["decayed"] == 0  # the same week: once
+    assert engine.status("gil").total_points == 43
