@@ -54,7 +54,7 @@ class UserState:
     streak_freezes_used: int = 0
     version: int = 0
     #: the user's local week (``2026-W49``) of the last decay (``[decay]``), None when none,
-    #: and the points it took
+    #: and the points it took (from the user hash: in an award's result, None and 0)
     last_decay_week: str | None = None
     last_decay_points: int = 0
 
