@@ -111,6 +111,8 @@ GOAL_REWARD_TYPE = "weekly_goal"
 QUEST_REWARD_TYPE = "side_quest"
 STREAK_BONUS_TYPE = "streak_bonus"
 ACHIEVEMENT_REWARD_TYPE = "achievement"
+#: The activity type of a correction: a signed amount, its reason in the description.
+ADJUSTMENT_TYPE = "adjustment"
 #: The description of a reward's activity: a weekly goal's says this and the goal's title, a
 #: side quest's this and the quest's title (the award and quest scripts write them).
 GOAL_REWARD_DESC = "Weekly goal: "

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
+from engine.domain.rules import ADJUSTMENT_TYPE
 from engine.runtime.connect import scan_keys
 from engine.storage.store import SqlStore
 
@@ -160,7 +161,8 @@ def rebuild(
         current.counts[activity_type] += 1
         current.points[activity_type] += amount
         spec = rules.activity_types.get(activity_type)
-        if spec is None or spec.streak:  # a streak bonus is not a day of activity
+        # a streak bonus is not a day of activity, nor is a correction (whatever its sign)
+        if activity_type != ADJUSTMENT_TYPE and (spec is None or spec.streak):
             current.days.add(local_day(created_at, tz))
         if frozen:  # ISO dates in the user's zone
             current.frozen.update((date.fromisoformat(d) - _EPOCH).days for d in frozen.split(","))
@@ -318,12 +320,12 @@ def reconcile(engine: Any, store: SqlStore) -> list[Drift]:
     return drifts
 
 
-def print_progress(done: int, total: int) -> None:
-    """A one-line progress bar on stderr."""
+def print_progress(done: int, total: int, *, label: str = "rebuild") -> None:
+    """A one-line progress bar on stderr (``label`` first: what is in progress)."""
     width = 30
     share = done / total if total else 1.0
     bar = "#" * int(width * share)
-    sys.stderr.write(f"\rrebuild [{bar:<{width}}] {done:,}/{total:,} activities ({share:.0%})")
+    sys.stderr.write(f"\r{label} [{bar:<{width}}] {done:,}/{total:,} activities ({share:.0%})")
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()
