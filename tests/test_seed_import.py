@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -18,7 +18,12 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from engine import ScoringEngine
-from engine.domain.errors import SeedImportError, ValidationError
+from engine.domain.errors import (
+    QuestAlreadyCompleted,
+    QuestAlreadyStarted,
+    SeedImportError,
+    ValidationError,
+)
 from engine.services.recovery import reconcile
 from engine.services.seed_import import (
     CORRECTION_REASON,
@@ -410,7 +415,24 @@ def test_each_bad_activity_is_refused(change: dict[str, object], why: str, clock
         check_activity(PLAIN_RULES, {**row, **change}, now=clock.now)
 
 
-def test_the_command_end_to_end(seed: str, redis_url: str, real_redis, tmp_path) -> None:
+def test_the_command_end_to_end(
+    seed: str, redis_url: str, real_redis, tmp_path, clock: Clock
+) -> None:
+    src = create_engine(seed)
+    with src.begin() as c:  # the command runs on the real clock, not the tests' (on any date)
+        shift = datetime.now(UTC) - clock.now
+        c.execute(text("UPDATE thrive_circle_pointactivity SET created_at = created_at + :d"),
+                  {"d": shift})  # fmt: skip
+        c.execute(text("UPDATE thrive_circle_usersidequest SET completed_at = completed_at + :d"),
+                  {"d": shift})  # fmt: skip
+        c.execute(
+            text(
+                "UPDATE thrive_circle_weeklygoal SET week_start = week_start + :n, "
+                "week_end = week_end + :n"
+            ),
+            {"n": round(shift.total_seconds() / 86400)},
+        )
+    src.dispose()
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -445,3 +467,35 @@ def test_the_command_end_to_end(seed: str, redis_url: str, real_redis, tmp_path)
     assert missing.returncode == 2
     assert "no table 'goals'" in missing.stderr and "--goal-table" in missing.stderr
     assert "--user-id-column" in run("--help").stdout
+
+
+def test_quests_and_this_weeks_goals_reach_redis(
+    seed: str, real_redis: redis.Redis, store: SqlStore, clock: Clock
+) -> None:
+    """A quest completed in the seed cannot be completed (and paid) again, one in progress
+    goes on, and this week's goal progress counts: a goal met in the seed pays no second
+    reward."""
+    src = create_engine(seed)
+    monday = monday_of(clock.now.date())
+    with src.begin() as c:
+        c.execute(
+            text("INSERT INTO thrive_circle_weeklygoal (id, goal_type, week_start, week_end, "
+                 "current_progress, target_progress, is_completed, points_reward, user_id) "
+                 "VALUES (10, 'complete_quizzes', :m, :e, 5, 5, true, 30, 1), "
+                 "(11, 'post_comments', :m, :e, 9, 10, false, 30, 2)"),
+            {"m": monday, "e": monday + timedelta(days=6)},
+        )  # fmt: skip
+    src.dispose()
+    engine = ScoringEngine(real_redis, clock=clock, store=store)  # the default rules: goals on
+    import_seed(engine, store, seed)
+    alice = {q.quest_id: q for q in engine.user_quests("1")}
+    assert (alice[1].status, alice[1].points_awarded) == ("completed", 50)
+    with pytest.raises(QuestAlreadyCompleted):
+        engine.start_quest("1", 1)
+    with pytest.raises(QuestAlreadyStarted):
+        engine.start_quest("2", 2)
+    goals = {g.goal_id: g.current_progress for g in engine.weekly_goals("1")}
+    assert goals["complete_quizzes"] == 5
+    assert not engine.award("1", "quiz_complete").rewards  # met already: no second reward
+    rewarded = engine.award("2", "comment").rewards  # bob's 10th comment of the week
+    assert [(r.activity_type, r.ref) for r in rewarded] == [("weekly_goal", "post_comments")]

@@ -32,7 +32,8 @@ from typing import Any, Literal
 from engine.domain import validation
 from engine.domain.errors import ValidationError
 from engine.domain.events import MAX_STORED_AMOUNT
-from engine.domain.periods import day_to_date, local_day, parse_timestamp
+from engine.domain.periods import day_to_date, local_day, parse_timestamp, week_of
+from engine.domain.results import UserQuest
 from engine.domain.rules import ADJUSTMENT_TYPE, QUEST_REWARD_TYPE, REWARD_TYPES, Rules
 from engine.services.recovery import RebuildReport, rebuild
 from engine.storage.seed import SeedSource, SeedTables
@@ -441,6 +442,7 @@ def import_seed(
         for quest_id in taken:
             im.problem("quests", quest_id, "the engine has another quest with this id")
         im.quest_ids = {q["id"] for q in quests} - set(taken)
+        catalog = {q["id"]: q for q in quests if q["id"] in im.quest_ids}
         report.quests = len(im.quest_ids)
         total = source.count("activities")
         done = 0
@@ -459,11 +461,12 @@ def import_seed(
             users_in_batch += 1
             done += len(u.activities)
             if users_in_batch >= chunk_users:
-                _flush(store, batch, report, users_in_batch)
+                _flush(store, batch, report, users_in_batch, engine if rebuild_redis else None,
+                       catalog)  # fmt: skip
                 users_in_batch = 0
                 if progress is not None:
                     progress(done, total)
-        _flush(store, batch, report, users_in_batch)
+        _flush(store, batch, report, users_in_batch, engine if rebuild_redis else None, catalog)
         if progress is not None:
             progress(total, total)
     report.new_activities = store.count_activities() - before
@@ -474,17 +477,66 @@ def import_seed(
 
 
 def _flush(
-    store: SqlStore, batch: dict[str, list[dict[str, Any]]], report: SeedImportReport, users: int
-) -> None:
-    """Write a chunk of users' rows in one transaction."""
+    store: SqlStore, batch: dict[str, list[dict[str, Any]]], report: SeedImportReport,
+    users: int, engine: Any, catalog: dict[int, dict[str, Any]],
+) -> None:  # fmt: skip
+    """Write a chunk of users' rows in one transaction; then, with ``engine``, their quests
+    and this week's goal progress to Redis (which :func:`rebuild` does not restore)."""
     if users:
         store.write(batch["activities"], batch["states"], batch["profiles"],
                     quests=batch["quests"], goals=batch["goals"])  # fmt: skip
+        if engine is not None:
+            _engagement_to_redis(engine, catalog, batch["quests"], batch["goals"])
     report.users += users
     report.goals += len(batch["goals"])
     report.user_quests += len(batch["quests"])
     for rows in batch.values():
         rows.clear()
+
+
+def _engagement_to_redis(
+    engine: Any, catalog: dict[int, dict[str, Any]], quests: list[dict[str, Any]],
+    goals: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    """The users' side quests (so a quest completed in the seed cannot be completed and paid
+    again) and their progress on the rules' goals of this week (UTC), in Redis. A record
+    Redis already holds is kept."""
+    keys, r, now = engine.keys, engine.redis, engine.clock()
+    pipe = r.pipeline(transaction=False)
+    for q in quests:
+        quest, done, uid = catalog[q["side_quest_id"]], q["is_completed"], q["user_id"]
+        record = UserQuest(
+            quest_id=quest["id"], title=quest["title"], activity_type=quest["activity_type"],
+            status="completed" if done else "in_progress",
+            current_progress=q["current_progress"], target_progress=q["target_progress"],
+            points_reward=q["points_awarded"] if done else quest["points_reward"],
+            points_awarded=q["points_awarded"] if done else 0, started_at=q["started_at"],
+            completed_at=(q["completed_at"] or q["started_at"]) if done else None, ends_at=None,
+        ).record()  # fmt: skip
+        if done:
+            pipe.hsetnx(keys.quests_done(uid), str(quest["id"]), record)
+            pipe.hdel(keys.quests(uid), str(quest["id"]))
+        else:
+            pipe.hsetnx(keys.quests(uid), str(quest["id"]), record)
+    today = local_day(now, "UTC")
+    monday = day_to_date(today) - timedelta(days=day_to_date(today).weekday())
+    progress: dict[str, dict[str, int]] = {}
+    for g in goals:
+        if g["week_start"] == monday and g["goal_type"] in engine.rules.weekly_goals:
+            progress.setdefault(g["user_id"], {})[f"g:{g['goal_type']}"] = g["current_progress"]
+    pipe.execute()
+    users = sorted(progress)
+    held = [r.hgetall(keys.goals(u)) for u in users] if users else []
+    week = week_of(today)
+    for uid, h in zip(users, held):
+        if h and int(h.get("wk", -1)) > week:
+            continue
+        same_week = bool(h) and int(h.get("wk", -1)) == week
+        fields = {f: max(n, int(h.get(f, 0))) if same_week else n for f, n in progress[uid].items()}
+        if not same_week:
+            pipe.delete(keys.goals(uid))
+        pipe.hset(keys.goals(uid), mapping={"wk": week, **fields})
+    pipe.execute()
 
 
 # -- field checks (each raises ValidationError naming the field) ----------------------------
