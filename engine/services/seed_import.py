@@ -168,7 +168,7 @@ class _Importer:
     def user_id(self, row: dict[str, Any]) -> str:
         column = self.source.user_id_column
         value = row[column]
-        if column == "id" or isinstance(value, int):
+        if isinstance(value, int | uuid.UUID) and not isinstance(value, bool):
             value = str(value)
         return validation.user_id(value)
 

@@ -174,13 +174,12 @@ class SeedSource:
         order = {"users": "id", "quests": "id", "activities": "user_id, created_at, id"}.get(
             table, "user_id, id"
         )
-        q = (
-            f"SELECT {', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)} "
-            f"FROM {_quoted(self._names[table])} ORDER BY {order}"
-        )
-        result = (
-            self._conn().execution_options(stream_results=True, yield_per=FETCH).execute(text(q))
-        )
+        names = ", ".join(f'"{c}"' for c in columns)  # (names the schema check found)
+        q = f"SELECT {names} FROM {_quoted(self._names[table])} ORDER BY {order}"
+        # a server-side cursor, FETCH rows a round trip (the statement's option, not the
+        # connection's: the other tables' cursors and counts share the connection)
+        statement = text(q).execution_options(stream_results=True, yield_per=FETCH)
+        result = self._conn().execute(statement)
         for row in result.mappings():
             yield dict(row)
 
