@@ -466,6 +466,8 @@ def test_the_command_end_to_end(
     missing = run("--goal-table", "goals")
     assert missing.returncode == 2
     assert "no table 'goals'" in missing.stderr and "--goal-table" in missing.stderr
+    away = run("--from", "postgresql://postgres@127.0.0.1:1/seed")  # (the last --from wins)
+    assert away.returncode == 2 and "cannot reach the seed's database" in away.stderr
     assert "--user-id-column" in run("--help").stdout
 
 
