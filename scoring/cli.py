@@ -436,8 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "nothing twice. Bad rows are reported on stderr and skipped; users whose stored "
         "total_points differs from the sum of their activities on stdout. Drain the outbox "
         "first (it does) and run it before the engine takes traffic: the rebuild replaces "
-        "Redis's state. Exit 0 unless the import cannot run (database unreachable, a table "
-        "or column missing: 2).",
+        "Redis's state. Exit 0 unless the import cannot run: 2 (database unreachable, a "
+        "table or column missing), 1 (the outbox could not be drained).",
     )
     seed.add_argument("--from", dest="source", required=True, metavar="URL",
                       help="the seed's PostgreSQL database, postgresql://user@host/db")  # fmt: skip
@@ -451,10 +451,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="the user table's column that becomes the engine's user id: id "
                       "(default: the primary key as a string), or e.g. username")  # fmt: skip
     defaults = asdict(SeedTables())
-    for flag, table in (("users", "users"), ("activity", "activities"), ("goal", "goals"),
-                        ("quest", "quests"), ("user-quest", "user_quests")):  # fmt: skip
+    for flag, table, what in (("users", "users", "user"), ("activity", "activities",
+                              "PointActivity"), ("goal", "goals", "WeeklyGoal"),
+                              ("quest", "quests", "SideQuest"),
+                              ("user-quest", "user_quests", "UserSideQuest")):  # fmt: skip
         seed.add_argument(f"--{flag}-table", default=defaults[table], metavar="TABLE",
-                          help=f"(default {defaults[table]})")  # fmt: skip
+                          help=f"the seed's {what} table, name or schema.name "
+                          f"(default {defaults[table]})")  # fmt: skip
     seed.add_argument("--chunk", type=int, default=500,
                       help="users written per transaction (default 500)")  # fmt: skip
     seed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
