@@ -5,6 +5,7 @@ scoring demo      made-up users earning points at a chosen rate
 scoring serve | worker | scheduler    one of them (production runs each on its own)
 scoring rules     print the rules in force (defaults, or SCORING_RULES laid over them)
 scoring db upgrade | rebuild | reconcile    schema and recovery
+scoring import-seed --from postgresql://...  the seed app's database, into SQL and Redis
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import ValidationError as SettingsError
@@ -26,6 +28,7 @@ from engine.domain.rules import load_rules
 from engine.runtime.connect import queue_redis_url, uses_cluster
 from engine.runtime.embedded import release_embedded
 from engine.runtime.settings import Settings
+from engine.storage.seed import SeedTables
 from engine.storage.store import SqlStore
 
 #: The demo's default pace (awards per second).
@@ -240,6 +243,43 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if drifts else 0
 
 
+def _import_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.services.recovery import print_progress
+    from engine.services.seed_import import import_seed
+    from workers.jobs import context, sql_store
+
+    if args.chunk < 1:
+        print("scoring import-seed: --chunk must be at least 1", file=sys.stderr)
+        return 2
+    _default_schema(settings)
+    engine, _ = context()
+    if _drain_all(settings):
+        print("scoring: the outbox still holds entries SQL lacks; drain it first", file=sys.stderr)
+        return 1
+    tables = SeedTables(users=args.users_table, activities=args.activity_table,
+                        goals=args.goal_table, quests=args.quest_table,
+                        user_quests=args.user_quest_table)  # fmt: skip
+    show = None if args.no_progress else print_progress
+    report = import_seed(
+        engine, sql_store(engine), args.source, tables=tables,
+        user_id_column=args.user_id_column, trust=args.trust, chunk_users=args.chunk,
+        progress=show and (lambda d, t: print_progress(d, t, label="import")),
+        rebuild_progress=show,
+        on_problem=lambda p: print(f"skipped: {p}", file=sys.stderr),
+        on_drift=lambda d: print(f"drift: {d}"),
+    )  # fmt: skip
+    r = report
+    print(f"imported {r.users:,} users, {r.activities:,} activities and {r.corrections:,} "
+          f"corrections ({r.new_activities:,} rows new in the audit trail), {r.goals:,} weekly "
+          f"goals, {r.quests:,} side quests, {r.user_quests:,} user quests; {r.skipped:,} rows "
+          f"skipped, {r.drifted:,} users drifted (trusted: {args.trust}); in "
+          f"{r.seconds:.1f} s")  # fmt: skip
+    if r.rebuild is not None:
+        print(f"rebuilt Redis: {r.rebuild.users:,} users from {r.rebuild.activities:,} "
+              "activities")  # fmt: skip
+    return 0
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from api.app import create_app
     from scoring.serve import serve
@@ -406,6 +446,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     reconcile = sub.add_parser("reconcile", help="report users whose Redis and SQL state differ")
     reconcile.add_argument("--no-drain", action="store_true", help="do not drain the outbox first")
     reconcile.set_defaults(run=_reconcile)
+    seed = sub.add_parser(
+        "import-seed",
+        help="import the seed app's (Django) database into SQL, then rebuild Redis",
+        description="Read the seed's Django tables (users' gamification columns, "
+        "PointActivity, WeeklyGoal, SideQuest, UserSideQuest) in one snapshot, write them to "
+        "the engine's SQL (DATABASE_URL) and rebuild Redis from SQL. Re-running imports "
+        "nothing twice. Bad rows are reported on stderr and skipped; users whose stored "
+        "total_points differs from the sum of their activities on stdout. Drain the outbox "
+        "first (it does) and run it before the engine takes traffic: the rebuild replaces "
+        "Redis's state. Exit 0 unless the import cannot run: 2 (database unreachable, a "
+        "table or column missing), 1 (the outbox could not be drained).",
+    )
+    seed.add_argument("--from", dest="source", required=True, metavar="URL",
+                      help="the seed's PostgreSQL database, postgresql://user@host/db")  # fmt: skip
+    seed.add_argument(
+        "--trust", choices=("activities", "totals"), default="activities",
+        help="for a user whose total_points differs from its activities' sum: activities "
+        "(default; the audit trail wins) or totals (the user row wins: one adjustment "
+        "activity per such user for the difference)",
+    )  # fmt: skip
+    seed.add_argument("--user-id-column", default="id", metavar="COLUMN",
+                      help="the user table's column that becomes the engine's user id: id "
+                      "(default: the primary key as a string), or e.g. username")  # fmt: skip
+    defaults = asdict(SeedTables())
+    for flag, table, what in (("users", "users", "user"), ("activity", "activities",
+                              "PointActivity"), ("goal", "goals", "WeeklyGoal"),
+                              ("quest", "quests", "SideQuest"),
+                              ("user-quest", "user_quests", "UserSideQuest")):  # fmt: skip
+        seed.add_argument(f"--{flag}-table", default=defaults[table], metavar="TABLE",
+                          help=f"the seed's {what} table, name or schema.name "
+                          f"(default {defaults[table]})")  # fmt: skip
+    seed.add_argument("--chunk", type=int, default=500,
+                      help="users written per transaction (default 500)")  # fmt: skip
+    seed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    seed.set_defaults(run=_import_seed)
     args = parser.parse_args(argv)
     try:
         settings = Settings()

@@ -207,6 +207,13 @@ class StoreUnavailable(ScoringError):
     code = "redis_unavailable"
 
 
+class SeedImportError(ScoringError):
+    """``scoring import-seed`` cannot go on: the seed's database is unreachable, or a table or
+    column it reads is missing (the message names it). Nothing more is written."""
+
+    code = "seed_import_error"
+
+
 class ScriptCode(IntEnum):
     """Expected outcomes returned by the Lua scripts as their first reply element."""
 

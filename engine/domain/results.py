@@ -315,6 +315,18 @@ class UserQuest:
             ends_at=Activity.time_from_ms(int(ends)) if ends != "0" else None,
         )  # fmt: skip
 
+    def record(self) -> str:
+        """The record the quest scripts keep (the inverse of :meth:`from_record`)."""
+
+        def ms(t: datetime | None) -> str:
+            return "" if t is None else str(int(t.timestamp() * 1000))
+
+        return "\x1f".join((
+            self.activity_type, str(self.target_progress), str(self.current_progress),
+            str(self.points_reward), ms(self.ends_at) or "0", ms(self.started_at),
+            ms(self.completed_at), self.title,
+        ))  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class QuestResult:

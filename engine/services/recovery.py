@@ -356,12 +356,12 @@ def reconcile(engine: Any, store: SqlStore) -> list[Drift]:
     return drifts
 
 
-def print_progress(done: int, total: int) -> None:
-    """A one-line progress bar on stderr."""
+def print_progress(done: int, total: int, *, label: str = "rebuild") -> None:
+    """A one-line progress bar on stderr (``label`` first: what is in progress)."""
     width = 30
     share = done / total if total else 1.0
     bar = "#" * int(width * share)
-    sys.stderr.write(f"\rrebuild [{bar:<{width}}] {done:,}/{total:,} activities ({share:.0%})")
+    sys.stderr.write(f"\r{label} [{bar:<{width}}] {done:,}/{total:,} activities ({share:.0%})")
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()

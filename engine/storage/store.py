@@ -346,6 +346,26 @@ class SqlStore:
             row = connection.execute(table.insert().values(**fields).returning(table)).one()
         return _quest(row)
 
+    def import_quests(self, rows: Sequence[dict[str, Any]]) -> tuple[int, list[int]]:
+        """Insert side_quest rows with their own ids (an import's), skipping ids present.
+        Returns (rows new, ids held by a quest of another title: not imported). On
+        PostgreSQL the id sequence then starts past the highest id, so quests made later
+        through the API get new ids."""
+        if not rows:
+            return 0, []
+        t = _table(SideQuest)
+        stmt = self._insert(SideQuest).on_conflict_do_nothing(index_elements=["id"])
+        with self.engine.begin() as connection:
+            added = len(connection.execute(stmt.returning(t.c.id), list(rows)).all())
+            ids = [r["id"] for r in rows]
+            held = dict(connection.execute(select(t.c.id, t.c.title).where(t.c.id.in_(ids))).all())
+            if self.engine.dialect.name == "postgresql":
+                connection.execute(text(
+                    "SELECT setval(pg_get_serial_sequence('side_quest', 'id'), "
+                    "(SELECT max(id) FROM side_quest))"
+                ))  # fmt: skip
+        return added, [r["id"] for r in rows if held.get(r["id"]) != r["title"]]
+
     def update_quest(self, quest_id: int, fields: dict[str, Any]) -> Quest | None:
         t = _table(SideQuest)
         with self.engine.begin() as connection:
