@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from engine import ScoringEngine
 from engine.domain.errors import ConfigError
-from engine.domain.periods import day_to_date, local_day
+from engine.domain.periods import day_to_date, local_day, local_week
 from engine.domain.rules import ADJUSTMENT_TYPE, build_rules
-from engine.services.decay import local_week
+from engine.services.recovery import rebuild, reconcile
 from engine.storage.models import PointActivity
 from engine.storage.store import SqlStore
 
@@ -61,6 +61,30 @@ def test_percent_once_a_week_however_often_it_runs(state_redis, clock: Clock, st
     clock.advance(days=7)
     assert engine.run_decay().points == 90
     assert engine.status("old").total_points == 810
+
+
+def test_a_rebuild_remembers_the_week_decayed(real_redis, clock: Clock, store) -> None:
+    """Redis lost after a decay (its idempotency record with it): the rebuild restores the week
+    of the last decay from SQL, so the job does not decay the user twice that week (nor write a
+    decay SQL would ignore: its activity id is the week's, already in the audit trail)."""
+    clock.noon()
+    engine = ScoringEngine(
+        real_redis, clock=clock, store=store, rules=rules(after_days=30, percent=10)
+    )
+    inactive(engine, clock, "old", 1000)
+    assert engine.run_decay().decayed == 1
+    drain(engine)
+    real_redis.flushdb()
+    rebuild(engine, store)
+    state = engine.status("old")
+    week = local_week(day_to_date(local_day(clock.now, "UTC")))
+    assert (state.total_points, state.last_decay_week, state.last_decay_points) == (900, week, 100)
+    clock.advance(minutes=30)
+    assert engine.run_decay().decayed == 0
+    drain(engine)
+    assert reconcile(engine, store) == []
+    clock.advance(days=7)
+    assert engine.run_decay().points == 90
 
 
 def test_points_and_the_floor(real_redis, clock: Clock) -> None:

@@ -173,3 +173,9 @@ def board_id(board: str, *, period: str | None, now: datetime, rules: Rules) -> 
 def week_of(day: int) -> int:
     """The week number (Monday first) of day number ``day``; week n starts on day 7n - 3."""
     return (day + 3) // 7
+
+
+def local_week(day: date) -> str:
+    """The ISO week of a local day, as ``2026-W49``."""
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"

@@ -114,6 +114,8 @@ ACHIEVEMENT_REWARD_TYPE = "achievement"
 #: The activity type of corrections, reversals and decay (``engine.adjust``): not an activity
 #: type of the rules (reserved: a rules file may not define it), never awarded.
 ADJUSTMENT_TYPE = "adjustment"
+#: The reason (description) of the adjustments the decay job makes.
+DECAY_REASON = "decay"
 #: The description of a reward's activity: a weekly goal's says this and the goal's title, a
 #: side quest's this and the quest's title (the award and quest scripts write them).
 GOAL_REWARD_DESC = "Weekly goal: "

@@ -37,13 +37,10 @@ from engine.domain.errors import (
 )
 from engine.domain.periods import lifetimes, local_day, window_boards
 from engine.domain.results import Activity, AdjustmentResult
-from engine.domain.rules import ADJUSTMENT_TYPE, reward_id
+from engine.domain.rules import ADJUSTMENT_TYPE, DECAY_REASON, reward_id
 from engine.services.awards import new_activity_id
 from engine.services.context import Context
 from engine.storage.outbox import FLAG_TTL, GROUP
-
-#: The reason (description) of a decay's adjustment.
-DECAY_REASON = "decay"
 
 
 @dataclass(frozen=True, slots=True)

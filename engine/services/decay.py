@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
-from engine.domain.periods import day_to_date, local_day
+from engine.domain.periods import day_to_date, local_day, local_week
 from engine.services.adjustments import Adjustments
 from engine.services.context import Context
 
@@ -34,12 +34,6 @@ class DecayReport:
     decayed: int = 0
     points: int = 0
     seconds: float = 0.0
-
-
-def local_week(day: date) -> str:
-    """The ISO week of a local day, as ``2026-W49``."""
-    year, week, _ = day.isocalendar()
-    return f"{year}-W{week:02d}"
 
 
 class Decay:

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
+from engine.domain.periods import (
+    WindowBoard,
+    day_to_date,
+    lifetimes,
+    local_day,
+    local_week,
+    window_boards,
+)
 from engine.domain.rules import ADJUSTMENT_TYPE
 from engine.runtime.connect import scan_keys
 from engine.storage.store import SqlStore
@@ -153,6 +160,7 @@ def rebuild(
         return ids
 
     profiles = store.snapshots()
+    decays = store.last_decays()
     total = store.count_activities()
     report = RebuildReport()
     _wipe(r, keys)
@@ -166,7 +174,7 @@ def rebuild(
         user_id, activity_type, amount, created_at, frozen = row[:5]
         if current is None or user_id != current.user_id:
             if current is not None:
-                _write_user(pipe, engine, current, profiles.get(current.user_id))
+                _write_user(pipe, engine, current, profiles.get(current.user_id), decays)
                 pending += 1
                 report.users += 1
                 if pending >= _CHUNK_USERS:
@@ -200,7 +208,7 @@ def rebuild(
         if progress is not None and report.activities % 10_000 == 0:
             progress(report.activities, total)
     if current is not None:
-        _write_user(pipe, engine, current, profiles.get(current.user_id))
+        _write_user(pipe, engine, current, profiles.get(current.user_id), decays)
         report.users += 1
     for snapshot in profiles.values():  # users with a profile and no activity
         if snapshot.state_version == 0 and snapshot.profile_version > 0:
@@ -280,7 +288,9 @@ def _profile_fields(snapshot: Any) -> dict[str, Any]:
     return fields
 
 
-def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
+def _write_user(
+    pipe: Any, engine: Any, u: _User, snapshot: Any, decays: dict[str, tuple[datetime, int]]
+) -> None:
     rules, keys = engine.rules, engine.keys
     shard = keys.shard_of(u.user_id)
     version = u.n
@@ -311,6 +321,11 @@ def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
             pipe.set(keys.frozen(u.user_id, shard), _bitmap_from(day0, frozen))
     if held > u.total:
         fields["pk"] = held
+    decay = decays.get(u.user_id)
+    if decay is not None:  # the week of the last decay: the decay job decays once a week
+        tz = (snapshot.time_zone if snapshot is not None else None) or "UTC"
+        fields["decay_wk"] = local_week(day_to_date(local_day(decay[0], tz)))
+        fields["decay_pts"] = -decay[1]
     pipe.hset(keys.user(u.user_id, shard), mapping=fields)
     if u.reversed:  # the reversal markers: a second reversal stays refused after a rebuild
         pipe.sadd(keys.reversed(u.user_id, shard), *u.reversed)

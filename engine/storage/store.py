@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.domain.events import API_SOURCE, SeasonalEvent
 from engine.domain.results import Activity, LeaderboardEntry, Quest
+from engine.domain.rules import ADJUSTMENT_TYPE, DECAY_REASON
 from engine.storage.models import (
     Base,
     LeaderboardArchive,
@@ -605,31 +606,53 @@ class SqlStore:
 
     def activities_by_user(self) -> Iterator[ActivityRow]:
         """Every activity, ordered by user (see :class:`ActivityRow`): a reversal's row carries
-        the type and time of the activity it reverses, whose boards it takes the points from."""
+        the type and time of the activity it reverses, whose boards it takes the points from.
+        (The reversed activities are looked up first, through the index on ``reverses``: a
+        join in the stream would make the database match every row of the table.)"""
         t = PointActivity.__table__
         o = t.alias("reversed")
-        q = (
-            select(
-                t.c.user_id,
-                t.c.activity_type,
-                t.c.amount,
-                t.c.created_at,
-                t.c.frozen_days,
-                t.c.reverses,
-                o.c.activity_type,
-                o.c.created_at,
-            )  # fmt: skip
-            .outerjoin(o, o.c.id == t.c.reverses)
-            .order_by(t.c.user_id)
+        originals = (
+            select(t.c.reverses, o.c.activity_type, o.c.created_at)
+            .join(o, o.c.id == t.c.reverses)
+            .where(t.c.reverses.is_not(None))
         )
+        q = select(
+            t.c.user_id, t.c.activity_type, t.c.amount, t.c.created_at, t.c.frozen_days,
+            t.c.reverses,
+        ).order_by(t.c.user_id)  # fmt: skip
         with self.engine.connect() as connection:
+            reversed_: dict[uuid.UUID, tuple[str, datetime]] = {
+                row[0]: (row[1], _utc(row[2])) for row in connection.execute(originals)
+            }
             result = connection.execution_options(stream_results=True, yield_per=20_000).execute(q)
             for row in result:
-                reverses = None if row[5] is None else str(row[5])
+                if row[5] is None:
+                    yield ActivityRow(
+                        row[0], row[1], row[2], _utc(row[3]), row[4], None, None, None
+                    )
+                    continue
+                original_type, original_at = reversed_.get(row[5], (None, None))
                 yield ActivityRow(
-                    row[0], row[1], row[2], _utc(row[3]), row[4], reverses, row[6],
-                    None if row[7] is None else _utc(row[7]),
+                    row[0], row[1], row[2], _utc(row[3]), row[4], str(row[5]), original_type,
+                    original_at,
                 )  # fmt: skip
+
+    def last_decays(self) -> dict[str, tuple[datetime, int]]:
+        """Each decayed user's latest decay (its time and amount, negative): an adjustment
+        whose reason is ``decay``."""
+        t = PointActivity.__table__
+        decays = (t.c.activity_type == ADJUSTMENT_TYPE) & (t.c.description == DECAY_REASON)
+        latest = (
+            select(t.c.user_id, func.max(t.c.created_at).label("at"))
+            .where(decays)
+            .group_by(t.c.user_id)
+            .subquery()
+        )
+        q = select(t.c.user_id, t.c.created_at, t.c.amount).join(
+            latest, (latest.c.user_id == t.c.user_id) & (latest.c.at == t.c.created_at)
+        ).where(decays)  # fmt: skip
+        with self.engine.connect() as connection:
+            return {row[0]: (_utc(row[1]), row[2]) for row in connection.execute(q)}
 
     def activity(self, activity_id: str) -> StoredActivity | None:
         """One activity of the audit trail by id (None when SQL has none)."""
