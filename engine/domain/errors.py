@@ -157,6 +157,13 @@ class QuestNotStarted(QuestStateError):
     code = "quest_not_started"
 
 
+class UserDeleted(ScoringError):
+    """The user was deleted: their tombstone refuses every write to them until it expires
+    (HTTP 410); nothing was written."""
+
+    code = "user_deleted"
+
+
 class NotRanked(ScoringError):
     """The user has no score on the board asked about."""
 
@@ -186,6 +193,7 @@ class ScriptCode(IntEnum):
     QUEST_STARTED = -3
     QUEST_COMPLETED = -4
     QUEST_NOT_STARTED = -5
+    USER_DELETED = -6
 
 
 def check_code(code: int) -> ScriptCode:

@@ -7,7 +7,9 @@ and the ``user_score`` profiles, the same pure functions of the activities that 
 script maintains incrementally. Drain the outbox first: entries not
 yet in SQL are not in the rebuild (the CLI drains before it rebuilds). Idempotency records are
 not rebuilt, and neither are the streak freezes a user holds (grants and earnings are not in
-SQL: a rebuilt user holds none); the days frozen are.
+SQL: a rebuilt user holds none); the days frozen are. Deleted users stay deleted: rows under a
+pseudonym (``SCORING_DELETE_MODE=anonymise``) and users with a tombstone in SQL
+(``deleted_user``) are skipped, and the Redis tombstones still in force are written again.
 
 ``reconcile`` compares, per user, the Redis total with the sum of the user's amounts in SQL and
 with the user's all-time board score, and reports every difference.
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from engine.domain.deletion import is_pseudonym
+from engine.domain.keys import user_digest
 from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
 from engine.runtime.connect import scan_keys
 from engine.storage.store import SqlStore
@@ -134,7 +138,12 @@ def rebuild(
                     windows_of[window.board_id] = window
         return ids
 
-    profiles = store.snapshots()
+    gone = {digest for digest, _, _ in store.tombstones(now)}
+
+    def deleted(user_id: str) -> bool:
+        return is_pseudonym(user_id) or (bool(gone) and user_digest(user_id) in gone)
+
+    profiles = {u: p for u, p in store.snapshots().items() if not deleted(u)}
     total = store.count_activities()
     report = RebuildReport()
     _wipe(r, keys)
@@ -143,8 +152,14 @@ def rebuild(
     pending = 0
     current: _User | None = None
     tz = "UTC"
+    skipping: str | None = None  # a deleted user whose rows are being passed over
     for user_id, activity_type, amount, created_at, frozen in store.activities_by_user():
+        if user_id == skipping:
+            continue
         if current is None or user_id != current.user_id:
+            if deleted(user_id):
+                skipping = user_id
+                continue
             if current is not None:
                 _write_user(pipe, engine, current, profiles.get(current.user_id))
                 pending += 1
@@ -183,8 +198,9 @@ def rebuild(
             else:  # its retention ended while the rebuild ran
                 pipe.delete(keys.board(shard, window.board_id))
     pipe.execute()
-    _restore_achievements(engine, store)
-    _restore_freezes(engine, store)
+    _restore_achievements(engine, store, deleted)
+    _restore_freezes(engine, store, deleted)
+    _restore_tombstones(engine, store, now)
     if progress is not None:
         progress(report.activities, total)
     report.boards = 2 + len(rules.activity_types) + len(boards)
@@ -192,19 +208,33 @@ def rebuild(
     return report
 
 
-def _restore_freezes(engine: Any, store: SqlStore) -> None:
+def _restore_tombstones(engine: Any, store: SqlStore, now: datetime) -> None:
+    """The Redis tombstones (and their shards' indexes) of the deletions still in force, from
+    SQL (``deleted_user``): after a loss of Redis, a deleted user stays refused."""
+    keys, r = engine.keys, engine.redis
+    for digest, crc, expires_at in store.tombstones(now):
+        shard = 0 if keys.shards == 1 else crc % keys.shards
+        left = max(1, int((expires_at - now).total_seconds()))
+        r.set(keys.tombstone_of(shard, digest), int(now.timestamp() * 1000), ex=left, nx=True)
+        index = keys.tombstones(shard)
+        r.zadd(index, {digest: int(expires_at.timestamp() * 1000)}, gt=True)
+        if r.ttl(index) < left:
+            r.expire(index, left)
+
+
+def _restore_freezes(engine: Any, store: SqlStore, deleted: Callable[[str], bool]) -> None:
     """The streak freezes each user holds, from SQL (``user_streak_freeze``)."""
     keys, r = engine.keys, engine.redis
     pipe = r.pipeline(transaction=False)
     for i, (user_id, held) in enumerate(store.streak_freezes().items(), start=1):
-        if held:
+        if held and not deleted(user_id):
             pipe.hset(keys.user(user_id), "fz", held)
         if i % 5000 == 0:
             pipe.execute()
     pipe.execute()
 
 
-def _restore_achievements(engine: Any, store: SqlStore) -> None:
+def _restore_achievements(engine: Any, store: SqlStore, deleted: Callable[[str], bool]) -> None:
     """The achievement levels in SQL, back in Redis: each user's levels with their times, the
     level held in the user hash (what the scripts test), and the shards' holder counts."""
     keys, r = engine.keys, engine.redis
@@ -212,6 +242,8 @@ def _restore_achievements(engine: Any, store: SqlStore) -> None:
     pending = 0
     # levels come lowest first, so the last level written to the user hash is the highest
     for user_id, ach_id, level, earned_at in store.achievements_by_user():
+        if deleted(user_id):
+            continue
         shard = keys.shard_of(user_id)
         ms = int(earned_at.timestamp() * 1000)
         pipe.hset(keys.achievements(user_id, shard), f"{ach_id}:{level}", ms)
@@ -291,7 +323,7 @@ def _write_profile_only(pipe: Any, engine: Any, snapshot: Any) -> None:
 
 def reconcile(engine: Any, store: SqlStore) -> list[Drift]:
     """Every user whose Redis total differs from SQL's sum or from its all-time board score."""
-    sql = {user_id: total for user_id, total, _ in store.user_totals()}
+    sql = {u: total for u, total, _ in store.user_totals() if not is_pseudonym(u)}
     keys, r = engine.keys, engine.redis
     redis_totals: dict[str, tuple[int | None, int | None]] = {}
     for shard in range(keys.shards):

@@ -1,0 +1,255 @@
+"""Deleting a user (``lua/delete_user.lua``, then SQL) and exporting what the engine holds of one.
+
+A deletion, in order (each step safe to repeat, so re-running a deletion that a crash cut short
+finishes it):
+
+1. One script call, atomically: the user's tombstone (``Keys.tombstone``, named by the digest
+   of the id, expiring after ``SCORING_DELETE_TOMBSTONE_DAYS``) and its entry in the shard's
+   tombstone index; the user's keys (``Keys.user_keys``); the user on every board of the shard;
+   the holder counts of the user's achievements; the user's upgrade feed entries. From then on
+   the award, quest and profile scripts refuse the user (:class:`UserDeleted`).
+2. The shard's drain lock (the drain holding it ends its run at the next beat of its lease:
+   see ``Keys.drain_wanted``), so that no drain batch read before the tombstone can commit rows
+   of the user after the erase below; every drain run that starts later reads the tombstone
+   index and drops the user's entries.
+3. Under the lock: the user's undrained outbox entries (and dead letters) are deleted, then in
+   one SQL transaction the user's rows are erased (or moved to a pseudonym) and the SQL
+   tombstone (``deleted_user``, by digest) is written.
+4. The idempotency records of the user's activities (ids from SQL and the outbox) are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from binascii import crc32
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from engine.commands import delete_user as delete_cmd
+from engine.domain import validation
+from engine.domain.deletion import DeleteMode, new_pseudonym
+from engine.domain.errors import NotFound, NotRanked, StoreUnavailable
+from engine.domain.keys import user_digest
+from engine.runtime.connect import scan_keys
+from engine.services.achievements import Achievements
+from engine.services.boards import Boards
+from engine.services.context import Context
+from engine.services.friends import Friends
+from engine.services.goals import Goals
+from engine.services.quests import Quests
+from engine.services.stats import Stats
+from engine.services.users import Users
+from engine.storage.outbox import GROUP
+
+log = logging.getLogger("engine.services")
+
+#: Seconds a deletion holds the shard's drain lock at most (it expires if the process dies).
+LOCK_SECONDS = 60
+#: Seconds a deletion waits for the lock: a drain gives it up at its lease's next beat (under
+#: 2 s); a hung one loses it within 35 s (see workers/drain.py).
+LOCK_WAIT_SECONDS = 40
+#: Outbox entries read per XRANGE while looking for the user's.
+PAGE = 1000
+#: Boards ranked in an export.
+EXPORT_BOARDS = ("all_time", "month", "week", "day")
+
+
+@dataclass
+class DeletionReport:
+    """What one deletion removed (zeros when the user had nothing left: a repeated delete)."""
+
+    user_id: str
+    mode: str
+    #: whether the user was already deleted (their tombstone was there)
+    already_deleted: bool
+    #: the user's own Redis keys deleted (user hash, day bitmap, goals, quests...)
+    redis_keys: int = 0
+    #: the boards the user left
+    boards: int = 0
+    #: the user's upgrade feed entries deleted
+    feed_entries: int = 0
+    #: achievement levels whose holder counts went down
+    achievements: int = 0
+    #: undrained outbox entries (and dead letters) of the user deleted
+    outbox_entries: int = 0
+    #: idempotency records of the user's activities deleted
+    idempotency_records: int = 0
+    #: SQL rows erased (or moved to a pseudonym), per table
+    sql_rows: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Deletion:
+    """Deletes users and exports what the engine holds of one (the facade's ``delete_user``
+    and ``export_user``)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        mode: DeleteMode,
+        tombstone_days: int,
+        users: Users,
+        boards: Boards,
+        goals: Goals,
+        quests: Quests,
+        badges: Achievements,
+        friends: Friends,
+        stats: Stats,
+    ) -> None:
+        if tombstone_days < 1:
+            raise ValueError("tombstone_days must be >= 1")
+        self.ctx = ctx
+        self.mode = DeleteMode(mode)
+        self.tombstone_seconds = tombstone_days * 86400
+        self._users, self._boards, self._goals = users, boards, goals
+        self._quests, self._badges, self._friends, self._stats = quests, badges, friends, stats
+
+    # -- deletion -------------------------------------------------------------------------
+
+    def delete_user(self, user_id: str) -> DeletionReport:
+        """Delete the user everywhere the engine holds them (see the module's docstring):
+        idempotent, and a user never seen is deleted too (their tombstone keeps the id from
+        being used until it expires).
+
+        Raises:
+            InvalidUserId: a bad id; nothing was written.
+            StoreUnavailable: the shard's drain lock could not be had in time; the user is
+                deleted from Redis and refused from now on; call again to finish.
+        """
+        uid = validation.user_id(user_id)
+        ctx, k, r = self.ctx, self.ctx.keys, self.ctx.redis
+        shard = k.shard_of(uid)
+        now = ctx.clock()
+        now_ms = int(now.timestamp() * 1000)
+        boards = sorted(scan_keys(r, k.board(shard, "*"), near=k.outbox(shard)))
+        reply = delete_cmd.parse(
+            delete_cmd.script()(
+                r,
+                delete_cmd.keys(k, uid, shard, boards),
+                delete_cmd.args(user_id=uid, now_ms=now_ms, lifetime=self.tombstone_seconds),
+            )
+        )
+        report = DeletionReport(
+            uid, self.mode.value, not reply.first, reply.keys, reply.boards, reply.feed,
+            reply.achievements,
+        )  # fmt: skip
+        activity_ids: set[str] = set()
+        lock = r.lock(
+            k.drain_lock(shard),
+            timeout=LOCK_SECONDS,
+            blocking_timeout=LOCK_WAIT_SECONDS,
+            thread_local=False,
+        )
+        r.set(k.drain_wanted(shard), "1", ex=LOCK_WAIT_SECONDS)
+        try:
+            if not lock.acquire():
+                raise StoreUnavailable(
+                    f"shard {shard}'s drain lock stayed busy: the user is deleted from Redis; "
+                    "call again to finish the deletion"
+                )
+        finally:
+            r.delete(k.drain_wanted(shard))
+        try:
+            for stream in (k.outbox(shard), k.dead_letters(shard)):
+                report.outbox_entries += self._drop_entries(stream, uid, activity_ids)
+            store = ctx.store
+            if store is not None:
+                activity_ids.update(store.activity_ids(uid))
+                report.sql_rows = store.erase_user(
+                    uid,
+                    digest=user_digest(uid),
+                    crc=crc32(uid.encode()),
+                    pseudonym=new_pseudonym() if self.mode is DeleteMode.ANONYMISE else None,
+                    at=now,
+                    expires_at=now + timedelta(seconds=self.tombstone_seconds),
+                    mode=self.mode.value,
+                )
+        finally:
+            lock.release()
+        ids = sorted(activity_ids)
+        for i in range(0, len(ids), PAGE):
+            chunk = [k.idempotency(shard, a) for a in ids[i : i + PAGE]]
+            report.idempotency_records += int(r.unlink(*chunk))
+        log.info("deleted user (digest %s): %s", user_digest(uid)[:12], report)
+        return report
+
+    def _drop_entries(self, stream: str, uid: str, activity_ids: set[str]) -> int:
+        """Delete the user's entries from ``stream`` (acknowledged too, so that the drain's
+        group forgets them); the ids of the user's activities among them go to
+        ``activity_ids``. Returns the entries deleted."""
+        r = self.ctx.redis
+        dropped, start = 0, "-"
+        while True:
+            page = r.xrange(stream, min=start, max="+", count=PAGE)
+            mine = []
+            for entry_id, fields in page:
+                if fields.get("user") == uid:
+                    mine.append(entry_id)
+                    if "id" in fields:
+                        activity_ids.add(fields["id"])
+            if mine:
+                r.xack(stream, GROUP, *mine)
+                dropped += int(r.xdel(stream, *mine))
+            if len(page) < PAGE:
+                return dropped
+            start = "(" + page[-1][0]
+
+    def is_deleted(self, user_id: str) -> bool:
+        """Whether the user's tombstone is in force."""
+        uid = validation.user_id(user_id)
+        return bool(self.ctx.redis.exists(self.ctx.keys.tombstone(uid)))
+
+    # -- export ---------------------------------------------------------------------------
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything the engine holds of the user: live state, profile, activities (the SQL
+        audit trail, oldest first, and those still in the outbox), weekly goals, side quests,
+        achievements, friends, streak freezes, ranks, and every SQL row of the user.
+
+        Raises:
+            InvalidUserId: a bad id.
+            NotFound: the engine holds nothing of the user, or the user was deleted.
+        """
+        uid = validation.user_id(user_id)
+        if self.is_deleted(uid):
+            raise NotFound(f"user {uid!r} was deleted", field="user_id")
+        r, k = self.ctx.redis, self.ctx.keys
+        user_hash = r.hgetall(k.user(uid))
+        store = self.ctx.store
+        rows = store.user_rows(uid) if store is not None else {}
+        if not user_hash and not any(rows.values()):
+            raise NotFound(f"no user {uid!r}", field="user_id")
+        state = self._users.status(uid)
+        ranks: dict[str, Any] = {}
+        for board in EXPORT_BOARDS:
+            try:
+                ranks[board] = asdict(self._boards.leaderboard(board).rank(uid))
+            except NotRanked:
+                ranks[board] = None
+        pending = self._stats.pending_activities(uid, limit=1000) if store is not None else []
+        return {
+            "user_id": uid,
+            "exported_at": self.ctx.clock(),
+            "state": asdict(state),
+            "profile": {
+                "username": user_hash.get("username"),
+                "display_name": user_hash.get("display_name"),
+                "time_zone": user_hash.get("tz", "UTC"),
+            },
+            "streak_freezes": {
+                "held": state.streak_freezes,
+                "used": state.streak_freezes_used,
+            },  # fmt: skip
+            "ranks": ranks,
+            "weekly_goals": [asdict(g) for g in self._goals.weekly_goals(uid)],
+            "side_quests": [asdict(q) for q in self._quests.user_quests(uid)],
+            "achievements": asdict(self._badges.achievements(uid)),
+            "friends": self._friends.friends(uid),
+            "pending_activities": [asdict(a) for a in pending],
+            "activities": rows.get("point_activity", []),
+            "sql": {name: v for name, v in rows.items() if name != "point_activity"},
+        }
