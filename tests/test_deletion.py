@@ -25,6 +25,7 @@ from engine.domain.errors import InvalidUserId, NotFound, UserDeleted
 from engine.domain.keys import user_digest
 from engine.domain.rules import build_rules
 from engine.services.recovery import rebuild, reconcile
+from engine.services.reshard import reshard
 from engine.storage.models import LeaderboardArchive, PointActivity, UserScore
 from engine.storage.store import SqlStore
 
@@ -199,6 +200,8 @@ def test_a_retried_award_or_any_write_after_deletion_is_refused(
         engine.start_quest(ALICE, quest.id)
     with pytest.raises(UserDeleted):
         engine.set_profile(ALICE, username="back")
+    with pytest.raises(UserDeleted):
+        engine.set_friends(ALICE, [BOB])
     drain(engine)
     assert traces(engine, ALICE) == [] and sql_of(store, ALICE) == {}
 
@@ -379,3 +382,27 @@ def test_http_delete_and_export(client: TestClient) -> None:  # noqa: F811
     bad = client.delete("/v1/users/bad%01id", headers=ADMIN)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_user_id"
     assert client.get("/v1/users/bad%01id/export", headers=ADMIN).status_code == 422
+
+
+def test_reshard_keeps_deleted_users_refused(
+    real_redis: redis.Redis, clock: Clock, store: SqlStore
+) -> None:
+    one = make_engine(real_redis, clock, store, shards=1)
+    users = [f"u{i}" for i in range(6)]
+    for u in users:
+        one.award(u, "comment")
+    drain(one)
+    one.delete_user("u1")
+    one.delete_user("u2")
+    two = make_engine(real_redis, clock, store, shards=2)
+    reshard(two, store, 1)
+    for u in ("u1", "u2"):
+        assert real_redis.exists(two.keys.tombstone(u))
+        with pytest.raises(UserDeleted):
+            two.award(u, "comment")
+    assert not real_redis.exists(one.keys.tombstone("u1"), one.keys.tombstones(0)) or (
+        two.keys.shard_of("u1") == 0 or two.keys.shard_of("u2") == 0
+    )
+    two.award("u3", "comment")
+    drain(two)
+    assert sql_of(store, "u1") == sql_of(store, "u2") == {} and reconcile(two, store) == []

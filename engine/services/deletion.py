@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from binascii import crc32
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.commands import delete_user as delete_cmd
@@ -31,7 +31,8 @@ from engine.domain import validation
 from engine.domain.deletion import DeleteMode, new_pseudonym
 from engine.domain.errors import NotFound, NotRanked, StoreUnavailable
 from engine.domain.keys import user_digest
-from engine.runtime.connect import scan_keys
+from engine.domain.periods import live_window_boards
+from engine.domain.rules import REWARD_TYPES
 from engine.services.achievements import Achievements
 from engine.services.boards import Boards
 from engine.services.context import Context
@@ -125,7 +126,7 @@ class Deletion:
         shard = k.shard_of(uid)
         now = ctx.clock()
         now_ms = int(now.timestamp() * 1000)
-        boards = sorted(scan_keys(r, k.board(shard, "*"), near=k.outbox(shard)))
+        boards = self._boards_of(shard, now)
         reply = delete_cmd.parse(
             delete_cmd.script()(
                 r,
@@ -176,6 +177,16 @@ class Deletion:
             report.idempotency_records += int(r.unlink(*chunk))
         log.info("deleted user (digest %s): %s", user_digest(uid)[:12], report)
         return report
+
+    def _boards_of(self, shard: int, now: datetime) -> list[str]:
+        """Every board of the shard a user can be on: all-time, each activity type's (the
+        rewards' types among them), and each window board still retained."""
+        k, rules = self.ctx.keys, self.ctx.rules
+        types = dict.fromkeys([*rules.activity_types, *REWARD_TYPES])
+        return [
+            k.board(shard, "all"), *(k.type_board(shard, t) for t in types),
+            *(k.board(shard, board_id) for board_id in live_window_boards(now, rules)),
+        ]  # fmt: skip
 
     def _drop_entries(self, stream: str, uid: str, activity_ids: set[str]) -> int:
         """Delete the user's entries from ``stream`` (acknowledged too, so that the drain's

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from engine.commands.delete_user import write_tombstones
 from engine.domain.deletion import is_pseudonym
 from engine.domain.keys import user_digest
 from engine.domain.periods import WindowBoard, lifetimes, local_day, window_boards
@@ -200,26 +201,13 @@ def rebuild(
     pipe.execute()
     _restore_achievements(engine, store, deleted)
     _restore_freezes(engine, store, deleted)
-    _restore_tombstones(engine, store, now)
+    # after a loss of Redis, a deleted user stays refused
+    write_tombstones(r, keys, store.tombstones(now), now)
     if progress is not None:
         progress(report.activities, total)
     report.boards = 2 + len(rules.activity_types) + len(boards)
     report.seconds = (datetime.now(UTC) - started).total_seconds()
     return report
-
-
-def _restore_tombstones(engine: Any, store: SqlStore, now: datetime) -> None:
-    """The Redis tombstones (and their shards' indexes) of the deletions still in force, from
-    SQL (``deleted_user``): after a loss of Redis, a deleted user stays refused."""
-    keys, r = engine.keys, engine.redis
-    for digest, crc, expires_at in store.tombstones(now):
-        shard = 0 if keys.shards == 1 else crc % keys.shards
-        left = max(1, int((expires_at - now).total_seconds()))
-        r.set(keys.tombstone_of(shard, digest), int(now.timestamp() * 1000), ex=left, nx=True)
-        index = keys.tombstones(shard)
-        r.zadd(index, {digest: int(expires_at.timestamp() * 1000)}, gt=True)
-        if r.ttl(index) < left:
-            r.expire(index, left)
 
 
 def _restore_freezes(engine: Any, store: SqlStore, deleted: Callable[[str], bool]) -> None:
