@@ -214,7 +214,11 @@ def test_the_drain_drops_entries_of_a_deleted_user(
     engine.award(BOB, "comment")
     outbox = engine.keys.outbox(0)
     copies = [fields for _, fields in real_redis.xrange(outbox) if fields.get("user") == ALICE]
-    engine.delete_user(ALICE)
+    dead = engine.keys.dead_letters(0)
+    real_redis.xadd(dead, {**copies[0], "error": "refused"})
+    real_redis.xadd(dead, {"user": BOB, "error": "refused"})
+    assert engine.delete_user(ALICE).outbox_entries == len(copies) + 1
+    assert [f["user"] for _, f in real_redis.xrange(dead)] == [BOB]
     for fields in copies:  # an entry the deletion could not see (e.g. replayed dead letters)
         real_redis.xadd(outbox, fields)
     report = drainer(engine, store).drain(0)

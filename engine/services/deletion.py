@@ -20,11 +20,14 @@ finishes it):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from binascii import crc32
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from redis.exceptions import LockError
 
 from engine.commands import delete_user as delete_cmd
 from engine.domain import validation
@@ -170,12 +173,15 @@ class Deletion:
                     mode=self.mode.value,
                 )
         finally:
-            lock.release()
+            with contextlib.suppress(LockError):  # held past LOCK_SECONDS: it lapsed already
+                lock.release()
         ids = sorted(activity_ids)
         for i in range(0, len(ids), PAGE):
             chunk = [k.idempotency(shard, a) for a in ids[i : i + PAGE]]
             report.idempotency_records += int(r.unlink(*chunk))
-        log.info("deleted user (digest %s): %s", user_digest(uid)[:12], report)
+        # the log names the user by digest only
+        counts = {name: n for name, n in report.to_dict().items() if name != "user_id"}
+        log.info("deleted user (digest %s): %s", user_digest(uid)[:16], counts)
         return report
 
     def _boards_of(self, shard: int, now: datetime) -> list[str]:
