@@ -179,6 +179,34 @@ def test_deleting_twice_or_an_unknown_user_succeeds(real_redis: redis.Redis, clo
         engine.delete_user("bad\x00id")
 
 
+def test_a_deletion_cut_short_is_finished_by_deleting_again(
+    real_redis: redis.Redis, clock: Clock, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(real_redis, clock, store)
+    engine.award(ALICE, "comment", idempotency_key="k1")
+    drain(engine)
+    engine.award(ALICE, "comment", idempotency_key="k2")  # undrained
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(store, "erase_user", crash)
+    with pytest.raises(RuntimeError):
+        engine.delete_user(ALICE)
+    # gone from Redis and refused; SQL still holds her rows
+    assert traces(engine, ALICE) == [] and sql_of(store, ALICE)["point_activity"] == 1
+    records = real_redis.keys(engine.keys.idempotency(0, "*"))
+    assert len(records) == 1  # the drained award's: its id is in SQL, for the next attempt
+    with pytest.raises(UserDeleted):
+        engine.award(ALICE, "comment", idempotency_key="k1")
+    monkeypatch.undo()
+    again = engine.delete_user(ALICE)
+    assert again.already_deleted and again.sql_rows["point_activity"] == 1
+    assert again.idempotency_records == 1 and not real_redis.keys(engine.keys.idempotency(0, "*"))
+    drain(engine)
+    assert traces(engine, ALICE) == [] and sql_of(store, ALICE) == {}
+
+
 # -- nothing brings the user back ----------------------------------------------------------------
 
 

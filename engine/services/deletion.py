@@ -5,17 +5,20 @@ finishes it):
 
 1. One script call, atomically: the user's tombstone (``Keys.tombstone``, named by the digest
    of the id, expiring after ``SCORING_DELETE_TOMBSTONE_DAYS``) and its entry in the shard's
-   tombstone index; the user's keys (``Keys.user_keys``); the user on every board of the shard;
-   the holder counts of the user's achievements; the user's upgrade feed entries. From then on
-   the award, quest and profile scripts refuse the user (:class:`UserDeleted`).
+   tombstone index; the user's keys (``Keys.user_keys``); the user on every board of the shard
+   (all-time, every activity type's, every window board still retained: computed, not
+   scanned); the holder counts of the user's achievements; the user's upgrade feed entries.
+   From then on the award, quest, profile and friend-list scripts refuse the user
+   (:class:`UserDeleted`).
 2. The shard's drain lock (the drain holding it ends its run at the next beat of its lease:
    see ``Keys.drain_wanted``), so that no drain batch read before the tombstone can commit rows
    of the user after the erase below; every drain run that starts later reads the tombstone
    index and drops the user's entries.
 3. Under the lock: the user's undrained outbox entries (and dead letters) are deleted, then in
    one SQL transaction the user's rows are erased (or moved to a pseudonym) and the SQL
-   tombstone (``deleted_user``, by digest) is written.
-4. The idempotency records of the user's activities (ids from SQL and the outbox) are deleted.
+   tombstone (``deleted_user``, by digest) is written. The idempotency records of the user's
+   undrained activities are deleted before that transaction (their ids are nowhere else).
+4. After the lock: the idempotency records of the user's activities in SQL.
 """
 
 from __future__ import annotations
@@ -160,6 +163,9 @@ class Deletion:
         try:
             for stream in (k.outbox(shard), k.dead_letters(shard)):
                 report.outbox_entries += self._drop_entries(stream, uid, activity_ids)
+            # the ids of undrained entries are nowhere else: their records go before the erase
+            report.idempotency_records += self._forget(shard, activity_ids)
+            activity_ids.clear()
             store = ctx.store
             if store is not None:
                 activity_ids.update(store.activity_ids(uid))
@@ -175,10 +181,7 @@ class Deletion:
         finally:
             with contextlib.suppress(LockError):  # held past LOCK_SECONDS: it lapsed already
                 lock.release()
-        ids = sorted(activity_ids)
-        for i in range(0, len(ids), PAGE):
-            chunk = [k.idempotency(shard, a) for a in ids[i : i + PAGE]]
-            report.idempotency_records += int(r.unlink(*chunk))
+        report.idempotency_records += self._forget(shard, activity_ids)
         # the log names the user by digest only
         counts = {name: n for name, n in report.to_dict().items() if name != "user_id"}
         log.info("deleted user (digest %s): %s", user_digest(uid)[:16], counts)
@@ -193,6 +196,14 @@ class Deletion:
             k.board(shard, "all"), *(k.type_board(shard, t) for t in types),
             *(k.board(shard, board_id) for board_id in live_window_boards(now, rules)),
         ]  # fmt: skip
+
+    def _forget(self, shard: int, activity_ids: set[str]) -> int:
+        """Delete the idempotency records of ``activity_ids``; returns how many there were."""
+        k, ids, forgotten = self.ctx.keys, sorted(activity_ids), 0
+        for i in range(0, len(ids), PAGE):
+            chunk = [k.idempotency(shard, a) for a in ids[i : i + PAGE]]
+            forgotten += int(self.ctx.redis.unlink(*chunk))
+        return forgotten
 
     def _drop_entries(self, stream: str, uid: str, activity_ids: set[str]) -> int:
         """Delete the user's entries from ``stream`` (acknowledged too, so that the drain's
