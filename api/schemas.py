@@ -507,8 +507,9 @@ class UserExportOut(BaseModel):
     side_quests: list[dict[str, Any]]
     achievements: dict[str, Any]
     friends: list[str]
-    pending_activities: list[dict[str, Any]] = Field(
-        description="activities still in the outbox (not yet in the audit trail)"
+    pending: list[dict[str, Any]] = Field(
+        description="the user's outbox entries not yet in SQL (activities, profile, quest, goal "
+        "changes), their fields as the outbox holds them, ``entry`` the entry's id"
     )
     activities: list[dict[str, Any]] = Field(description="the SQL audit trail, oldest first")
     sql: dict[str, list[dict[str, Any]]] = Field(description="the user's other SQL rows")

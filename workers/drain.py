@@ -588,6 +588,10 @@ class Drainer:
                 refused.append((entry_id, fields, batch.broken[entry_id]))
                 continue
             single = self._parse([(entry_id, fields)], run.gone)
+            if single.dropped:  # a deleted user's: acknowledged, never written
+                self._ack(shard, [entry_id])
+                report.dropped += 1
+                continue
             try:
                 single.write_to(self.store)
             except SQLAlchemyError as exc:

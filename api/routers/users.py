@@ -11,8 +11,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from engine.domain.errors import InvalidPaging, ScoringError
-from engine.domain.results import UserState
-from engine.services.deletion import DeletionReport
+from engine.domain.results import DeletionReport, UserState
 
 from ..auth import Scope
 from ..deps import Caller, Engine

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from binascii import crc32
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from engine.domain.deletion import DeleteMode, new_pseudonym
 from engine.domain.errors import NotFound, NotRanked, StoreUnavailable
 from engine.domain.keys import user_digest
 from engine.domain.periods import live_window_boards
+from engine.domain.results import DeletionReport
 from engine.domain.rules import REWARD_TYPES
 from engine.services.achievements import Achievements
 from engine.services.boards import Boards
@@ -45,7 +46,6 @@ from engine.services.context import Context
 from engine.services.friends import Friends
 from engine.services.goals import Goals
 from engine.services.quests import Quests
-from engine.services.stats import Stats
 from engine.services.users import Users
 from engine.storage.outbox import GROUP
 
@@ -60,33 +60,6 @@ LOCK_WAIT_SECONDS = 40
 PAGE = 1000
 #: Boards ranked in an export.
 EXPORT_BOARDS = ("all_time", "month", "week", "day")
-
-
-@dataclass
-class DeletionReport:
-    """What one deletion removed (zeros when the user had nothing left: a repeated delete)."""
-
-    user_id: str
-    mode: str
-    #: whether the user was already deleted (their tombstone was there)
-    already_deleted: bool
-    #: the user's own Redis keys deleted (user hash, day bitmap, goals, quests...)
-    redis_keys: int = 0
-    #: the boards the user left
-    boards: int = 0
-    #: the user's upgrade feed entries deleted
-    feed_entries: int = 0
-    #: achievement levels whose holder counts went down
-    achievements: int = 0
-    #: undrained outbox entries (and dead letters) of the user deleted
-    outbox_entries: int = 0
-    #: idempotency records of the user's activities deleted
-    idempotency_records: int = 0
-    #: SQL rows erased (or moved to a pseudonym), per table
-    sql_rows: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Deletion:
@@ -105,7 +78,6 @@ class Deletion:
         quests: Quests,
         badges: Achievements,
         friends: Friends,
-        stats: Stats,
     ) -> None:
         if tombstone_days < 1:
             raise ValueError("tombstone_days must be >= 1")
@@ -113,7 +85,7 @@ class Deletion:
         self.mode = DeleteMode(mode)
         self.tombstone_seconds = tombstone_days * 86400
         self._users, self._boards, self._goals = users, boards, goals
-        self._quests, self._badges, self._friends, self._stats = quests, badges, friends, stats
+        self._quests, self._badges, self._friends = quests, badges, friends
 
     # -- deletion -------------------------------------------------------------------------
 
@@ -205,26 +177,29 @@ class Deletion:
             forgotten += int(self.ctx.redis.unlink(*chunk))
         return forgotten
 
+    def _entries_of(self, stream: str, uid: str) -> list[tuple[str, dict[str, str]]]:
+        """The user's entries in ``stream`` (read a page at a time: an outbox that grew during
+        an SQL outage is read whole, never in one call)."""
+        r, mine, start = self.ctx.redis, [], "-"
+        while True:
+            page = r.xrange(stream, min=start, max="+", count=PAGE)
+            mine += [(i, f) for i, f in page if f.get("user") == uid]
+            if len(page) < PAGE:
+                return mine
+            start = "(" + page[-1][0]
+
     def _drop_entries(self, stream: str, uid: str, activity_ids: set[str]) -> int:
         """Delete the user's entries from ``stream`` (acknowledged too, so that the drain's
         group forgets them); the ids of the user's activities among them go to
         ``activity_ids``. Returns the entries deleted."""
-        r = self.ctx.redis
-        dropped, start = 0, "-"
-        while True:
-            page = r.xrange(stream, min=start, max="+", count=PAGE)
-            mine = []
-            for entry_id, fields in page:
-                if fields.get("user") == uid:
-                    mine.append(entry_id)
-                    if "id" in fields:
-                        activity_ids.add(fields["id"])
-            if mine:
-                r.xack(stream, GROUP, *mine)
-                dropped += int(r.xdel(stream, *mine))
-            if len(page) < PAGE:
-                return dropped
-            start = "(" + page[-1][0]
+        r, dropped = self.ctx.redis, 0
+        mine = self._entries_of(stream, uid)
+        activity_ids.update(f["id"] for _, f in mine if "id" in f)
+        for i in range(0, len(mine), PAGE):
+            ids = [entry_id for entry_id, _ in mine[i : i + PAGE]]
+            r.xack(stream, GROUP, *ids)
+            dropped += int(r.xdel(stream, *ids))
+        return dropped
 
     def is_deleted(self, user_id: str) -> bool:
         """Whether the user's tombstone is in force."""
@@ -235,8 +210,9 @@ class Deletion:
 
     def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything the engine holds of the user: live state, profile, activities (the SQL
-        audit trail, oldest first, and those still in the outbox), weekly goals, side quests,
-        achievements, friends, streak freezes, ranks, and every SQL row of the user.
+        audit trail, oldest first), the user's outbox entries not yet drained (activities,
+        profile, quest, goal changes: their fields as the outbox holds them), weekly goals,
+        side quests, achievements, friends, streak freezes, ranks, and every SQL row of the user.
 
         Raises:
             InvalidUserId: a bad id.
@@ -258,7 +234,8 @@ class Deletion:
                 ranks[board] = asdict(self._boards.leaderboard(board).rank(uid))
             except NotRanked:
                 ranks[board] = None
-        pending = self._stats.pending_activities(uid, limit=1000) if store is not None else []
+        shard = k.shard_of(uid)
+        pending = [{"entry": i, **f} for i, f in self._entries_of(k.outbox(shard), uid)]
         return {
             "user_id": uid,
             "exported_at": self.ctx.clock(),
@@ -277,7 +254,7 @@ class Deletion:
             "side_quests": [asdict(q) for q in self._quests.user_quests(uid)],
             "achievements": asdict(self._badges.achievements(uid)),
             "friends": self._friends.friends(uid),
-            "pending_activities": [asdict(a) for a in pending],
+            "pending": pending,
             "activities": rows.get("point_activity", []),
             "sql": {name: v for name, v in rows.items() if name != "point_activity"},
         }

@@ -29,6 +29,7 @@ from typing import Any
 
 from engine.domain.deletion import TOMBSTONE_DAYS, DeleteMode
 from engine.domain.keys import Keys
+from engine.domain.results import DeletionReport
 from engine.domain.rules import Rules, load_rules
 from engine.runtime.connect import (
     clients,
@@ -44,7 +45,7 @@ from engine.services.archives import Archives
 from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
 from engine.services.context import Context
-from engine.services.deletion import Deletion, DeletionReport
+from engine.services.deletion import Deletion
 from engine.services.events import Events
 from engine.services.friends import Friends
 from engine.services.goals import Goals
@@ -129,7 +130,7 @@ class ScoringEngine:
         self.deletion = Deletion(
             ctx, mode=DeleteMode(delete_mode), tombstone_days=tombstone_days, users=self.users,
             boards=self.boards, goals=self.goals, quests=self.side_quests, badges=self.badges,
-            friends=self.friend_lists, stats=self.stats,
+            friends=self.friend_lists,
         )  # fmt: skip
 
         # the documented methods, each its service's own
