@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 STATUS: list[tuple[type[e.ScoringError], int]] = [
     (AuthError, 401),
     (Forbidden, 403),
+    (e.UserDeleted, 410),
     (e.NotRanked, 404),
     (e.NotFound, 404),
     (e.QuestStateError, 409),

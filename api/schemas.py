@@ -498,3 +498,42 @@ def render(
     award request at low concurrency (``bench.api_bench``, 2 connections)."""
     body = model.model_validate(result).model_dump_json(by_alias=True)
     return Response(body, status_code, headers, media_type="application/json")
+
+
+class DeletionOut(_Out):
+    """What a deletion removed (all zeros when the user was already deleted or never seen)."""
+
+    user_id: str
+    mode: str = Field(description="erase or anonymise (SCORING_DELETE_MODE)")
+    already_deleted: bool = Field(description="the user's tombstone was already there")
+    redis_keys: int = Field(description="the user's own Redis keys deleted")
+    boards: int = Field(description="leaderboards the user left")
+    feed_entries: int = Field(description="the user's upgrade feed entries deleted")
+    achievements: int = Field(description="achievement levels whose holder counts went down")
+    outbox_entries: int = Field(description="undrained outbox entries of the user deleted")
+    idempotency_records: int
+    sql_rows: dict[str, int] = Field(description="rows erased (or pseudonymised) per table")
+
+
+class UserExportOut(BaseModel):
+    """Everything the engine holds of one user (``GET /v1/users/{id}/export``)."""
+
+    user_id: str
+    exported_at: datetime
+    state: dict[str, Any]
+    profile: dict[str, Any]
+    streak_freezes: dict[str, int]
+    ranks: dict[str, dict[str, Any] | None] = Field(
+        description="the user's rank on the all-time board and the current month, week and "
+        "day boards (null: not on it)"
+    )
+    weekly_goals: list[dict[str, Any]]
+    side_quests: list[dict[str, Any]]
+    achievements: dict[str, Any]
+    friends: list[str]
+    pending: list[dict[str, Any]] = Field(
+        description="the user's outbox entries not yet in SQL (activities, profile, quest, goal "
+        "changes), their fields as the outbox holds them, ``entry`` the entry's id"
+    )
+    activities: list[dict[str, Any]] = Field(description="the SQL audit trail, oldest first")
+    sql: dict[str, list[dict[str, Any]]] = Field(description="the user's other SQL rows")

@@ -9,6 +9,7 @@
           for a reversal of the reversed activity's time (boards: zsets of negated points)
   KEYS[9] shard's drain flag         KEYS[10] shard's upgrade feed (includes/feed.lua)
   KEYS[11] user's reversed activities (set of activity ids; permanent)
+  KEYS[12] user's tombstone (exists while the user is deleted: see lua/delete_user.lua)
 
   ARGV[1]  activity id (uuid)        ARGV[2]  user id
   ARGV[3]  amount (a signed integer, not 0; a reversal's is minus the reversed amount)
@@ -36,6 +37,7 @@
                   amount applied, joined by "\31"; user = the user hash after it (HGETALL)
     {-1, record, 0, user}  the activity id was seen before: nothing changed; the first record
     {-6}          ARGV[14] was reversed before: nothing changed
+    {-8}          the user is deleted (their tombstone exists): nothing changed
     {-7, total}   the total would go below ARGV[15] (or, cut, the decay takes nothing): nothing
                   changed; total = the user's total now
 
@@ -58,7 +60,7 @@ local rcall = redis.call
 
 local user_key, record_key, outbox_key, all_board = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local type_board, day_board, week_board, month_board = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local flag_key, feed_key, reversed_key = KEYS[9], KEYS[10], KEYS[11]
+local flag_key, feed_key, reversed_key, tombstone_key = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 
 local activity_id, user, amount_s, board_type = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local reason, at_ms, today, record_ttl, fingerprint = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -74,6 +76,7 @@ local function user_now()
   return rcall("HGETALL", user_key)
 end
 
+if rcall("EXISTS", tombstone_key) == 1 then return {-8} end
 local record = rcall("GET", record_key)
 if record then return {-1, record, 0, user_now()} end
 if reverses ~= "" and rcall("SISMEMBER", reversed_key, reverses) == 1 then return {-6} end

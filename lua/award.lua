@@ -17,6 +17,7 @@
   KEYS[19] user's achievements (hash: "<id>:<level>" -> when earned, unix ms)
   KEYS[20] shard's achievement holders (hash: "<id>:<level>" -> users holding it)
   KEYS[21] achievement type board
+  KEYS[22] user's tombstone (exists while the user is deleted: see lua/delete_user.lua)
 
   ARGV[1]  activity id (uuid)        ARGV[2]  user id
   ARGV[3]  amount (integer > 0, points)
@@ -65,6 +66,7 @@
     {-1, record, 0, state}  duplicate activity id: nothing changed; record is the first call's,
                   state the user's now (last active day "" when there is none)
     {-2, tz}      the user's time zone is tz, not ARGV[9]: nothing changed; call again
+    {-8}          the user is deleted (their tombstone exists): nothing changed
 
   Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
   state = "total level streak longest last_day version" after the award; frozen = the local
@@ -122,6 +124,7 @@ local quests_key, quests_done_key = KEYS[12], KEYS[13]
 local goal_board, quest_board, feed_key = KEYS[14], KEYS[15], KEYS[16]
 local frozen_key, bonus_board = KEYS[17], KEYS[18]
 local ach_key, ach_counts_key, ach_board = KEYS[19], KEYS[20], KEYS[21]
+local tombstone_key = KEYS[22]
 
 local activity_id, user, amount_s, activity_type = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local description, at_ms, day_s, week = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -129,6 +132,8 @@ local assumed_tz, record_ttl, fingerprint = ARGV[9], ARGV[10], ARGV[11]
 local day_life, week_life, month_life = ARGV[12], ARGV[13], ARGV[14]
 local flag_ttl, streak_type = ARGV[15], ARGV[16] == "1"
 local base_s, multiplier_s, event_id = ARGV[17], ARGV[18], ARGV[19]
+
+if rcall("EXISTS", tombstone_key) == 1 then return {-8} end
 
 local amount = tonumber(amount_s)
 if not amount or amount <= 0 or amount ~= math.floor(amount) then

@@ -8,6 +8,7 @@
   KEYS[10] shard's drain flag        KEYS[11] shard's upgrade feed
   KEYS[12] user's achievements  KEYS[13] shard's achievement holders  KEYS[14] achievement
            type board (as for award.lua)
+  KEYS[15] user's tombstone (exists while the user is deleted: see lua/delete_user.lua)
 
   ARGV[1] "start", "progress" or "complete"
   ARGV[2] user id                    ARGV[3] quest id
@@ -28,6 +29,7 @@
     {-3, record}  start: the quest is already in progress (nothing changed)
     {-4, record}  the quest is already completed (nothing changed)
     {-5}          progress or complete: the user has not started the quest (nothing changed)
+    {-8}          the user is deleted (their tombstone exists): nothing changed
 ]]
 local rcall = redis.call
 
@@ -45,12 +47,14 @@ local all_board, quest_board = KEYS[5], KEYS[6]
 local day_board, week_board, month_board = KEYS[7], KEYS[8], KEYS[9]
 local flag_key, feed_key = KEYS[10], KEYS[11]
 local ach_key, ach_counts_key, ach_board = KEYS[12], KEYS[13], KEYS[14]
+local tombstone_key = KEYS[15]
 
 local op, user, qid, now, today = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local operand = ARGV[6]
 local day_life, week_life, month_life = ARGV[7], ARGV[8], ARGV[9]
 local flag_ttl = ARGV[10]
 
+if rcall("EXISTS", tombstone_key) == 1 then return {-8} end
 local done = rcall("HGET", done_key, qid)
 if done then return {-4, done} end
 local rec = rcall("HGET", open_key, qid)

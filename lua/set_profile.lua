@@ -2,23 +2,26 @@
   Set a user's profile fields and record the change in the shard's outbox.
 
   KEYS[1] user hash                  KEYS[2] shard outbox stream
-  KEYS[3] shard's drain flag
+  KEYS[3] shard's drain flag        KEYS[4] user's tombstone (see lua/delete_user.lua)
   ARGV[1] user id                    ARGV[2] time of the change (unix ms)
   ARGV[3] drain flag lifetime (seconds)
   ARGV[4] n, the number of fields to set, followed by n (field, value) pairs
           (fields: username, display_name, tz), then the names of fields to clear
 
   Returns: {flag, hash}: flag = 1 when this call raised the drain flag, else 0; hash = the user
-  hash after the change, as alternating field names and values
+  hash after the change, as alternating field names and values; {-8} when the user is deleted
+  (their tombstone exists): nothing changed
 ]]
 local rcall = redis.call
 
 --- @include "toint"
 --- @include "drain_flag"
 
-local user_key, outbox_key, flag_key = KEYS[1], KEYS[2], KEYS[3]
+local user_key, outbox_key, flag_key, tombstone_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user, at_ms, flag_ttl, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local FIRST_FIELD = 5  -- ARGV[FIRST_FIELD ..]: the n (field, value) pairs, then the clears
+
+if rcall("EXISTS", tombstone_key) == 1 then return {-8} end
 
 local set, clear = {}, {}
 for i = FIRST_FIELD, #ARGV do

@@ -182,6 +182,7 @@ def _empty(store) -> None:
 
     with store.engine.begin() as connection:
         for table in (
+            "deleted_user",
             "seasonal_event",
             "leaderboard_archive",
             "leaderboard_period",

@@ -32,8 +32,15 @@ def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None
         assert not re.search(r"^--- @(include|define)", script.source, re.M)
         assert real_redis.script_load(script.source) == script.sha
     assert (
-        scripts.get("award", RULES=rules).numkeys == 21 and scripts["board_position"].numkeys == 1
+        scripts.get("award", RULES=rules).numkeys == 22 and scripts["board_position"].numkeys == 1
     )
+    # KEYS[13...]: twelve keys, then as many as a call passes (the shard's boards)
+    deletion = scripts["delete_user"]
+    assert (deletion.numkeys, deletion.variadic, scripts["board_position"].variadic) == (
+        12, True, False,
+    )  # fmt: skip
+    with pytest.raises(TypeError, match="takes 12 keys, got 11"):
+        deletion(real_redis, ["k"] * 11, [])
 
 
 def test_defines_are_required_and_make_distinct_scripts() -> None:

@@ -84,7 +84,7 @@ from sqlalchemy.exc import (
 )
 
 from engine.commands import forget_consumers
-from engine.domain.keys import Keys
+from engine.domain.keys import Keys, user_digest
 from engine.domain.periods import day_to_date
 from engine.domain.rules import Rules, reward_id
 from engine.runtime.connect import REDIS_ERRORS
@@ -127,6 +127,7 @@ class DrainReport:
     locked_out: bool = False  # another drain held the shard's lock too long: nothing was done
     sql_unavailable: bool = False  # SQL could not take the entries; they wait for the retry
     retry_in: float = 0.0  # then: seconds until the shard's retry is due (its flag's lifetime)
+    dropped: int = 0  # entries of deleted users acknowledged without being written
     errors: list[str] = field(default_factory=list)
 
 
@@ -141,6 +142,7 @@ class _Batch:
     achievements: list[dict[str, Any]] = field(default_factory=list)
     freezes: dict[str, dict[str, Any]] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # entry id -> why it cannot be parsed
+    dropped: int = 0  # entries of deleted users (in ids, to be acknowledged; nothing written)
 
     def write_to(self, store: SqlStore) -> None:
         store.write(
@@ -165,13 +167,23 @@ class _Lease:
 
     The lock must be built with ``thread_local=False`` (the renewing thread uses its token).
     ``lost`` becomes True when the lease is no longer this drain's to keep (it stopped renewing,
-    or found it taken); the drain then stops after the batch in hand.
+    or found it taken); the drain then stops after the batch in hand. ``wanted`` becomes True
+    when, at a beat, a user deletion waits for the lock (its ``wanted`` key is set): the drain
+    then ends its run after the batch in hand too, and its successor is queued.
     """
 
     def __init__(
-        self, lock: Any, shard: int, ttl: float, grace: float, deadline: float | None
+        self,
+        lock: Any,
+        shard: int,
+        ttl: float,
+        grace: float,
+        deadline: float | None,
+        wanted: tuple[Any, str] | None = None,
     ) -> None:
         self.lock = lock
+        self.wanted = False
+        self._wanted_key = wanted
         self.shard = shard
         self.ttl = ttl
         self.grace = grace
@@ -210,6 +222,9 @@ class _Lease:
                 return
             try:
                 self.lock.reacquire()
+                if self._wanted_key is not None:
+                    client, key = self._wanted_key
+                    self.wanted = self.wanted or bool(client.exists(key))
             except LockError:
                 self.lost = True
                 log.warning(
@@ -238,6 +253,9 @@ class _Run:
     flag_renewed: float = 0.0  # when a lingering run last renewed the flag it holds (monotonic)
     claim_from: str | None = None  # the first pass's next XAUTOCLAIM start; None once done
     claim_until: str = "0-0"  # the newest entry pending when the run began
+    #: digests of the users deleted (tombstones in force) when the run began: their entries
+    #: are dropped (a deletion takes the shard's lock, so none is deleted during the run)
+    gone: frozenset[str] = frozenset()
 
     @property
     def holds_flag(self) -> bool:
@@ -249,6 +267,7 @@ class _Run:
             (self.max_batches is not None and self.report.batches >= self.max_batches)
             or self.out_of_time()
             or self.lease.lost
+            or self.lease.wanted
         )
 
     def out_of_time(self) -> bool:
@@ -337,18 +356,34 @@ class Drainer:
             blocking_timeout=self.lock_ttl + 5,
             thread_local=False,
         )
+        self._make_way(shard)
         if not lock.acquire():
             report.complete, report.locked_out = False, True  # another drain holds the shard
             return report
         try:
-            with _Lease(lock, shard, self.lock_ttl, self.lock_grace, deadline) as lease:
+            wanted = (self.redis, self.keys.drain_wanted(shard))
+            with _Lease(lock, shard, self.lock_ttl, self.lock_grace, deadline, wanted) as lease:
                 outbox, outage = self.keys.outbox(shard), self._outage(shard)
                 self._run(_Run(shard, outbox, report, lease, max_batches, deadline, outage,
-                               linger=max(0.0, linger), should_yield=should_yield))  # fmt: skip
+                               linger=max(0.0, linger), should_yield=should_yield,
+                               gone=self._gone(shard)))  # fmt: skip
         finally:
             with contextlib.suppress(LockError):
                 lock.release()
         return report
+
+    def _make_way(self, shard: int) -> None:
+        """While a user deletion waits for the shard's lock (its ``wanted`` key is set, for
+        seconds at most), wait with it: it goes first. One EXISTS a run when none waits."""
+        wanted = self.keys.drain_wanted(shard)
+        until = time.monotonic() + self.lock_ttl + 5
+        while self.redis.exists(wanted) and time.monotonic() < until:
+            time.sleep(LINGER_STEP / 2)
+
+    def _gone(self, shard: int) -> frozenset[str]:
+        """The digests of the shard's users whose tombstones are in force (usually none)."""
+        now_ms = int(time.time() * 1000)
+        return frozenset(self.redis.zrangebyscore(self.keys.tombstones(shard), now_ms, "+inf"))
 
     def _run(self, run: _Run) -> None:
         """One run, under the shard's lock: drain, end or extend an SQL outage, trim."""
@@ -396,7 +431,7 @@ class Drainer:
                     entries = self._read(run.outbox) if in_flight else self._next(run)
                     if not entries and in_flight is None:
                         entries = self._linger(run)  # the outbox is empty: wait for more
-                    batch = self._parse(entries) if entries else None
+                    batch = self._parse(entries, run.gone) if entries else None
                     if in_flight is not None:
                         settling, in_flight = in_flight, None
                         self._settle(run, *settling)
@@ -426,7 +461,7 @@ class Drainer:
         until = time.monotonic() + run.linger
         while True:
             left = until - time.monotonic()
-            if left <= 0 or run.out_of_time() or run.lease.lost:
+            if left <= 0 or run.out_of_time() or run.lease.lost or run.lease.wanted:
                 return []
             if run.should_yield is not None and run.should_yield():
                 return []
@@ -524,7 +559,8 @@ class Drainer:
         self._sql_ok(run)
         done = [i for i in batch.ids if i not in batch.broken]
         self._ack(shard, done)
-        report.written += len(done)
+        report.written += len(done) - batch.dropped
+        report.dropped += batch.dropped
         if batch.broken:
             by_id = dict(entries)
             for entry_id, why in batch.broken.items():
@@ -551,7 +587,11 @@ class Drainer:
             if entry_id in batch.broken:
                 refused.append((entry_id, fields, batch.broken[entry_id]))
                 continue
-            single = self._parse([(entry_id, fields)])
+            single = self._parse([(entry_id, fields)], run.gone)
+            if single.dropped:  # a deleted user's: acknowledged, never written
+                self._ack(shard, [entry_id])
+                report.dropped += 1
+                continue
             try:
                 single.write_to(self.store)
             except SQLAlchemyError as exc:
@@ -671,11 +711,18 @@ class Drainer:
         if ids:
             self.redis.xack(self.keys.outbox(shard), GROUP, *ids)
 
-    def _parse(self, entries: list[tuple[str, dict[str, str]]]) -> _Batch:
+    def _parse(
+        self, entries: list[tuple[str, dict[str, str]]], gone: frozenset[str] = frozenset()
+    ) -> _Batch:
+        """The batch of ``entries``; those of the users in ``gone`` (digests of deleted users)
+        are dropped: acknowledged with the batch, never written."""
         batch = _Batch()
         now = datetime.now(UTC)
         for entry_id, f in entries:
             batch.ids.append(entry_id)
+            if gone and user_digest(f.get("user", "")) in gone:
+                batch.dropped += 1
+                continue
             try:
                 kind = f.get("e")
                 if kind is None:

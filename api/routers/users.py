@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query
 from starlette.responses import Response
 
 from engine.domain.errors import InvalidPaging, ScoringError
-from engine.domain.results import AdjustmentResult, UserState
+from engine.domain.results import AdjustmentResult, DeletionReport, UserState
 
 from ..auth import Scope
 from ..deps import Caller, Engine, header_text
@@ -19,10 +19,12 @@ from ..hot import Handler, answer, header
 from ..schemas import (
     ActivityPage,
     AdjustmentIn,
+    DeletionOut,
     FreezesIn,
     FriendsIn,
     FriendsOut,
     ProfileIn,
+    UserExportOut,
     UserSchemas,
     error_responses,
     render,
@@ -42,6 +44,36 @@ def router(schemas: UserSchemas) -> APIRouter:
     async def get_user(user_id: str, engine: Engine, caller: Caller) -> UserState:
         caller.require_user(user_id, Scope.READ)
         return await engine.status_async(user_id)
+
+    @router.delete(
+        "/{user_id}",
+        response_model=DeletionOut,
+        responses=error_responses(401, 403, 422, 503),
+        summary="Delete a user everywhere (admin)",
+    )
+    def delete_user(user_id: str, engine: Engine, caller: Caller) -> DeletionReport:
+        """Removes the user from every board, their Redis state, idempotency records, feed
+        entries and undrained outbox entries, and erases (or, with
+        ``SCORING_DELETE_MODE=anonymise``, pseudonymises) their SQL rows; a tombstone refuses
+        writes to the id (410) for ``SCORING_DELETE_TOMBSTONE_DAYS``. Idempotent: deleting
+        again (or a user never seen) answers 200 with what was removed (zeros). A 503 (the
+        shard's drain stayed busy) leaves the user deleted from Redis: call again to finish."""
+        caller.require(Scope.ADMIN)
+        return engine.delete_user(user_id)
+
+    @router.get(
+        "/{user_id}/export",
+        response_model=UserExportOut,
+        responses=error_responses(401, 403, 404, 422),
+        summary="Everything the engine holds of a user",
+    )
+    def export_user(user_id: str, engine: Engine, caller: Caller) -> dict[str, Any]:
+        """State, profile, activities (the SQL audit trail and those still in the outbox),
+        weekly goals, side quests, achievements, friends, streak freezes, ranks and every SQL
+        row of the user. 404 for a user the engine holds nothing of, or a deleted one. A user
+        may export their own."""
+        caller.require_user(user_id, Scope.READ)
+        return engine.export_user(user_id)
 
     @router.put(
         "/{user_id}/profile",

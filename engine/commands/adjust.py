@@ -27,7 +27,7 @@ def keys(
         k.user(user_id, shard), k.idempotency(shard, activity_id), k.outbox(shard),
         k.board(shard, "all"), k.type_board(shard, board_type), k.board(shard, day),
         k.board(shard, week), k.board(shard, month), k.drain_flag(shard), k.feed(shard),
-        k.reversed(user_id, shard),
+        k.reversed(user_id, shard), k.tombstone(user_id, shard),
     ]  # fmt: skip
 
 
@@ -61,7 +61,8 @@ def args(
 @dataclass(slots=True)
 class AdjustReply:
     """The adjust script's reply. ``code``: OK, DUPLICATE (a replay: the record is the first
-    call's), ALREADY_REVERSED or BELOW_ZERO (nothing changed; ``total``: the user's total)."""
+    call's), ALREADY_REVERSED, USER_DELETED or BELOW_ZERO (nothing changed; ``total``: the
+    user's total)."""
 
     code: ScriptCode
     raised_flag: bool = False
@@ -76,7 +77,7 @@ class AdjustReply:
 
 def parse(reply: list[Any]) -> AdjustReply:
     code = check_code(reply[0])
-    if code is ScriptCode.ALREADY_REVERSED:
+    if code is ScriptCode.ALREADY_REVERSED or code is ScriptCode.USER_DELETED:
         return AdjustReply(code)
     if code is ScriptCode.BELOW_ZERO:
         return AdjustReply(code, total=int(reply[1]))

@@ -51,7 +51,7 @@ def keys(
         k.type_board(shard, GOAL_REWARD_TYPE), k.type_board(shard, QUEST_REWARD_TYPE),
         k.feed(shard), k.frozen(user_id, shard), k.type_board(shard, STREAK_BONUS_TYPE),
         k.achievements(user_id, shard), k.achievement_holders(shard),
-        k.type_board(shard, ACHIEVEMENT_REWARD_TYPE),
+        k.type_board(shard, ACHIEVEMENT_REWARD_TYPE), k.tombstone(user_id, shard),
     ]  # fmt: skip
 
 
@@ -128,7 +128,8 @@ class AwardReply:
     """An award script's reply.
 
     ``code`` OK (applied) or DUPLICATE (a replay: the record is the first call's); for
-    TZ_MISMATCH only ``zone`` (the user's) is set and nothing was changed.
+    TZ_MISMATCH only ``zone`` (the user's) is set and nothing was changed; USER_DELETED: the
+    user's tombstone refused the award, nothing was changed.
     """
 
     code: ScriptCode
@@ -161,6 +162,8 @@ def parse(reply: list[Any], lifetime: Sequence[str]) -> AwardReply:
         code = check_code(reply[0])
     if code is ScriptCode.TZ_MISMATCH:
         return AwardReply(code, reply[1])
+    if code is ScriptCode.USER_DELETED:
+        return AwardReply(code)
     record = reply[1].split("\x1f")
     if len(record) == 15:
         fingerprint, created_ms, *fields, packed = record

@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.commands.reads import Cmd, cmd
 from engine.commands.scripts import LuaScript, scripts
+from engine.domain.errors import ScriptCode, UserDeleted
 from engine.domain.keys import Keys
 
 
@@ -15,7 +16,7 @@ def script() -> LuaScript:
 
 
 def keys(k: Keys, user_id: str) -> list[str]:
-    return [k.friends(user_id)]
+    return [k.friends(user_id), k.tombstone(user_id)]
 
 
 def args(friends: Sequence[str]) -> list[Any]:
@@ -24,7 +25,10 @@ def args(friends: Sequence[str]) -> list[Any]:
 
 
 def parse(reply: Any) -> int:
-    """The number of friends held after the call."""
+    """The number of friends held after the call; :class:`UserDeleted` when the user's
+    tombstone refused it."""
+    if int(reply) == ScriptCode.USER_DELETED:
+        raise UserDeleted("the user was deleted", field="user_id")
     return int(reply)
 
 

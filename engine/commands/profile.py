@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.commands.scripts import LuaScript, scripts
+from engine.domain.errors import ScriptCode, UserDeleted
 from engine.domain.keys import Keys
 
 
@@ -15,7 +16,12 @@ def script() -> LuaScript:
 
 
 def keys(k: Keys, user_id: str, shard: int) -> list[str]:
-    return [k.user(user_id, shard), k.outbox(shard), k.drain_flag(shard)]
+    return [
+        k.user(user_id, shard),
+        k.outbox(shard),
+        k.drain_flag(shard),
+        k.tombstone(user_id, shard),
+    ]
 
 
 def args(
@@ -44,5 +50,8 @@ class ProfileReply:
 
 
 def parse(reply: list[Any]) -> ProfileReply:
+    """The reply; :class:`UserDeleted` when the user's tombstone refused the change."""
+    if reply[0] == ScriptCode.USER_DELETED:
+        raise UserDeleted("the user was deleted", field="user_id")
     flag, flat = reply
     return ProfileReply(flag == 1, dict(zip(flat[::2], flat[1::2])))

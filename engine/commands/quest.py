@@ -35,7 +35,7 @@ def keys(k: Keys, user_id: str, shard: int, windows: list[str]) -> list[str]:
         k.outbox(shard), k.board(shard, "all"), k.type_board(shard, QUEST_REWARD_TYPE),
         k.board(shard, day), k.board(shard, week), k.board(shard, month), k.drain_flag(shard),
         k.feed(shard), k.achievements(user_id, shard), k.achievement_holders(shard),
-        k.type_board(shard, ACHIEVEMENT_REWARD_TYPE),
+        k.type_board(shard, ACHIEVEMENT_REWARD_TYPE), k.tombstone(user_id, shard),
     ]  # fmt: skip
 
 

@@ -5,7 +5,8 @@ Each script may pull in shared pieces with a line ``--- @include "name"`` (from
 ``--- @define NAME`` becomes ``local NAME = <value>`` with a value the engine supplies (the rule
 tables), so rules reach the script without costing arguments on every call; each set of values
 is a script of its own, with its own SHA1. The number of keys a script takes is read from its
-header (the highest ``KEYS[n]`` it documents) and checked on every call.
+header (the highest ``KEYS[n]`` it documents; ``KEYS[n...]``: keys n and after, as many as a
+call passes) and checked on every call.
 
 Where the server takes Redis Functions (Redis 7 and later), each script is also a library
 (``FUNCTION LOAD``, on a client's first call) whose defines and includes run once, at load, and
@@ -63,6 +64,8 @@ _INCLUDE = re.compile(r'^--- @include "([\w.-]+)"\s*$', re.M)
 _DEFINE = re.compile(r"^--- @define (\w+)\s*$", re.M)
 _HEADER = re.compile(r"\A--\[\[(.*?)\]\]", re.S)
 _KEY_REF = re.compile(r"KEYS\[(\d+)\]")
+#: ``KEYS[n...]`` in a header: the script takes keys n and after, as many as the call passes.
+_KEYS_FROM = re.compile(r"KEYS\[(\d+)\.\.\.\]")
 #: The lines of a script a library runs once, at load: its includes and its defines.
 _HOISTED = re.compile(r'^--- @include "([\w.-]+)"[ \t]*$|^--- @define \w+[ \t]*$', re.M)
 #: The prefix of the engine's Redis Functions libraries (one per script and source).
@@ -84,6 +87,11 @@ class LuaScript:
         self.name = name
         self.source = source
         self.numkeys = max((int(n) for n in _KEY_REF.findall(header.group(1))), default=0)
+        #: whether the script takes any number of keys after its first ``numkeys`` (``KEYS[n...]``)
+        rest = _KEYS_FROM.findall(header.group(1))
+        self.variadic = bool(rest)
+        if rest:
+            self.numkeys = max(self.numkeys, int(rest[0]) - 1)
         # No registered client: every call passes its own, and a bytes script needs no
         # client's encoder. redis-py annotates the parameter as a required client, though its
         # Script handles client=None (it only reads registered_client when a call passes none).
@@ -99,7 +107,7 @@ class LuaScript:
         return self._script.sha
 
     def _check(self, keys: Sequence[str]) -> None:
-        if len(keys) != self.numkeys:
+        if len(keys) < self.numkeys or (len(keys) > self.numkeys and not self.variadic):
             raise TypeError(f"{self.name}.lua takes {self.numkeys} keys, got {len(keys)}")
 
     def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -108,13 +116,13 @@ class LuaScript:
         self._check(keys)
         if self.uses_function(client):
             try:
-                return client.execute_command("FCALL", self.function, self.numkeys, *keys, *args)
+                return client.execute_command("FCALL", self.function, len(keys), *keys, *args)
             except ResponseError as exc:
                 if not function_missing(exc):
                     raise
             self.load(client)  # a server restarted, or FUNCTION FLUSH: load it again
             if self.uses_function(client):
-                return client.execute_command("FCALL", self.function, self.numkeys, *keys, *args)
+                return client.execute_command("FCALL", self.function, len(keys), *keys, *args)
         return self._script(keys=keys, args=args, client=client)
 
     def uses_function(self, client: Any) -> bool:
@@ -178,20 +186,18 @@ class LuaScript:
             mode = self._modes[client] = await self._aload_function(client)
         if mode:
             try:
-                return await client.execute_command(
-                    "FCALL", self.function, self.numkeys, *keys, *args
-                )
+                return await client.execute_command("FCALL", self.function, len(keys), *keys, *args)
             except ResponseError as exc:
                 if not function_missing(exc):
                     raise
                 del self._modes[client]  # loaded again on the next call; this one: EVAL
-                return await client.eval(self.source, self.numkeys, *keys, *args)
+                return await client.eval(self.source, len(keys), *keys, *args)
         for attempt in itertools.count():
             try:
                 try:
-                    return await client.evalsha(self.sha, self.numkeys, *keys, *args)
+                    return await client.evalsha(self.sha, len(keys), *keys, *args)
                 except NoScriptError:
-                    return await client.eval(self.source, self.numkeys, *keys, *args)
+                    return await client.eval(self.source, len(keys), *keys, *args)
             except _NODE_AWAY:
                 # on a cluster, a node that failed: its client retried without pausing; wait
                 # for the failover and read the slot map again (the call is safe to repeat)
@@ -214,10 +220,10 @@ class LuaScript:
         :func:`run_calls`."""
         self._check(keys)
         if inline:
-            return ("EVAL", self.source, self.numkeys, *keys, *args)
+            return ("EVAL", self.source, len(keys), *keys, *args)
         if function:
-            return ("FCALL", self.function, self.numkeys, *keys, *args)
-        return ("EVALSHA", self.sha, self.numkeys, *keys, *args)
+            return ("FCALL", self.function, len(keys), *keys, *args)
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     def load(self, client: Any) -> None:
         """Load the script (and its function, where the server takes functions) into the

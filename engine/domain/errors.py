@@ -187,6 +187,13 @@ class NotReversible(ValidationError):
     code = "not_reversible"
 
 
+class UserDeleted(ScoringError):
+    """The user was deleted: their tombstone refuses every write to them until it expires
+    (HTTP 410); nothing was written."""
+
+    code = "user_deleted"
+
+
 class NotRanked(ScoringError):
     """The user has no score on the board asked about."""
 
@@ -225,6 +232,7 @@ class ScriptCode(IntEnum):
     QUEST_NOT_STARTED = -5
     ALREADY_REVERSED = -6
     BELOW_ZERO = -7
+    USER_DELETED = -8
 
 
 def check_code(code: int) -> ScriptCode:

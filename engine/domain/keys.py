@@ -18,9 +18,13 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:ach:backfilled``          string: the achievements digest last backfilled
 ``<p>:<t>:friends:<user>``     set: the user's friends (user ids, at most 1,000)
 ``<p>:<t>:rev:<user>``         set: ids of the user's activities a reversal took back
+``<p>:<t>:gone:<digest>``      string: a deleted user's tombstone (when deleted, unix ms;
+                               expires); ``<digest>``: :func:`user_digest` of the user id
+``<p>:<t>:gone``               zset: the shard's live tombstones, digest -> expiry (unix ms)
 ``<p>:<t>:outbox``             stream: activities waiting to be written to SQL
 ``<p>:<t>:outbox:flag``        string: set while a drain job for the shard is queued
 ``<p>:<t>:outbox:lock``        string: held by the one drain running for the shard
+``<p>:<t>:outbox:wanted``      string: set while a user deletion waits for the shard's lock
 ``<p>:<t>:outbox:outage``      hash: since, attempts, error while SQL fails the shard's drains
 ``<p>:<t>:outbox:failures``    hash: outbox entry id -> times writing it to SQL failed
 ``<p>:<t>:outbox:dead``        stream: entries that failed too often (dead letters)
@@ -36,8 +40,15 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 
 from __future__ import annotations
 
+import hashlib
 from binascii import crc32
 from dataclasses import dataclass
+
+
+def user_digest(user_id: str) -> str:
+    """The SHA-256 of a user id (hex): what a deleted user's tombstones name them by, so that
+    no key or row left after a deletion holds the id itself."""
+    return hashlib.sha256(user_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +105,27 @@ class Keys:
         one is refused; rebuild restores it from ``point_activity.reverses``)."""
         return f"{self.tag(self._shard(user_id, shard))}:rev:{user_id}"
 
-    def user_keys(self, user_id: str) -> list[str]:
-        """Every key that belongs to one user (this branch's: the reversal markers among
-        them; merged with the deletion branch's list)."""
-        shard = self.shard_of(user_id)
+    def tombstone(self, user_id: str, shard: int | None = None) -> str:
+        """A deleted user's tombstone, named by the digest of the id, in the user's shard."""
+        return self.tombstone_of(self._shard(user_id, shard), user_digest(user_id))
+
+    def tombstone_of(self, shard: int, digest: str) -> str:
+        """The tombstone of the user whose :func:`user_digest` is ``digest``, in ``shard``."""
+        return f"{self.tag(shard)}:gone:{digest}"
+
+    def tombstones(self, shard: int) -> str:
+        """The shard's index of live tombstones (digest -> expiry, unix ms), read by drains."""
+        return f"{self.tag(shard)}:gone"
+
+    def user_keys(self, user_id: str, shard: int | None = None) -> list[str]:
+        """Every key that belongs to the user alone: what deleting the user deletes (not the
+        shard's boards, outbox, feed or idempotency records, which the user shares)."""
+        s = self._shard(user_id, shard)
         return [
-            self.user(user_id, shard), self.days(user_id, shard), self.frozen(user_id, shard),
-            self.goals(user_id, shard), self.quests(user_id, shard),
-            self.quests_done(user_id, shard), self.achievements(user_id, shard),
-            self.friends(user_id, shard), self.reversed(user_id, shard),
+            self.user(user_id, s), self.days(user_id, s), self.frozen(user_id, s),
+            self.goals(user_id, s), self.quests(user_id, s), self.quests_done(user_id, s),
+            self.achievements(user_id, s), self.friends(user_id, s),
+            self.reversed(user_id, s),
         ]  # fmt: skip
 
     def outbox(self, shard: int) -> str:
@@ -134,6 +157,11 @@ class Keys:
 
     def drain_lock(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:lock"
+
+    def drain_wanted(self, shard: int) -> str:
+        """Set (briefly) while a user deletion waits for the shard's drain lock: the drain
+        holding it ends its run at the next beat of its lease."""
+        return f"{self.tag(shard)}:outbox:wanted"
 
     def drain_outage(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:outage"

@@ -129,6 +129,29 @@ def lifetimes(windows: list[WindowBoard], now: datetime) -> list[int]:
     return [max(0, math.ceil(w.expire_at - now_s)) for w in windows]
 
 
+def live_window_boards(now: datetime, rules: Rules) -> list[str]:
+    """The ids of every day, week and month board whose retention has not passed at ``now``
+    (older periods' boards have expired), and of the next day's, week's and month's (an
+    award may be dated a few minutes ahead): every window board a user can be on."""
+    keep = {
+        "day": rules.retention.day_days,
+        "week": rules.retention.week_days,
+        "month": rules.retention.month_days,
+    }
+    length = {"day": 1, "week": 7, "month": 31}  # days a period spans at most
+    found: dict[str, None] = {}
+    for window in WINDOWS:
+        retention = timedelta(days=keep[window])
+        day = now.astimezone(UTC) + timedelta(days=1)
+        oldest = now - retention - timedelta(days=length[window])
+        while day >= oldest:
+            period = period_of(window, day)
+            if period_end(window, period) + retention > now:
+                found[f"{window}:{period}"] = None
+            day -= timedelta(days=1)
+    return list(found)
+
+
 def window_boards(ts: datetime, rules: Rules) -> list[WindowBoard]:
     """The day, week and month boards an activity at ``ts`` counts in, with their expiry."""
     keep = {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 from engine.domain.periods import day_to_date
 from engine.domain.rules import Rules
@@ -500,3 +502,30 @@ class BackfillReport:
     granted: int = 0
     points: int = 0
     seconds: float = 0.0
+
+
+@dataclass
+class DeletionReport:
+    """What one deletion removed (zeros when the user had nothing left: a repeated delete)."""
+
+    user_id: str
+    mode: str
+    #: whether the user was already deleted (their tombstone was there)
+    already_deleted: bool
+    #: the user's own Redis keys deleted (user hash, day bitmap, goals, quests...)
+    redis_keys: int = 0
+    #: the boards the user left
+    boards: int = 0
+    #: the user's upgrade feed entries deleted
+    feed_entries: int = 0
+    #: achievement levels whose holder counts went down
+    achievements: int = 0
+    #: undrained outbox entries (and dead letters) of the user deleted
+    outbox_entries: int = 0
+    #: idempotency records of the user's activities deleted
+    idempotency_records: int = 0
+    #: SQL rows erased (or moved to a pseudonym), per table
+    sql_rows: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -142,6 +142,21 @@ class Settings(BaseSettings):
         description="How often each API process looks for changes to a streamed board (ms).",
     )
 
+    delete_mode: Literal["erase", "anonymise"] = Field(
+        default="erase",
+        alias="SCORING_DELETE_MODE",
+        description="What deleting a user does to the user's SQL rows: erase (delete them) or "
+        "anonymise (keep them under a pseudonym, profile fields and descriptions cleared).",
+    )
+    delete_tombstone_days: int = Field(
+        default=30,
+        alias="SCORING_DELETE_TOMBSTONE_DAYS",
+        ge=1,
+        le=3650,
+        description="Days a deleted user's tombstone refuses every write to the user id (then "
+        "the id may be used again, as a new user).",
+    )
+
     @property
     def leaderboard_access(self) -> Literal["yes", "local", "no"]:
         """``public_leaderboards``, or its default for where the state lives."""

@@ -34,6 +34,7 @@ from engine.domain.errors import (
     NotReversible,
     ScriptCode,
     UnknownActivity,
+    UserDeleted,
 )
 from engine.domain.periods import lifetimes, local_day, window_boards
 from engine.domain.results import Activity, AdjustmentResult
@@ -166,6 +167,8 @@ class Adjustments:
                 ),
             )
         )  # fmt: skip
+        if reply.code is ScriptCode.USER_DELETED:
+            raise UserDeleted(f"user {uid!r} was deleted", field="user_id")
         if reply.code is ScriptCode.ALREADY_REVERSED:
             raise AlreadyReversed(f"activity {ref} was reversed before", field="reverses")
         if reply.code is ScriptCode.BELOW_ZERO:

@@ -31,6 +31,7 @@ from engine.domain.errors import (
     ScriptCode,
     ScriptError,
     StoreUnavailable,
+    UserDeleted,
     ValidationError,
 )
 from engine.domain.events import MAX_STORED_AMOUNT, multiplied
@@ -456,6 +457,8 @@ class Awards:
             day = local_day(p.at, p.tz)
             award_cmd.rezone(p.args, day=day, week=week_of(day), tz=p.tz)
             return None
+        if reply.code is ScriptCode.USER_DELETED:
+            raise UserDeleted(f"user {p.user_id!r} was deleted", field="user_id")
         replayed = reply.code is ScriptCode.DUPLICATE
         if replayed and reply.fingerprint != p.fingerprint:
             raise IdempotencyConflict(

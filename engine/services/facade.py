@@ -16,6 +16,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``streaks``         the daily streak bonus job, grants of streak freezes
 ``friend_lists``    users' friend lists, for friends boards (``lua/set_friends.lua``)
 ``stats``           queries over the SQL audit trail
+``deletion``        deleting a user and exporting one (``lua/delete_user.lua``)
 ==================  ===================================================================
 
 The facade's methods are the services' own bound methods (``engine.award`` is
@@ -28,7 +29,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.domain.deletion import TOMBSTONE_DAYS, DeleteMode
 from engine.domain.keys import Keys
+from engine.domain.results import DeletionReport
 from engine.domain.rules import Rules, load_rules
 from engine.runtime.connect import (
     clients,
@@ -46,6 +49,7 @@ from engine.services.awards import AwardRequest, Awards
 from engine.services.boards import Boards
 from engine.services.context import Context
 from engine.services.decay import Decay
+from engine.services.deletion import Deletion
 from engine.services.events import Events
 from engine.services.friends import Friends
 from engine.services.goals import Goals
@@ -56,7 +60,7 @@ from engine.services.users import Users
 from engine.storage.outbox import DrainQueue
 from engine.storage.store import SqlStore
 
-__all__ = ["AwardRequest", "ScoringEngine"]
+__all__ = ["AwardRequest", "DeletionReport", "ScoringEngine"]
 
 
 class ScoringEngine:
@@ -80,6 +84,9 @@ class ScoringEngine:
             sync counterparts in a worker thread.
         wait_replicas: replicas that must hold each award before it is answered (Redis
             ``WAIT``, up to ``wait_timeout_ms``); 0 answers at once.
+        delete_mode: what :meth:`delete_user` does to the user's SQL rows: ``erase`` them or
+            ``anonymise`` them (see :class:`~engine.domain.deletion.DeleteMode`).
+        tombstone_days: how long a deleted user's tombstone refuses writes to the id.
     """
 
     def __init__(
@@ -95,6 +102,8 @@ class ScoringEngine:
         async_client: Callable[[], Any] | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        delete_mode: DeleteMode | str = DeleteMode.ERASE,
+        tombstone_days: int = TOMBSTONE_DAYS,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be >= 1")
@@ -124,6 +133,11 @@ class ScoringEngine:
         self.streaks = Streaks(ctx, self.awards)
         self.badges = Achievements(ctx)
         self.friend_lists = Friends(ctx)
+        self.deletion = Deletion(
+            ctx, mode=DeleteMode(delete_mode), tombstone_days=tombstone_days, users=self.users,
+            boards=self.boards, goals=self.goals, quests=self.side_quests, badges=self.badges,
+            friends=self.friend_lists,
+        )  # fmt: skip
 
         # the documented methods, each its service's own
         self.award = self.awards.award
@@ -171,6 +185,8 @@ class ScoringEngine:
         self.most_active_users = self.stats.most_active_users
         self.set_friends = self.friend_lists.set_friends
         self.friends = self.friend_lists.friends
+        self.delete_user = self.deletion.delete_user
+        self.export_user = self.deletion.export_user
         self.queue_drain = ctx.queue_drain
 
     # -- construction ---------------------------------------------------------------------
@@ -206,6 +222,8 @@ class ScoringEngine:
         kwargs.setdefault("key_prefix", settings.key_prefix)
         kwargs.setdefault("wait_replicas", settings.redis_wait_replicas)
         kwargs.setdefault("wait_timeout_ms", settings.redis_wait_timeout_ms)
+        kwargs.setdefault("delete_mode", settings.delete_mode)
+        kwargs.setdefault("tombstone_days", settings.delete_tombstone_days)
         if "drain_queue" not in kwargs:
             kwargs["drain_queue"] = DrainQueue.from_url(
                 queue_redis_url(settings, cluster), name=settings.queue_name

@@ -21,6 +21,7 @@ from engine.domain.errors import (
     QuestNotStarted,
     ScriptCode,
     UnknownQuest,
+    UserDeleted,
     ValidationError,
 )
 from engine.domain.periods import lifetimes, window_boards
@@ -192,6 +193,8 @@ class Quests:
                 ),
             )
         )  # fmt: skip
+        if reply.code is ScriptCode.USER_DELETED:
+            raise UserDeleted(f"user {uid!r} was deleted", field="user_id")
         if reply.code is ScriptCode.QUEST_STARTED:
             raise QuestAlreadyStarted(f"quest {quest_id} is already in progress", field="quest_id")
         if reply.code is ScriptCode.QUEST_COMPLETED:

@@ -8,7 +8,9 @@ and the ``user_score`` profiles, the same pure functions of the activities that 
 script maintains incrementally. Drain the outbox first: entries not
 yet in SQL are not in the rebuild (the CLI drains before it rebuilds). Idempotency records are
 not rebuilt, and neither are the streak freezes a user holds (grants and earnings are not in
-SQL: a rebuilt user holds none); the days frozen are.
+SQL: a rebuilt user holds none); the days frozen are. Deleted users stay deleted: rows under a
+pseudonym (``SCORING_DELETE_MODE=anonymise``) and users with a tombstone in SQL
+(``deleted_user``) are skipped, and the Redis tombstones still in force are written again.
 
 Adjustments (type ``adjustment``) count with their signed amounts, and are no days of
 activity; a reversal's amount counts in the type and window boards of the activity it
@@ -28,6 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from engine.commands.delete_user import write_tombstones
+from engine.domain.deletion import is_pseudonym
+from engine.domain.keys import user_digest
 from engine.domain.periods import (
     WindowBoard,
     day_to_date,
@@ -159,7 +164,12 @@ def rebuild(
                     windows_of[window.board_id] = window
         return ids
 
-    profiles = store.snapshots()
+    gone = {digest for digest, _, _ in store.tombstones(now)}
+
+    def deleted(user_id: str) -> bool:
+        return is_pseudonym(user_id) or (bool(gone) and user_digest(user_id) in gone)
+
+    profiles = {u: p for u, p in store.snapshots().items() if not deleted(u)}
     decays = store.last_decays()
     total = store.count_activities()
     report = RebuildReport()
@@ -170,9 +180,15 @@ def rebuild(
     current: _User | None = None
     tz = "UTC"
     keep_peak = rules.adjustments.keep_peak
+    skipping: str | None = None  # a deleted user whose rows are being passed over
     for row in store.activities_by_user():
         user_id, activity_type, amount, created_at, frozen = row[:5]
+        if user_id == skipping:
+            continue
         if current is None or user_id != current.user_id:
+            if deleted(user_id):
+                skipping = user_id
+                continue
             if current is not None:
                 _write_user(pipe, engine, current, profiles.get(current.user_id), decays)
                 pending += 1
@@ -221,8 +237,10 @@ def rebuild(
             else:  # its retention ended while the rebuild ran
                 pipe.delete(keys.board(shard, window.board_id))
     pipe.execute()
-    _restore_achievements(engine, store)
-    _restore_freezes(engine, store)
+    _restore_achievements(engine, store, deleted)
+    _restore_freezes(engine, store, deleted)
+    # after a loss of Redis, a deleted user stays refused
+    write_tombstones(r, keys, store.tombstones(now), now)
     if progress is not None:
         progress(report.activities, total)
     report.boards = 2 + len(rules.activity_types) + len(boards)
@@ -230,19 +248,19 @@ def rebuild(
     return report
 
 
-def _restore_freezes(engine: Any, store: SqlStore) -> None:
+def _restore_freezes(engine: Any, store: SqlStore, deleted: Callable[[str], bool]) -> None:
     """The streak freezes each user holds, from SQL (``user_streak_freeze``)."""
     keys, r = engine.keys, engine.redis
     pipe = r.pipeline(transaction=False)
     for i, (user_id, held) in enumerate(store.streak_freezes().items(), start=1):
-        if held:
+        if held and not deleted(user_id):
             pipe.hset(keys.user(user_id), "fz", held)
         if i % 5000 == 0:
             pipe.execute()
     pipe.execute()
 
 
-def _restore_achievements(engine: Any, store: SqlStore) -> None:
+def _restore_achievements(engine: Any, store: SqlStore, deleted: Callable[[str], bool]) -> None:
     """The achievement levels in SQL, back in Redis: each user's levels with their times, the
     level held in the user hash (what the scripts test), and the shards' holder counts."""
     keys, r = engine.keys, engine.redis
@@ -250,6 +268,8 @@ def _restore_achievements(engine: Any, store: SqlStore) -> None:
     pending = 0
     # levels come lowest first, so the last level written to the user hash is the highest
     for user_id, ach_id, level, earned_at in store.achievements_by_user():
+        if deleted(user_id):
+            continue
         shard = keys.shard_of(user_id)
         ms = int(earned_at.timestamp() * 1000)
         pipe.hset(keys.achievements(user_id, shard), f"{ach_id}:{level}", ms)
@@ -344,7 +364,7 @@ def _write_profile_only(pipe: Any, engine: Any, snapshot: Any) -> None:
 
 def reconcile(engine: Any, store: SqlStore) -> list[Drift]:
     """Every user whose Redis total differs from SQL's sum or from its all-time board score."""
-    sql = {user_id: total for user_id, total, _ in store.user_totals()}
+    sql = {u: total for u, total, _ in store.user_totals() if not is_pseudonym(u)}
     keys, r = engine.keys, engine.redis
     redis_totals: dict[str, tuple[int | None, int | None]] = {}
     for shard in range(keys.shards):

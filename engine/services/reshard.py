@@ -8,6 +8,7 @@ with them every key that carries their shard's hash tag. :func:`reshard` moves, 
   of the old name);
 * each leaderboard entry (every board: all-time, per type, the window boards) to the same board
   of the user's new shard, with the board's time to live;
+* each deleted user's tombstone, written again from SQL under the user's new shard;
 * each idempotency record to the shard of the user whose activity it answers for (the user is
   read from the audit trail), so a client retrying an award after the change still gets its
   first answer.
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.commands.delete_user import write_tombstones
 from engine.domain.errors import ConfigError
 from engine.domain.keys import Keys
 from engine.runtime.connect import scan_keys
@@ -105,7 +107,22 @@ def reshard(
                  old.drain_outage(shard), old.feed(shard))  # fmt: skip
     say("achievement holders")
     engine.badges.recount_holders(old_shards=old_shards)
+    say("tombstones of deleted users")
+    _move_tombstones(r, store, old, new, engine.clock())
     return report
+
+
+def _move_tombstones(r: Any, store: SqlStore, old: Keys, new: Keys, now: Any) -> None:
+    """Deleted users' tombstones are named by the digest of the id, which says nothing of the
+    new shard: they are written again from SQL (``deleted_user`` keeps the id's CRC-32), and
+    the old shards' copies dropped."""
+    kept = write_tombstones(r, new, store.tombstones(now), now)
+    for shard in range(old.shards):
+        stale = [old.tombstones(shard)]
+        stale += scan_keys(r, old.tombstone_of(shard, "*"), near=old.outbox(shard))
+        for key in stale:
+            if key not in kept:
+                r.unlink(key)
 
 
 def _user_kinds(old: Keys, new: Keys, shard: int) -> list[tuple[str, str, Callable[[str], str]]]:

@@ -225,3 +225,19 @@ class UserStreakFreeze(Base):
     held: Mapped[int] = mapped_column(Integer)
     seq: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeletedUser(Base):
+    """A deleted user's tombstone in SQL, by the SHA-256 of the user id (``digest``), never
+    the id: ``scoring rebuild`` skips such users and writes their Redis tombstones again.
+    ``crc``: the CRC-32 of the id, the user's shard under any shard count (``crc % K``)."""
+
+    __tablename__ = "deleted_user"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    crc: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[str] = mapped_column(String(10))
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_deleted_user_expires", "expires_at"),)

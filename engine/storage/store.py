@@ -21,10 +21,12 @@ from sqlalchemy import (
     Row,
     Table,
     create_engine,
+    delete,
     event,
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -35,6 +37,7 @@ from engine.domain.results import Activity, LeaderboardEntry, Quest
 from engine.domain.rules import ADJUSTMENT_TYPE, DECAY_REASON
 from engine.storage.models import (
     Base,
+    DeletedUser,
     LeaderboardArchive,
     LeaderboardPeriod,
     PointActivity,
@@ -722,11 +725,89 @@ class SqlStore:
                 connection.execute(select(func.count()).select_from(PointActivity)).scalar_one()
             )
 
+    # -- deletion and export ----------------------------------------------------------------
+
+    def erase_user(
+        self,
+        user_id: str,
+        *,
+        digest: str,
+        crc: int,
+        pseudonym: str | None,
+        at: datetime,
+        expires_at: datetime,
+        mode: str,
+    ) -> dict[str, int]:
+        """In one transaction: write the user's tombstone (by ``digest``; an earlier one of
+        the same user is kept, its expiry moved), drop tombstones past their expiry, and erase
+        the user's rows, or (``pseudonym`` given) move them to the pseudonym with the profile
+        fields and descriptions cleared. Returns the rows erased (or moved) per table."""
+        done: dict[str, int] = {}
+        with self.engine.begin() as connection:
+            tomb = _table(DeletedUser)
+            connection.execute(delete(tomb).where(tomb.c.expires_at < at))
+            row = {"digest": digest, "crc": crc, "mode": mode, "deleted_at": at,
+                   "expires_at": expires_at}  # fmt: skip
+            connection.execute(
+                self._insert(DeletedUser)
+                .values(row)
+                .on_conflict_do_update(index_elements=["digest"], set_={"expires_at": expires_at})
+            )
+            for model in _USER_TABLES:
+                t = _table(model)
+                if pseudonym is None:
+                    stmt: Any = delete(t).where(t.c.user_id == user_id)
+                else:
+                    values: dict[str, Any] = {"user_id": pseudonym}
+                    values.update(_CLEARED.get(t.name, {}))
+                    stmt = update(t).where(t.c.user_id == user_id).values(values)
+                done[t.name] = connection.execute(stmt).rowcount
+        return done
+
+    def tombstones(self, now: datetime) -> list[tuple[str, int, datetime]]:
+        """(digest, crc, expires_at) of every tombstone still in force at ``now``."""
+        t = DeletedUser.__table__
+        q = select(t.c.digest, t.c.crc, t.c.expires_at).where(t.c.expires_at > now)
+        with self.engine.connect() as connection:
+            return [(r[0], int(r[1]), _utc(r[2])) for r in connection.execute(q)]
+
+    def activity_ids(self, user_id: str) -> list[str]:
+        """The ids of the user's activities (their idempotency records may still live)."""
+        t = PointActivity.__table__
+        q = select(t.c.id).where(t.c.user_id == user_id)
+        with self.engine.connect() as connection:
+            return [str(r[0]) for r in connection.execute(q)]
+
+    def user_rows(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row the database holds of the user, per table (columns as keys), the
+        activities oldest first: what an export shows."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.engine.connect() as connection:
+            for model in _USER_TABLES:
+                t = _table(model)
+                q = select(t).where(t.c.user_id == user_id)
+                if model is PointActivity:
+                    q = q.order_by(t.c.created_at, t.c.id)
+                out[t.name] = [dict(r._mapping) for r in connection.execute(q)]
+        return out
+
     def snapshots(self) -> dict[str, Row[Any]]:
         """Every user's ``user_score`` snapshot row (columns as attributes), by user id."""
         with self.engine.connect() as connection:
             rows = connection.execute(select(UserScore.__table__))
             return {r.user_id: r for r in rows}
+
+
+#: The tables with rows of one user (``user_id``): what deleting a user erases or moves.
+_USER_TABLES: tuple[type[Base], ...] = (
+    PointActivity, UserScore, WeeklyGoal, UserSideQuest, UserAchievement, UserStreakFreeze,
+    LeaderboardArchive,
+)  # fmt: skip
+#: What anonymising clears, per table, besides moving the rows to the pseudonym.
+_CLEARED: dict[str, dict[str, Any]] = {
+    "point_activity": {"description": ""},
+    "user_score": {"username": None, "display_name": None, "time_zone": None},
+}
 
 
 def _table(model: type[Base]) -> Table:
