@@ -230,6 +230,8 @@ def test_a_retried_award_or_any_write_after_deletion_is_refused(
         engine.set_profile(ALICE, username="back")
     with pytest.raises(UserDeleted):
         engine.set_friends(ALICE, [BOB])
+    with pytest.raises(UserDeleted):  # a correction, or the decay job, does not bring them back
+        engine.adjust(ALICE, 50, "goodwill")
     drain(engine)
     assert traces(engine, ALICE) == [] and sql_of(store, ALICE) == {}
 
