@@ -11,6 +11,12 @@ SQL: a rebuilt user holds none); the days frozen are.
 
 ``reconcile`` compares, per user, the Redis total with the sum of the user's amounts in SQL and
 with the user's all-time board score, and reports every difference.
+
+Both count the months that retention dropped (``SCORING_ACTIVITY_RETENTION_MONTHS``) from their
+per-user, per-type sums in ``point_activity_rollup``: totals, type counters and type boards come
+out as before the drop; the dropped days are no longer in the rebuilt day bitmap and streaks
+(the longest streak is kept from the ``user_score`` snapshot when it is longer), and they are
+past every window board's retention anyway.
 """
 
 from __future__ import annotations
@@ -96,7 +102,8 @@ class Drift:
 
 
 class _User:
-    __slots__ = ("user_id", "total", "counts", "points", "days", "frozen", "windows", "n")
+    __slots__ = ("user_id", "total", "counts", "points", "days", "frozen", "windows", "n",
+                 "rolled")  # fmt: skip
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
@@ -107,6 +114,7 @@ class _User:
         self.days: set[int] = set()
         self.frozen: set[int] = set()  # days frozen with streak freezes
         self.windows: dict[str, int] = defaultdict(int)  # window board id -> points
+        self.rolled = False  # has activities in months retention dropped
 
 
 def rebuild(
@@ -135,6 +143,7 @@ def rebuild(
         return ids
 
     profiles = store.snapshots()
+    rollups = store.rollups()  # the months retention dropped, per user and type
     total = store.count_activities()
     report = RebuildReport()
     _wipe(r, keys)
@@ -153,6 +162,7 @@ def rebuild(
                     pipe.execute()
                     pending = 0
             current = _User(user_id)
+            _add_rollup(current, rollups.pop(user_id, None))
             snapshot = profiles.get(user_id)
             tz = (snapshot.time_zone if snapshot is not None else None) or "UTC"
         current.total += amount
@@ -172,6 +182,11 @@ def rebuild(
     if current is not None:
         _write_user(pipe, engine, current, profiles.get(current.user_id))
         report.users += 1
+    for user_id, by_type in rollups.items():  # users whose every activity was dropped
+        current = _User(user_id)
+        _add_rollup(current, by_type)
+        _write_user(pipe, engine, current, profiles.get(user_id))
+        report.users += 1
     for snapshot in profiles.values():  # users with a profile and no activity
         if snapshot.state_version == 0 and snapshot.profile_version > 0:
             _write_profile_only(pipe, engine, snapshot)
@@ -190,6 +205,17 @@ def rebuild(
     report.boards = 2 + len(rules.activity_types) + len(boards)
     report.seconds = (datetime.now(UTC) - started).total_seconds()
     return report
+
+
+def _add_rollup(u: _User, by_type: dict[str, tuple[int, int]] | None) -> None:
+    """Count the user's activities of the months retention dropped: in the total, the type
+    counters and boards (their days and window boards are gone with them)."""
+    for activity_type, (points, n) in (by_type or {}).items():
+        u.rolled = True
+        u.total += points
+        u.n += n
+        u.counts[activity_type] += n
+        u.points[activity_type] += points
 
 
 def _restore_freezes(engine: Any, store: SqlStore) -> None:
@@ -267,6 +293,8 @@ def _write_user(pipe: Any, engine: Any, u: _User, snapshot: Any) -> None:
     }
     if u.days:  # none when all of the user's awards were of types that are not activity
         current, longest = streaks(u.days, u.frozen)
+        if u.rolled and snapshot is not None:  # a longer run may lie in the dropped months
+            longest = max(longest, snapshot.longest_streak_days)
         day0, bitmap = day_bitmap(u.days)
         fields.update(streak=current, longest=longest, last_day=max(u.days), day0=day0,
                       run0=run_start(u.days, u.frozen))  # fmt: skip
