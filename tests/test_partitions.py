@@ -355,3 +355,27 @@ def test_periods_of_a_month_cover_its_days_weeks_and_month(pg: SqlStore) -> None
         expected += [f"{w}/{period_of(w, t)}" for w in WINDOWS]
     assert missing == list(dict.fromkeys(expected))
     assert date.fromisoformat(missing[0].split("/")[1]) == at.date()
+
+
+def test_the_command_and_the_scheduler_job(
+    pg: SqlStore, real_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+    fresh_settings: None, capsys: pytest.CaptureFixture[str], tmp_path: Any,
+) -> None:  # fmt: skip
+    import workers.jobs
+    from scoring.cli import main as cli_main
+
+    at = month_ago(-20)  # far ahead: in DEFAULT until its month is made
+    pg.write([row(at)], [], [])
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("DATABASE_URL", pg.url)
+    monkeypatch.setenv("SCORING_ACTIVITY_RETENTION_MONTHS", "1200")
+    assert cli_main(["db", "partitions", "--apply"]) == 0
+    out = capsys.readouterr().out
+    assert f"created {name_of(at)}" in out and "DEFAULT" in out
+    assert where(pg) == {next(iter(where(pg))): name_of(at)}
+    report = workers.jobs.maintain_partitions()  # the scheduler's job: nothing left to do
+    assert (report["created"], report["dropped"], report["waiting"]) == ([], [], {})
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 's.db'}")
+    SqlStore(f"sqlite:///{tmp_path / 's.db'}").upgrade()
+    assert cli_main(["db", "partitions"]) == 0
+    assert "one unpartitioned table" in capsys.readouterr().out
