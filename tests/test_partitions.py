@@ -379,3 +379,46 @@ def test_the_command_and_the_scheduler_job(
     SqlStore(f"sqlite:///{tmp_path / 's.db'}").upgrade()
     assert cli_main(["db", "partitions"]) == 0
     assert "one unpartitioned table" in capsys.readouterr().out
+
+
+def test_partition_changes_while_the_drain_writes_lose_and_double_nothing(pg: SqlStore) -> None:
+    """Rows of a month keep arriving (backdated) while its partition is made out of DEFAULT and
+    then dropped by retention: each row ends up once, in a partition, or in the rollup."""
+    import threading
+
+    at = month_ago(9)
+    written: list[int] = []
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            batch = [row(at + timedelta(minutes=i), amount=1) for i in range(50)]
+            try:
+                pg.write(batch, [], [])
+            except Exception as exc:  # noqa: BLE001 - the test asserts there is none
+                errors.append(exc)
+                return
+            written.append(len(batch))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while len(written) < 3 and not errors:
+            stop.wait(0.01)
+        assert name_of(at) in pg.create_partitions([parts.month_of(at)])
+        while len(written) < 6 and not errors:
+            stop.wait(0.01)
+        archive_all(pg, name_of(at))
+        dropped = maintain_partitions(pg, BASE, retention_months=2).dropped
+        assert name_of(at) in [d[0] for d in dropped]
+        while len(written) < 9 and not errors:
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == [], "a write refused while partitions changed"
+    maintain_partitions(pg, BASE, retention_months=2)  # what came after the drop, to the rollup
+    kept = {u: t for u, t, _ in pg.user_totals()}
+    assert kept == {"u1": sum(written)}, "every row counted once"
+    assert pg.count_activities() == 0

@@ -132,14 +132,17 @@ def create_default(connection: Any) -> None:
 def create_month(connection: Any, month: date) -> bool:
     """Make the partition of ``month`` unless it exists, moving that month's rows out of the
     DEFAULT partition into it (PostgreSQL refuses a partition whose rows sit in DEFAULT); True
-    if made. The DEFAULT partition is locked against inserts until the transaction ends."""
+    if made. Inserts into ``point_activity`` wait until the transaction ends."""
     name = month_name(month)
     exists = connection.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
     if exists is not None:
         return False
     lo, hi = _bound(month), _bound(add_months(month, 1))
-    # inserts routed to DEFAULT wait from here (no row of the month can slip in before ATTACH)
-    connection.execute(text(f"LOCK TABLE {DEFAULT} IN SHARE ROW EXCLUSIVE MODE"))
+    # inserts wait from here, before they pick a partition (ONLY: the parent, not every
+    # partition), and the ones under way are done: no row of the month can slip into DEFAULT
+    # before ATTACH, nor be routed there by a statement planned before it (PostgreSQL would
+    # then refuse it: the new partition's constraint)
+    connection.execute(text(f"LOCK TABLE ONLY {PARENT} IN SHARE ROW EXCLUSIVE MODE"))
     connection.execute(text(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
     connection.execute(
         text(
