@@ -32,9 +32,17 @@ Measures, in one run, and prints one table (a missed target is marked MISS; it n
    (target: <= 30 s), its result checked with ``reconcile`` (no user may drift), and, for the
    breakdown, the SQL read it streams (``store.activities_by_user()``) is timed on its own.
 
+4. **Partitioned vs unpartitioned (A/B).** The drain of item 1 (batch 5,000, same N) timed
+   alternately into two databases of the same server: A at migration 0005 (``point_activity``
+   one table, ``ON CONFLICT (id)``, as before partitioning) and B at the head (partitioned by
+   month, ``ON CONFLICT (id, created_at)``), 5 rounds each, A first in each round (alternating,
+   so a neighbour's load on the machine weighs on both). The row gives each side's median and
+   the ratio B / A. Target: >= 0.90 (within 10 %). Every run must leave exactly N rows.
+
 PostgreSQL: ``127.0.0.1:5432``, user ``postgres`` (or the current user), trust authentication.
-The run creates its own database ``scoring_bench`` (dropping a leftover one first), makes the
-schema with ``SqlStore(url).upgrade()`` and drops the database at the end. If PostgreSQL cannot
+The run creates its own databases ``scoring_bench`` and ``scoring_bench_unpartitioned``
+(dropping leftover ones first), makes the schema with ``SqlStore(url).upgrade()`` (to 0005 for
+the second) and drops them at the end. If PostgreSQL cannot
 be reached, every row says so.
 
 Redis: ``REDIS_URL`` if set, else database 12 of redis://127.0.0.1:6379, with the award
@@ -90,6 +98,10 @@ RQ_QUEUE = "scoring-bench"
 FILL_BATCH = 500  # award_many batch size when filling the outbox
 DRAIN_BATCHES = (1000, 5000)  # Drainer(batch=B)
 DRAIN_TARGET = 50_000.0  # activities/s
+AB_BATCH = 5000  # the A/B drains' batch
+AB_ROUNDS = 5  # A then B, this many times
+AB_TARGET = 0.90  # partitioned / unpartitioned drain rate
+AB_REVISION = "0005"  # the schema before partitioning
 #: Drainer methods timed in the drain phase, and the step each counts towards.
 DRAIN_STEPS = (
     ("_claim", "read (XAUTOCLAIM, XREADGROUP)"),
@@ -579,6 +591,7 @@ class Results:
     lag: LagResult | Skipped
     rebuild: RebuildResult | Skipped
     sizes: Sizes
+    ab: list[tuple[DrainResult, DrainResult]] | Skipped = field(default_factory=list)
 
 
 def per_s(x: float, unit: str = "activities/s") -> str:
@@ -648,6 +661,27 @@ def lag_rows(res: Results) -> list[Row]:
     return rows
 
 
+def ab_rows(res: Results) -> list[Row]:
+    target = f"B/A >= {AB_TARGET:.2f}"
+    name = "drain A/B: unpartitioned (A) vs partitioned (B)"
+    if isinstance(res.ab, Skipped):
+        return [Row(name, str(res.ab), target, "n/a")]
+    if not res.ab:
+        return [Row(name, "not run", target, "n/a")]
+    a = statistics.median(x.rate for x, _ in res.ab)
+    b = statistics.median(y.rate for _, y in res.ab)
+    rounds = ", ".join(f"{x.rate / 1000:.0f}k/{y.rate / 1000:.0f}k" for x, y in res.ab)
+    exact = all(d.rows == d.awards for pair in res.ab for d in pair)
+    n = res.ab[0][0].awards
+    return [
+        Row(f"drain A/B {n:,} awards, batch {AB_BATCH:,}, median of {len(res.ab)}",
+            f"B/A = {b / a:.2f}", target, verdict(b / a >= AB_TARGET)),
+        Row("  A unpartitioned (0005) / B partitioned (head)", f"{per_s(a)} / {per_s(b)}"),
+        Row("  rounds A/B", rounds),
+        Row("  rows in SQL = awards, every run", str(exact), "True", verdict(exact)),
+    ]  # fmt: skip
+
+
 def rebuild_rows(res: Results) -> list[Row]:
     target = f"<= {REBUILD_TARGET:g} s"
     if isinstance(res.rebuild, Skipped):
@@ -688,7 +722,7 @@ def measure(sizes: Sizes) -> Results:
     try:
         pg = find_postgres()
     except Skipped as why:
-        return Results(why, why, why, sizes)
+        return Results(why, why, why, sizes, why)
     with bench_database(pg):
         schema = SqlStore(pg.url)
         schema.upgrade()
@@ -702,12 +736,31 @@ def measure(sizes: Sizes) -> Results:
             return out
 
         drain = attempt("drain", drains)
+        log(f"A/B drains of {sizes.drain_awards:,} awards, {AB_ROUNDS} rounds")
+        ab = attempt("A/B", lambda: bench_ab(r, pg, sizes))
         log(f"lag at {LAG_RATE:,} awards/s for {sizes.lag_seconds:g} s")
         lag = attempt("lag", lambda: bench_lag(r, pg, sizes))
         log(f"rebuild from {sizes.rebuild_activities:,} activities")
         rebuilt = attempt("rebuild", lambda: bench_rebuild(r, pg, sizes))
     fresh_db(r)
-    return Results(drain, lag, rebuilt, sizes)
+    return Results(drain, lag, rebuilt, sizes, ab)
+
+
+def bench_ab(r: redis.Redis, pg: Postgres, sizes: Sizes) -> list[tuple[DrainResult, DrainResult]]:
+    """The drain into the unpartitioned table (a second database at 0005) and into the
+    partitioned one (``pg``), alternately."""
+    unpartitioned = Postgres(pg.user, pg.host, pg.port, f"{pg.database}_unpartitioned")
+    with bench_database(unpartitioned):
+        schema = SqlStore(unpartitioned.url)
+        schema.upgrade(AB_REVISION)
+        schema.close()
+        pairs = []
+        for _ in range(AB_ROUNDS):
+            a = bench_drain(r, unpartitioned, sizes, AB_BATCH)
+            b = bench_drain(r, pg, sizes, AB_BATCH)
+            pairs.append((a, b))
+    empty_tables(pg)
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -715,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     res = measure(sizes)
-    print(render([*drain_rows(res), *lag_rows(res), *rebuild_rows(res)]))
+    print(render([*drain_rows(res), *ab_rows(res), *lag_rows(res), *rebuild_rows(res)]))
     print(summary(args.quick, started, redis_url(), f"PostgreSQL database {PG_DATABASE}"))
     return 0
 

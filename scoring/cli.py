@@ -4,7 +4,7 @@ scoring up        the API (with the dashboard), a worker and the scheduler, unti
 scoring demo      made-up users earning points at a chosen rate
 scoring serve | worker | scheduler    one of them (production runs each on its own)
 scoring rules     print the rules in force (defaults, or SCORING_RULES laid over them)
-scoring db upgrade | rebuild | reconcile    schema and recovery
+scoring db upgrade | db partitions | rebuild | reconcile    schema, partitions, recovery
 scoring import-seed --from postgresql://...  the seed app's database, into SQL and Redis
 """
 
@@ -89,6 +89,33 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
     store = SqlStore.from_settings(settings)
     store.upgrade(args.revision)
     print(f"database {_safe(store.url)} is at revision {args.revision}")
+    return 0
+
+
+def _partitions(settings: Settings, args: argparse.Namespace) -> int:
+    """List the audit trail's partitions; ``--apply``: first make those due and apply
+    retention, as the scheduler's daily job does."""
+    from datetime import UTC, datetime
+
+    from engine.services.retention import maintain_partitions
+
+    store = SqlStore.from_settings(settings)
+    if not store.partitioned():
+        print(f"database {_safe(store.url)}: point_activity is one unpartitioned table")
+        return 0
+    if args.apply:
+        report = maintain_partitions(
+            store, datetime.now(UTC), retention_months=settings.activity_retention_months
+        )
+        for name in report.created:
+            print(f"created {name}")
+        for name, rows, points in report.dropped:
+            print(f"dropped {name}: {rows} activities, {points} points kept in the rollup")
+        for name, missing in report.waiting.items():
+            print(f"kept {name}: periods not archived yet: {', '.join(missing)}")
+    for p in store.activity_partitions():
+        size = "not analysed" if p.rows < 0 else f"~{p.rows} rows"
+        print(f"{p.name}  {p.month.strftime('%Y-%m') if p.month else 'DEFAULT'}  {size}")
     return 0
 
 
@@ -398,6 +425,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     upgrade = db_sub.add_parser("upgrade", help="create or migrate the schema")
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(run=_db)
+    partitions = db_sub.add_parser(
+        "partitions", help="list point_activity's monthly partitions (PostgreSQL)"
+    )
+    partitions.add_argument(
+        "--apply", action="store_true",
+        help="first make the partitions due and apply SCORING_ACTIVITY_RETENTION_MONTHS",
+    )  # fmt: skip
+    partitions.set_defaults(run=_partitions)
     worker = sub.add_parser("worker", help="run an RQ worker (drains the outbox into SQL)")
     worker.add_argument("--burst", action="store_true", help="drain everything pending, then exit")
     worker.add_argument("--log-level", default="INFO", help="of the worker's lines (and RQ's)")

@@ -191,6 +191,7 @@ def _empty(store) -> None:
             "weekly_goal",
             "user_score",
             "point_activity",
+            "point_activity_rollup",
         ):
             connection.execute(text(f"DELETE FROM {table}"))
 

@@ -18,6 +18,7 @@ from typing import Any
 from engine.domain.errors import ConfigError
 from engine.runtime.connect import REDIS_ERRORS
 from engine.runtime.settings import get_settings
+from engine.services import retention
 from engine.services.facade import ScoringEngine
 from engine.storage.outbox import raise_flag
 from engine.storage.store import SqlStore
@@ -215,6 +216,19 @@ def archive_periods() -> list[tuple[str, str, int]]:
     done = engine.archive_ended_periods()
     log.info("archive_periods: %s", done or "nothing new")
     return done
+
+
+def maintain_partitions() -> dict[str, Any]:
+    """Make the audit trail's monthly partitions ahead and apply
+    ``SCORING_ACTIVITY_RETENTION_MONTHS`` (daily; PostgreSQL, a no-op on SQLite)."""
+    engine, _ = context()
+    report = retention.maintain_partitions(
+        sql_store(engine), engine.clock(),
+        retention_months=get_settings().activity_retention_months,
+    )  # fmt: skip
+    if report.created or report.dropped or report.waiting:
+        log.info("maintain_partitions: %s", report)
+    return asdict(report)
 
 
 def backfill_achievements(*, force: bool = False) -> dict[str, Any] | None:

@@ -2,8 +2,9 @@
 piles up duplicates), in UTC.
 
 Every job's effect is idempotent per period (a drain writes each activity once; weekly goal rows
-are inserted once; a day's streak bonus is paid once per user; a period is archived once), so
-two schedulers running at once, or a job run twice, still apply each effect once.
+are inserted once; a day's streak bonus is paid once per user; a period is archived once; a
+partition is made once, a month dropped once), so two schedulers running at once, or a job run
+twice, still apply each effect once.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ INTERVAL: dict[str, tuple[str, int]] = {
 }
 
 #: id -> how long a run may take (seconds; RQ's default is 180): a backfill tests every user
-#: with points, about 3 s per 10,000 (``bench.engagement_bench``)
-TIMEOUT: dict[str, int] = {"scoring-achievements-backfill": 6 * 3600, "scoring-decay": 6 * 3600}
+#: with points, about 3 s per 10,000 (``bench.engagement_bench``); the partition job copies the
+#: rows of each month it makes out of DEFAULT and sums each month it drops
+TIMEOUT: dict[str, int] = {"scoring-achievements-backfill": 6 * 3600,
+                           "scoring-decay": 6 * 3600, "scoring-partitions": 3600}  # fmt: skip
 
 #: id -> (job function, cron expression in UTC)
 CRON: dict[str, tuple[str, str]] = {
@@ -36,6 +39,9 @@ CRON: dict[str, tuple[str, str]] = {
     "scoring-streak-bonuses": ("workers.jobs.check_streak_bonuses", "55 23 * * *"),
     # just after midnight UTC: the day (and week, month) that ended is archived
     "scoring-archive-periods": ("workers.jobs.archive_periods", "10 0 * * *"),
+    # after the archive: the audit trail's partitions for this month and the next 3, and
+    # retention (SCORING_ACTIVITY_RETENTION_MONTHS) of months whose periods are archived
+    "scoring-partitions": ("workers.jobs.maintain_partitions", "30 0 * * *"),
 }
 
 #: every periodic job id
@@ -63,6 +69,6 @@ def register(scheduler: Any, *, queue_name: str) -> list[str]:
     for job_id, (func, cron) in CRON.items():
         scheduler.cron(
             cron, func=func, id=job_id, queue_name=queue_name, result_ttl=7 * 86400,
-            use_local_timezone=False,
+            use_local_timezone=False, timeout=TIMEOUT.get(job_id),
         )  # fmt: skip
     return list(PERIODIC)

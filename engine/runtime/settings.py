@@ -107,6 +107,15 @@ class Settings(BaseSettings):
         "empty, holding the shard's drain flag so that awards queue no job meanwhile; 0: none "
         "(a job per burst of awards).",
     )
+    activity_retention_months: int | None = Field(
+        default=None,
+        alias="SCORING_ACTIVITY_RETENTION_MONTHS",
+        ge=1,
+        le=1200,
+        description="PostgreSQL: months of point_activity kept; a month partition that ended "
+        "longer ago is dropped (its per-user sums kept in point_activity_rollup) once its "
+        "leaderboard periods are archived. Unset: keep every activity. SQLite keeps all.",
+    )
 
     api_keys: str = Field(
         default="",

@@ -19,6 +19,12 @@ tier and level are those of the highest total the activities reach in time order
 
 ``reconcile`` compares, per user, the Redis total with the sum of the user's amounts in SQL and
 with the user's all-time board score, and reports every difference.
+
+Both count the months that retention dropped (``SCORING_ACTIVITY_RETENTION_MONTHS``) from their
+per-user, per-type sums in ``point_activity_rollup``: totals, type counters and type boards come
+out as before the drop; the dropped days are no longer in the rebuilt day bitmap and streaks
+(the longest streak is kept from the ``user_score`` snapshot when it is longer), and they are
+past every window board's retention anyway.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from engine.runtime.connect import scan_keys
 from engine.storage.store import SqlStore
 
 _CHUNK_USERS = 2000
+_DAWN = datetime.min.replace(tzinfo=UTC)
 _EPOCH = date(1970, 1, 1)
 
 
@@ -116,7 +123,7 @@ class Drift:
 
 class _User:
     __slots__ = ("user_id", "total", "counts", "points", "days", "frozen", "windows", "n",
-                 "reversed", "moves")  # fmt: skip
+                 "reversed", "moves", "rolled")  # fmt: skip
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
@@ -129,6 +136,8 @@ class _User:
         self.windows: dict[str, int] = defaultdict(int)  # window board id -> points
         self.reversed: set[str] = set()  # ids of the activities the user's reversals took back
         self.moves: list[tuple[datetime, int]] = []  # (time, amount), for keep_peak's peak
+
+        self.rolled = False  # has activities in months retention dropped
 
     def peak(self) -> int:
         """The highest total the user reached (the activities in time order)."""
@@ -171,6 +180,7 @@ def rebuild(
 
     profiles = {u: p for u, p in store.snapshots().items() if not deleted(u)}
     decays = store.last_decays()
+    rollups = store.rollups()  # the months retention dropped, per user and type
     total = store.count_activities()
     report = RebuildReport()
     _wipe(r, keys)
@@ -197,6 +207,7 @@ def rebuild(
                     pipe.execute()
                     pending = 0
             current = _User(user_id)
+            _add_rollup(current, rollups.pop(user_id, None))
             snapshot = profiles.get(user_id)
             tz = (snapshot.time_zone if snapshot is not None else None) or "UTC"
         current.total += amount
@@ -226,6 +237,13 @@ def rebuild(
     if current is not None:
         _write_user(pipe, engine, current, profiles.get(current.user_id), decays)
         report.users += 1
+    for user_id, by_type in rollups.items():  # users whose every activity was dropped
+        if deleted(user_id):
+            continue
+        current = _User(user_id)
+        _add_rollup(current, by_type)
+        _write_user(pipe, engine, current, profiles.get(user_id), decays)
+        report.users += 1
     for snapshot in profiles.values():  # users with a profile and no activity
         if snapshot.state_version == 0 and snapshot.profile_version > 0:
             _write_profile_only(pipe, engine, snapshot)
@@ -246,6 +264,18 @@ def rebuild(
     report.boards = 2 + len(rules.activity_types) + len(boards)
     report.seconds = (datetime.now(UTC) - started).total_seconds()
     return report
+
+
+def _add_rollup(u: _User, by_type: dict[str, tuple[int, int]] | None) -> None:
+    """Count the user's activities of the months retention dropped: in the total, the type
+    counters and boards (their days and window boards are gone with them)."""
+    for activity_type, (points, n) in (by_type or {}).items():
+        u.rolled = True
+        u.total += points
+        u.n += n
+        u.counts[activity_type] += n
+        u.points[activity_type] += points
+        u.moves.append((_DAWN, points))  # (keep_peak: the dropped months come first)
 
 
 def _restore_freezes(engine: Any, store: SqlStore, deleted: Callable[[str], bool]) -> None:
@@ -331,6 +361,8 @@ def _write_user(
     }
     if u.days:  # none when all of the user's awards were of types that are not activity
         current, longest = streaks(u.days, u.frozen)
+        if u.rolled and snapshot is not None:  # a longer run may lie in the dropped months
+            longest = max(longest, snapshot.longest_streak_days)
         day0, bitmap = day_bitmap(u.days)
         fields.update(streak=current, longest=longest, last_day=max(u.days), day0=day0,
                       run0=run_start(u.days, u.frozen))  # fmt: skip

@@ -4,9 +4,10 @@
 the user's state after it. ``user_score`` is a snapshot of each user's state; each half (the
 points state and the profile) carries the per-user version it was written at, and an older
 write never overwrites a newer one. ``weekly_goal``, ``side_quest`` and ``user_side_quest`` are
-the seed's engagement tables. ``leaderboard_period`` and ``leaderboard_archive`` keep the final
-standings of ended day, week and month boards. ``seasonal_event`` holds the seasonal events made
-through the admin API.
+the seed's engagement tables. ``point_activity_rollup`` keeps the sums of the months of
+``point_activity`` that retention dropped. ``leaderboard_period`` and ``leaderboard_archive``
+keep the final standings of ended day, week and month boards. ``seasonal_event`` holds the
+seasonal events made through the admin API.
 
 The schema is created and changed by the Alembic migrations in ``engine/migrations`` (run
 ``scoring db upgrade``); these classes are the models those migrations must match.
@@ -39,7 +40,12 @@ class Base(DeclarativeBase):
 
 
 class PointActivity(Base):
-    """One point activity (the seed's PointActivity), with the user's state after it."""
+    """One point activity (the seed's PointActivity), with the user's state after it.
+
+    On PostgreSQL the table is range-partitioned by UTC month on ``created_at`` (migration 0008,
+    ``engine.storage.partitions``), so its primary key is (id, created_at): a unique key of a
+    partitioned table must hold the partition column. An activity's created_at never changes,
+    so the id alone still names one row. SQLite keeps one table with the primary key (id)."""
 
     __tablename__ = "point_activity"
 
@@ -49,7 +55,7 @@ class PointActivity(Base):
     activity_type: Mapped[str] = mapped_column(String(30))
     description: Mapped[str] = mapped_column(String(255), default="", server_default="")
     tier_at_time: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     # the user's state after this activity
     total_points: Mapped[int] = mapped_column(BigInteger)
     level: Mapped[int] = mapped_column(Integer)
@@ -77,6 +83,20 @@ class PointActivity(Base):
         # PostgreSQL (rows arrive in time order; it costs inserts almost nothing)
         Index("ix_point_activity_created", "created_at", postgresql_using="brin"),
     )
+
+
+class PointActivityRollup(Base):
+    """The per-user, per-type sums of the activities of a month that retention dropped
+    (``SCORING_ACTIVITY_RETENTION_MONTHS``): what ``reconcile`` and ``rebuild`` add to the rows
+    still in ``point_activity``. ``month``: the month's first day (UTC)."""
+
+    __tablename__ = "point_activity_rollup"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    activity_type: Mapped[str] = mapped_column(String(30), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    activities: Mapped[int] = mapped_column(BigInteger)
 
 
 class UserScore(Base):

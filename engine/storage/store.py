@@ -1,8 +1,9 @@
 """The SQL side: the audit trail's writes (idempotent) and the queries the seed shows.
 
 PostgreSQL in production, SQLite by default. Writes come from the outbox drain: activities are
-inserted with ``ON CONFLICT (id) DO NOTHING`` (a batch written twice leaves one row per
-activity) and the ``user_score`` snapshot is upserted only where the incoming version is newer.
+inserted with ``ON CONFLICT (id) DO NOTHING`` (``(id, created_at)`` on PostgreSQL's partitioned
+table: see ``engine.storage.partitions``; a batch written twice leaves one row per activity)
+and the ``user_score`` snapshot is upserted only where the incoming version is newer.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,12 +37,14 @@ from sqlalchemy.exc import DBAPIError
 from engine.domain.events import API_SOURCE, SeasonalEvent
 from engine.domain.results import Activity, LeaderboardEntry, Quest
 from engine.domain.rules import ADJUSTMENT_TYPE, DECAY_REASON
+from engine.storage import partitions
 from engine.storage.models import (
     Base,
     DeletedUser,
     LeaderboardArchive,
     LeaderboardPeriod,
     PointActivity,
+    PointActivityRollup,
     SideQuest,
     UserAchievement,
     UserScore,
@@ -118,9 +122,22 @@ def _pg_upsert(staging: str, columns: dict[str, str], updated: Sequence[str], ve
     )
 
 
-_PG_INSERT_ACTIVITIES = (
-    f"INSERT INTO point_activity ({', '.join(_ACTIVITY)}) SELECT {', '.join(_ACTIVITY)} "
-    "FROM drain_activity ON CONFLICT (id) DO NOTHING"
+def _pg_insert_activities(key: Sequence[str]) -> str:
+    """The move of staged activities into ``point_activity``, ignoring those already there:
+    ``key`` is the table's primary key, (id, created_at) on the partitioned table (an activity's
+    created_at never changes, so that is as idempotent as (id) alone), (id) on a table that was
+    never partitioned (before migration 0008)."""
+    names = ", ".join(_ACTIVITY)
+    return (
+        f"INSERT INTO point_activity ({names}) SELECT {names} "
+        f"FROM drain_activity ON CONFLICT ({', '.join(key)}) DO NOTHING"
+    )
+
+
+_PG_PRIMARY_KEY = (
+    "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+    "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'point_activity'::regclass "
+    "AND i.indisprimary ORDER BY a.attnum"
 )
 _PG_UPSERT_STATES = _pg_upsert("drain_state", _STATE, _STATE_COLUMNS, "state_version")
 _PG_UPSERT_PROFILES = _pg_upsert("drain_profile", _PROFILE, _PROFILE_COLUMNS, "profile_version")
@@ -146,9 +163,13 @@ def _pg_write(
                         f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     )
                     cursor.execute(statement)
+                statement = _PG_PRIMARY_KEY
+                cursor.execute(statement)
+                key = [r[0] for r in cursor.fetchall()]
+                pooled.info["drain_insert"] = _pg_insert_activities(key)
                 pooled.info["drain_staging"] = True
             for staging, columns, rows, move in (
-                ("drain_activity", _ACTIVITY, activities, _PG_INSERT_ACTIVITIES),
+                ("drain_activity", _ACTIVITY, activities, pooled.info["drain_insert"]),
                 ("drain_state", _STATE, states, _PG_UPSERT_STATES),
                 ("drain_profile", _PROFILE, profiles, _PG_UPSERT_PROFILES),
             ):
@@ -168,6 +189,10 @@ def _pg_write(
         # the error SQLAlchemy would have raised (DataError, IntegrityError, OperationalError...)
         raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
+
+#: How long partition DDL waits for a lock (the drain's inserts hold the parent briefly); on a
+#: timeout the job tries again on its next run.
+_DDL_LOCK_TIMEOUT = "10s"
 
 #: Seconds to wait for a PostgreSQL connection unless the URL says (``?connect_timeout=``).
 CONNECT_TIMEOUT = 10
@@ -226,6 +251,67 @@ class SqlStore:
         """Raise if the database cannot be reached."""
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    # -- partitions of point_activity (PostgreSQL) ----------------------------------------
+
+    def partitioned(self) -> bool:
+        """Whether ``point_activity`` is partitioned (PostgreSQL, migrated to 0008)."""
+        with self.engine.connect() as connection:
+            return partitions.is_partitioned(connection)
+
+    def activity_partitions(self) -> list[partitions.Partition]:
+        """The partitions of ``point_activity``, months in order, then DEFAULT; none on an
+        unpartitioned table."""
+        with self.engine.connect() as connection:
+            if not partitions.is_partitioned(connection):
+                return []
+            return partitions.partitions(connection)
+
+    def create_partitions(self, months: Iterable[date]) -> list[str]:
+        """Make the partitions of ``months`` (first days of months) that are missing, and of
+        every month with rows in the DEFAULT partition, moving those rows into them; the names
+        made. One transaction per month, so DEFAULT is locked against inserts only briefly."""
+        if not self.partitioned():
+            return []
+        with self.engine.connect() as connection:
+            wanted = set(months) | set(partitions.default_months(connection))
+        made = []
+        for month in sorted(wanted):
+            with self.engine.begin() as connection:
+                connection.execute(text(f"SET LOCAL lock_timeout = '{_DDL_LOCK_TIMEOUT}'"))
+                if partitions.create_month(connection, month):
+                    made.append(partitions.month_name(month))
+        return made
+
+    def partition_days(self, name: str) -> list[date]:
+        """The UTC days that have rows in the month partition ``name``."""
+        with self.engine.connect() as connection:
+            return partitions.utc_days(connection, name)
+
+    def drop_partition(self, name: str) -> tuple[int, int]:
+        """Detach the month partition ``name``, carry its per-user, per-type sums into
+        ``point_activity_rollup`` and drop it; (rows, points) it held. Two transactions: once
+        detached, no drain writes into it (a row of its month goes to DEFAULT), so the sums
+        read are final; a run stopped between the two leaves a detached table that
+        :meth:`finish_detached` carries and drops."""
+        with self.engine.begin() as connection:
+            connection.execute(text(f"SET LOCAL lock_timeout = '{_DDL_LOCK_TIMEOUT}'"))
+            partitions.detach_month(connection, name)
+        with self.engine.begin() as connection:
+            return partitions.carry_and_drop(connection, name)
+
+    def finish_detached(self) -> list[tuple[str, int, int]]:
+        """Carry and drop month tables a stopped retention run detached; (name, rows, points)
+        of each."""
+        if self.engine.dialect.name != "postgresql":
+            return []
+        with self.engine.connect() as connection:
+            names = partitions.detached(connection)
+        done = []
+        for name in names:
+            with self.engine.begin() as connection:
+                done.append((name, *partitions.carry_and_drop(connection, name)))
+        return done
 
     # -- the drain's writes ---------------------------------------------------------------
 
@@ -554,12 +640,20 @@ class SqlStore:
             ]
 
     def points_by_type(self, user_id: str) -> dict[str, int]:
-        """Sum of a user's points per activity type."""
-        q = (
-            select(PointActivity.activity_type, func.sum(PointActivity.amount))
+        """Sum of a user's points per activity type (with the months retention dropped)."""
+        r = _table(PointActivityRollup)
+        kept = (
+            select(PointActivity.activity_type, func.sum(PointActivity.amount).label("amount"))
             .where(PointActivity.user_id == user_id)
             .group_by(PointActivity.activity_type)
         )
+        rolled = (
+            select(r.c.activity_type, func.sum(r.c.amount).label("amount"))
+            .where(r.c.user_id == user_id)
+            .group_by(r.c.activity_type)
+        )
+        both = union_all(kept, rolled).subquery()
+        q = select(both.c.activity_type, func.sum(both.c.amount)).group_by(both.c.activity_type)
         with self.engine.connect() as connection:
             return {t: int(total) for t, total in connection.execute(q)}
 
@@ -597,11 +691,22 @@ class SqlStore:
     # -- rebuild and reconcile ------------------------------------------------------------
 
     def user_totals(self) -> Iterator[tuple[str, int, int]]:
-        """(user id, sum of amounts, number of activities) for every user with activities."""
+        """(user id, sum of amounts, number of activities) for every user with activities,
+        those of the months retention dropped included (``point_activity_rollup``)."""
+        r = _table(PointActivityRollup)
+        kept = select(
+            PointActivity.user_id,
+            func.sum(PointActivity.amount).label("amount"),
+            func.count().label("n"),
+        ).group_by(PointActivity.user_id)
+        rolled = select(
+            r.c.user_id, func.sum(r.c.amount).label("amount"), func.sum(r.c.activities).label("n")
+        ).group_by(r.c.user_id)
+        both = union_all(kept, rolled).subquery()
         q = (
-            select(PointActivity.user_id, func.sum(PointActivity.amount), func.count())
-            .group_by(PointActivity.user_id)
-            .order_by(PointActivity.user_id)
+            select(both.c.user_id, func.sum(both.c.amount), func.sum(both.c.n))
+            .group_by(both.c.user_id)
+            .order_by(both.c.user_id)
         )
         with self.engine.connect() as connection:
             for user_id, total, n in connection.execution_options(yield_per=10_000).execute(q):
@@ -686,6 +791,18 @@ class SqlStore:
             )
             for user_id, reverses in result:
                 yield user_id, str(reverses)
+
+    def rollups(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """user id -> activity type -> (points, activities) of the months retention dropped."""
+        r = _table(PointActivityRollup)
+        q = select(
+            r.c.user_id, r.c.activity_type, func.sum(r.c.amount), func.sum(r.c.activities)
+        ).group_by(r.c.user_id, r.c.activity_type)
+        found: dict[str, dict[str, tuple[int, int]]] = {}
+        with self.engine.connect() as connection:
+            for user_id, activity_type, amount, n in connection.execute(q):
+                found.setdefault(user_id, {})[activity_type] = (int(amount), int(n))
+        return found
 
     def streak_freezes(self) -> dict[str, int]:
         """The streak freezes each user holds (users holding none may be missing)."""
@@ -801,7 +918,7 @@ class SqlStore:
 #: The tables with rows of one user (``user_id``): what deleting a user erases or moves.
 _USER_TABLES: tuple[type[Base], ...] = (
     PointActivity, UserScore, WeeklyGoal, UserSideQuest, UserAchievement, UserStreakFreeze,
-    LeaderboardArchive,
+    LeaderboardArchive, PointActivityRollup,
 )  # fmt: skip
 #: What anonymising clears, per table, besides moving the rows to the pseudonym.
 _CLEARED: dict[str, dict[str, Any]] = {
