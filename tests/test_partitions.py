@@ -125,7 +125,7 @@ def indexes(store: SqlStore) -> dict[str, str]:
 
 
 def test_the_migration_converts_a_table_with_rows_and_back(pg_server: str) -> None:
-    store = fresh_db(pg_server, "0005")
+    store = fresh_db(pg_server, "0007")  # the revision before 0008
     rows = [row(month_ago(n), user=f"u{n}") for n in (0, 1, 7)]
     rows.append(row(month_ago(1, day=1).replace(hour=0), user="edge"))  # the month's first instant
     store.write(rows, [], [])  # today's schema: PRIMARY KEY (id)
@@ -149,6 +149,7 @@ def test_the_migration_converts_a_table_with_rows_and_back(pg_server: str) -> No
         "ix_point_activity_type_created": "btree",
         "ix_point_activity_user_type": "btree",
         "ix_point_activity_created": "brin",
+        "ix_point_activity_reverses": "btree",
     }
     with store.engine.connect() as c:  # every column carried over, in order
         columns = [r[0] for r in c.execute(text(
@@ -158,7 +159,7 @@ def test_the_migration_converts_a_table_with_rows_and_back(pg_server: str) -> No
     store.write(rows, [], [])  # the partitioned key: still one row per activity
     assert len(where(store)) == 4
 
-    downgrade(store, "0005")
+    downgrade(store, "0007")
     assert not store.partitioned() and primary_key(store) == ["id"]
     assert set(where(store).values()) == {"point_activity"}
     assert len(where(store)) == 4

@@ -33,6 +33,8 @@ INDEXES = (
     "created_at DESC)",
     "CREATE INDEX ix_point_activity_user_type ON point_activity (user_id, activity_type)",
     "CREATE INDEX ix_point_activity_created ON point_activity USING brin (created_at)",
+    "CREATE INDEX ix_point_activity_reverses ON point_activity (reverses) "
+    "WHERE reverses IS NOT NULL",
 )
 
 
