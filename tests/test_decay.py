@@ -141,6 +141,14 @@ def test_off_by_default(real_redis, clock: Clock, tmp_path) -> None:
     assert (report.users, report.decayed) == (0, 0) and snapshot(engine) == before
 
 
+def test_a_section_with_a_rate_is_on_unless_disabled() -> None:
+    def decay(**section):
+        return build_rules({"decay": section}).decay
+
+    assert decay(percent=5).enabled and decay(points=10, after_days=14).enabled
+    assert not decay(percent=5, enabled=False).enabled and not decay(after_days=10).enabled
+
+
 @pytest.mark.parametrize(
     ("decay", "field"),
     [

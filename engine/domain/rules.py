@@ -400,11 +400,23 @@ class Decay(_Strict):
     per week (exactly one of the two), never below ``floor``: a number of points, or
     ``"tier"`` (the threshold of the user's current tier)."""
 
+    #: on when the section gives ``percent`` or ``points`` (unless ``enabled = false``)
     enabled: bool = False
     after_days: int = Field(default=30, ge=1, le=3650)
     percent: int | None = Field(default=None, ge=1, le=100)
     points: int | None = Field(default=None, ge=1, le=MAX_STORED_AMOUNT)
     floor: int | str = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_when_a_rate_is_given(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "enabled" not in data
+            and ("percent" in data or "points" in data)
+        ):
+            return {**data, "enabled": True}
+        return data
 
     @model_validator(mode="after")
     def _one_rate(self) -> Decay:
