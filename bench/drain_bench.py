@@ -33,7 +33,7 @@ Measures, in one run, and prints one table (a missed target is marked MISS; it n
    breakdown, the SQL read it streams (``store.activities_by_user()``) is timed on its own.
 
 4. **Partitioned vs unpartitioned (A/B).** The drain of item 1 (batch 5,000, same N) timed
-   alternately into two databases of the same server: A at migration 0005 (``point_activity``
+   alternately into two databases of the same server: A at migration 0007 (``point_activity``
    one table, ``ON CONFLICT (id)``, as before partitioning) and B at the head (partitioned by
    month, ``ON CONFLICT (id, created_at)``), 5 rounds each, A first in each round (alternating,
    so a neighbour's load on the machine weighs on both). The row gives each side's median and
@@ -41,7 +41,7 @@ Measures, in one run, and prints one table (a missed target is marked MISS; it n
 
 PostgreSQL: ``127.0.0.1:5432``, user ``postgres`` (or the current user), trust authentication.
 The run creates its own databases ``scoring_bench`` and ``scoring_bench_unpartitioned``
-(dropping leftover ones first), makes the schema with ``SqlStore(url).upgrade()`` (to 0005 for
+(dropping leftover ones first), makes the schema with ``SqlStore(url).upgrade()`` (to 0007 for
 the second) and drops them at the end. If PostgreSQL cannot
 be reached, every row says so.
 
@@ -101,7 +101,7 @@ DRAIN_TARGET = 50_000.0  # activities/s
 AB_BATCH = 5000  # the A/B drains' batch
 AB_ROUNDS = 5  # A then B, this many times
 AB_TARGET = 0.90  # partitioned / unpartitioned drain rate
-AB_REVISION = "0005"  # the schema before partitioning
+AB_REVISION = "0007"  # the schema before partitioning (0008)
 #: Drainer methods timed in the drain phase, and the step each counts towards.
 DRAIN_STEPS = (
     ("_claim", "read (XAUTOCLAIM, XREADGROUP)"),
@@ -676,7 +676,7 @@ def ab_rows(res: Results) -> list[Row]:
     return [
         Row(f"drain A/B {n:,} awards, batch {AB_BATCH:,}, median of {len(res.ab)}",
             f"B/A = {b / a:.2f}", target, verdict(b / a >= AB_TARGET)),
-        Row("  A unpartitioned (0005) / B partitioned (head)", f"{per_s(a)} / {per_s(b)}"),
+        Row("  A unpartitioned (0007) / B partitioned (head)", f"{per_s(a)} / {per_s(b)}"),
         Row("  rounds A/B", rounds),
         Row("  rows in SQL = awards, every run", str(exact), "True", verdict(exact)),
     ]  # fmt: skip
@@ -747,7 +747,7 @@ def measure(sizes: Sizes) -> Results:
 
 
 def bench_ab(r: redis.Redis, pg: Postgres, sizes: Sizes) -> list[tuple[DrainResult, DrainResult]]:
-    """The drain into the unpartitioned table (a second database at 0005) and into the
+    """The drain into the unpartitioned table (a second database at 0007) and into the
     partitioned one (``pg``), alternately."""
     unpartitioned = Postgres(pg.user, pg.host, pg.port, f"{pg.database}_unpartitioned")
     with bench_database(unpartitioned):
