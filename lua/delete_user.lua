@@ -9,12 +9,14 @@
   KEYS[4] shard's upgrade feed (stream, capped near 100 entries: see includes/feed.lua)
   KEYS[5] user hash     KEYS[6] day bitmap   KEYS[7] frozen-day bitmap  KEYS[8] weekly goals
   KEYS[9] side quests in progress   KEYS[10] completed side quests   KEYS[11] achievements
-  KEYS[12] friends      (KEYS[5] to KEYS[12]: engine.domain.keys.Keys.user_keys, in order)
-  KEYS[13...] the shard's leaderboards (every board key of the shard: the user leaves each)
+  KEYS[12...] the user's other keys, then the shard's leaderboards: KEYS[5] on, ARGV[5]
+          of them, are engine.domain.keys.Keys.user_keys, in order (friends, reversal
+          markers, ...); every key after them is a board of the shard (the user leaves each)
 
   ARGV[1] user id                    ARGV[2] user digest (engine.domain.keys.user_digest)
   ARGV[3] now (unix ms, the engine's clock: the tombstone's value)
   ARGV[4] tombstone lifetime (seconds, > 0)
+  ARGV[5] how many of the user's keys follow KEYS[4] (len(Keys.user_keys); at least 7)
 
   Returns: {keys, boards, feed, holders, first}: keys = the user's keys that existed and were
   deleted; boards = the boards the user was on; feed = upgrade feed entries of the user deleted;
@@ -24,7 +26,8 @@
 local rcall = redis.call
 
 local tombstone_key, index_key, holders_key, feed_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local USER_KEYS_AT, BOARDS_AT = 5, 13  -- KEYS[USER_KEYS_AT .. BOARDS_AT - 1]: the user's keys
+local USER_KEYS_AT = 5
+local BOARDS_AT = USER_KEYS_AT + tonumber(ARGV[5])  -- KEYS[5 .. BOARDS_AT - 1]: the user's keys
 local achievements_key = KEYS[11]
 local user, digest, now_ms, life = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 

@@ -85,6 +85,8 @@ def fill(engine: ScoringEngine, clock: Clock) -> None:
         engine.award(ALICE, "quiz_complete", idempotency_key=f"quiz-{i}")
         engine.award(BOB, "comment")
     engine.award(ALICE, "special_event", amount=300)  # a tier up: an upgrade feed entry
+    mistake = engine.award(ALICE, "comment", amount=20)
+    engine.adjust(ALICE, None, "spam", reverses=mistake.activity.id)  # a reversal marker
     drain(engine)
     engine.award(ALICE, "reaction", idempotency_key="undrained")  # still in the outbox
     engine.award(BOB, "reaction")

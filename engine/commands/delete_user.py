@@ -23,9 +23,9 @@ def keys(k: Keys, user_id: str, shard: int, boards: Sequence[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def args(*, user_id: str, now_ms: int, lifetime: int) -> list[Any]:
+def args(k: Keys, *, user_id: str, now_ms: int, lifetime: int) -> list[Any]:
     """``lifetime``: the tombstone's, in seconds (> 0)."""
-    return [user_id, user_digest(user_id), now_ms, lifetime]
+    return [user_id, user_digest(user_id), now_ms, lifetime, len(k.user_keys(user_id))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,7 @@ class Deletion:
             delete_cmd.script()(
                 r,
                 delete_cmd.keys(k, uid, shard, boards),
-                delete_cmd.args(user_id=uid, now_ms=now_ms, lifetime=self.tombstone_seconds),
+                delete_cmd.args(k, user_id=uid, now_ms=now_ms, lifetime=self.tombstone_seconds),
             )
         )
         report = DeletionReport(
