@@ -370,3 +370,14 @@ def test_reversal_markers_move_with_a_reshard(cluster_redis, clock: Clock, tmp_p
         assert new.redis.sismember(new.keys.reversed(u), a.activity.id), u
         with pytest.raises(AlreadyReversed):
             new.adjust(u, None, "again", reverses=a.activity.id)
+
+
+def test_an_award_key_is_not_an_adjustment_key(real_engine: ScoringEngine) -> None:
+    """Awards and adjustments keep their idempotency keys apart: the same key on both is two
+    activities (not a replay of the other's record, which has another form)."""
+    award = real_engine.award("kai", "comment", idempotency_key="ticket-7")
+    adjustment = real_engine.adjust("kai", 40, "goodwill", idempotency_key="ticket-7")
+    assert adjustment.activity.id != award.activity.id and not adjustment.replayed
+    assert real_engine.adjust("kai", 40, "goodwill", idempotency_key="ticket-7").replayed
+    assert real_engine.award("kai", "comment", idempotency_key="ticket-7").replayed
+    assert real_engine.status("kai").total_points == award.user.total_points + 40

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from engine import ScoringEngine
 from engine.domain.errors import ConfigError
-from engine.domain.periods import day_to_date, local_day, local_week
+from engine.domain.periods import day_to_date, local_day, local_week, window_boards
 from engine.domain.rules import ADJUSTMENT_TYPE, build_rules
 from engine.services.recovery import rebuild, reconcile
 from engine.storage.models import PointActivity
@@ -85,6 +85,26 @@ def test_a_rebuild_remembers_the_week_decayed(real_redis, clock: Clock, store) -
     assert reconcile(engine, store) == []
     clock.advance(days=7)
     assert engine.run_decay().points == 90
+
+
+def test_a_decay_is_on_no_window_board(real_redis, clock: Clock, store) -> None:
+    """An inactive user's decay leaves this day's, week's and month's boards alone (it would
+    put them there with a negative score), in Redis and after a rebuild."""
+    clock.noon()
+    engine = ScoringEngine(
+        real_redis, clock=clock, store=store, rules=rules(after_days=30, percent=10)
+    )
+    inactive(engine, clock, "old", 1000, days=45)
+    assert engine.run_decay().decayed == 1
+    windows = [w.board_id for w in window_boards(clock.now, engine.rules)]
+
+    def on_windows() -> list[float | None]:
+        return [real_redis.zscore(engine.keys.board(0, b), "old") for b in windows]
+
+    assert on_windows() == [None, None, None]
+    drain(engine)
+    rebuild(engine, store)
+    assert on_windows() == [None, None, None] and engine.status("old").total_points == 900
 
 
 def test_points_and_the_floor(real_redis, clock: Clock) -> None:

@@ -109,7 +109,7 @@ class Adjustments:
                 )
             amount, at, board_type = -original.amount, original.created_at, original.activity_type
         assert amount is not None
-        result = self._apply(uid, amount, why, ref, key, board_type, at)
+        result = self._apply(uid, amount, why, ref, key, board_type, at, now)
         assert result is not None  # (only a cut adjustment may apply nothing)
         return result
 
@@ -120,9 +120,10 @@ class Adjustments:
         never below ``floor`` (cut to reach it; None when the user is at or under it: nothing
         written). Once per user and week: its idempotency key is ``decay:<week>``, remembered
         ``record_ttl`` seconds (a replay changes nothing). Used by the decay job."""
+        now = self.ctx.clock()
         return self._apply(
-            user_id, -loss, DECAY_REASON, None, f"decay:{week}", ADJUSTMENT_TYPE,
-            self.ctx.clock(), floor=floor, cut=True, decay_week=week, record_ttl=record_ttl,
+            user_id, -loss, DECAY_REASON, None, f"decay:{week}", ADJUSTMENT_TYPE, now, now,
+            floor=floor, cut=True, decay_week=week, record_ttl=record_ttl,
         )  # fmt: skip
 
     def _apply(
@@ -134,6 +135,7 @@ class Adjustments:
         key: str | None,
         board_type: str,
         at: datetime,
+        now: datetime,
         *,
         floor: int = 0,
         cut: bool = False,
@@ -141,8 +143,11 @@ class Adjustments:
         record_ttl: int | None = None,
     ) -> AdjustmentResult | None:
         ctx, idem = self.ctx, self.ctx.rules.idempotency
-        now = ctx.clock()
-        activity_id = new_activity_id(uid, key, now)
+        # (``now``: one clock read for the row's time and the windows it counts in.) Keys of
+        # adjustments are their own: an award's key is not an adjustment's, nor the reverse
+        activity_id = new_activity_id(
+            uid, None if key is None else f"{ADJUSTMENT_TYPE}\x00{key}", now
+        )
         fingerprint = ""
         if key is not None:
             text = f"{ADJUSTMENT_TYPE}\x00{'' if cut else amount}\x00{why}\x00{ref or ''}"
@@ -161,7 +166,10 @@ class Adjustments:
                     today=local_day(now, "UTC"),
                     record_ttl=record_ttl
                     or (idem.key_ttl if key is not None else idem.auto_ttl),
-                    fingerprint=fingerprint, lifetimes=lifetimes(windows, now),
+                    fingerprint=fingerprint,
+                    # a decay leaves the window boards alone: an inactive user is not put on
+                    # this week's board (with a negative score)
+                    lifetimes=[0, 0, 0] if decay_week else lifetimes(windows, now),
                     flag_ttl=FLAG_TTL, reverses=ref, floor=floor, cut=cut,
                     decay_week=decay_week,
                 ),

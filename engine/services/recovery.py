@@ -47,7 +47,7 @@ from engine.domain.periods import (
     local_week,
     window_boards,
 )
-from engine.domain.rules import ADJUSTMENT_TYPE
+from engine.domain.rules import ADJUSTMENT_TYPE, DECAY_REASON
 from engine.runtime.connect import scan_keys
 from engine.storage.store import SqlStore
 
@@ -229,8 +229,9 @@ def rebuild(
             current.days.add(local_day(created_at, tz))
         if frozen:  # ISO dates in the user's zone
             current.frozen.update((date.fromisoformat(d) - _EPOCH).days for d in frozen.split(","))
-        for board_id in window_ids(board_at):
-            current.windows[board_id] += amount
+        if row.reason != DECAY_REASON or row.reverses is not None:  # a decay: in no window
+            for board_id in window_ids(board_at):
+                current.windows[board_id] += amount
         report.activities += 1
         if progress is not None and report.activities % 10_000 == 0:
             progress(report.activities, total)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Row,
     Table,
+    case,
     create_engine,
     delete,
     event,
@@ -70,6 +71,8 @@ class ActivityRow(NamedTuple):
     reverses: str | None
     reversed_type: str | None
     reversed_at: datetime | None
+    #: an adjustment's reason (None for every other type): a decay's counts in no window board
+    reason: str | None = None
 
 
 class StoredActivity(NamedTuple):
@@ -724,9 +727,10 @@ class SqlStore:
             .join(o, o.c.id == t.c.reverses)
             .where(t.c.reverses.is_not(None))
         )
+        reason = case((t.c.activity_type == ADJUSTMENT_TYPE, t.c.description), else_=None)
         q = select(
             t.c.user_id, t.c.activity_type, t.c.amount, t.c.created_at, t.c.frozen_days,
-            t.c.reverses,
+            t.c.reverses, reason,
         ).order_by(t.c.user_id)  # fmt: skip
         with self.engine.connect() as connection:
             reversed_: dict[uuid.UUID, tuple[str, datetime]] = {
@@ -736,13 +740,13 @@ class SqlStore:
             for row in result:
                 if row[5] is None:
                     yield ActivityRow(
-                        row[0], row[1], row[2], _utc(row[3]), row[4], None, None, None
+                        row[0], row[1], row[2], _utc(row[3]), row[4], None, None, None, row[6]
                     )
                     continue
                 original_type, original_at = reversed_.get(row[5], (None, None))
                 yield ActivityRow(
                     row[0], row[1], row[2], _utc(row[3]), row[4], str(row[5]), original_type,
-                    original_at,
+                    original_at, row[6],
                 )  # fmt: skip
 
     def last_decays(self) -> dict[str, tuple[datetime, int]]:
