@@ -400,7 +400,8 @@ def test_milestones_and_frozen_days_in_the_audit_trail(
         engine.redis.xadd(
             engine.keys.outbox(engine.keys.shard_of("pia")),
             {"key": f"streak:pia:{run0}:3", "user": "pia", "amount": "10",
-             "type": "streak_bonus", "desc": "Streak milestone: 3 days", "at": "0",
+             "type": "streak_bonus", "desc": "Streak milestone: 3 days",
+             "at": str(int(rows[3].created_at.timestamp() * 1000)),  # (the entry's own time)
              "tier": "ember", "state": f"25 1 3 3 {run0 + 2} 4"},
         )  # fmt: skip
     drain(engine)
