@@ -232,8 +232,8 @@ def _decay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     report = engine.run_decay()
     print(f"decay: {report.users:,} users looked at, {report.decayed:,} decayed, "
-          f"{report.points:,} points taken, in {report.seconds:.1f} s")  # fmt: skip
-    return 0
+          f"{report.points:,} points taken, {report.failed:,} failed, in {report.seconds:.1f} s")  # fmt: skip
+    return 1 if report.failed else 0
 
 
 def _reshard(settings: Settings, args: argparse.Namespace) -> int:

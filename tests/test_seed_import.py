@@ -518,3 +518,14 @@ def test_quests_and_this_weeks_goals_reach_redis(
     assert not engine.award("1", "quiz_complete").rewards  # met already: no second reward
     rewarded = engine.award("2", "comment").rewards  # bob's 10th comment of the week
     assert [(r.activity_type, r.ref) for r in rewarded] == [("weekly_goal", "post_comments")]
+
+
+def test_a_rerun_after_a_deletion_keeps_the_user_deleted(
+    seed: str, engine: ScoringEngine, store: SqlStore
+) -> None:
+    import_seed(engine, store, seed)
+    engine.delete_user("2")
+    report = import_seed(engine, store, seed)
+    assert store.user_rows("2")["point_activity"] == []
+    assert [str(p.pk) for p in report.problems if "deleted" in p.reason] == ["2"]
+    assert "2" not in {e.user_id for e in engine.leaderboard("all_time").top(10)}

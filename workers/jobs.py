@@ -248,7 +248,7 @@ def run_decay() -> dict[str, Any]:
     a run that overlaps another decays each user once per local week."""
     engine, _ = context()
     report = engine.run_decay()
-    if report.decayed:
+    if report.decayed or report.failed:
         log.info("run_decay: %s", report)
     return asdict(report)
 

@@ -12,13 +12,17 @@ after week, until the floor or the next activity.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from engine.domain.errors import ScoringError
 from engine.domain.periods import day_to_date, local_day, local_week
 from engine.services.adjustments import Adjustments
 from engine.services.context import Context
+
+log = logging.getLogger(__name__)
 
 #: Users read per pipeline.
 CHUNK = 500
@@ -32,6 +36,8 @@ class DecayReport:
     #: users looked at (every user on the all-time boards), decayed this run, points taken
     users: int = 0
     decayed: int = 0
+    #: users whose decay failed (logged; tried again on the job's next run)
+    failed: int = 0
     points: int = 0
     seconds: float = 0.0
 
@@ -81,9 +87,14 @@ class Decay:
             assert isinstance(floor, int)
             if total <= floor:
                 continue  # at the floor: nothing to take
-            result = self.adjustments.decay_step(
-                uid, decay.loss(total), floor=floor, week=due, record_ttl=RECORD_TTL
-            )
+            try:
+                result = self.adjustments.decay_step(
+                    uid, decay.loss(total), floor=floor, week=due, record_ttl=RECORD_TTL
+                )
+            except ScoringError as exc:  # (deleted meanwhile, ...): the others go on
+                report.failed += 1
+                log.warning("decay of user %r failed: %s", uid, exc)
+                continue
             if result is not None and not result.replayed:
                 report.decayed += 1
                 report.points -= result.activity.amount

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from engine.domain import validation
 from engine.domain.errors import ValidationError
 from engine.domain.events import MAX_STORED_AMOUNT
+from engine.domain.keys import user_digest
 from engine.domain.periods import day_to_date, local_day, parse_timestamp, week_of
 from engine.domain.results import UserQuest
 from engine.domain.rules import ADJUSTMENT_TYPE, QUEST_REWARD_TYPE, REWARD_TYPES, Rules
@@ -450,7 +451,13 @@ def import_seed(
             "activities": [], "states": [], "profiles": [], "goals": [], "quests": []
         }  # fmt: skip
         users_in_batch = 0
+        # users deleted from the engine stay deleted: a re-run after a deletion imports none of
+        # their rows (their tombstones name them by digest)
+        gone = {digest for digest, _, _ in store.tombstones(im.now)}
         for u in _users(source, im):
+            if gone and u.user_id is not None and user_digest(u.user_id) in gone:
+                im.problem("users", u.pk, "the user was deleted from the engine: not imported")
+                continue
             activities, state = im.user_rows(u)
             batch["activities"] += activities
             if state is not None:
