@@ -232,7 +232,8 @@ def _decay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     report = engine.run_decay()
     print(f"decay: {report.users:,} users looked at, {report.decayed:,} decayed, "
-          f"{report.points:,} points taken, {report.failed:,} failed, in {report.seconds:.1f} s")  # fmt: skip
+          f"{report.points:,} points taken, {report.failed:,} failed, "
+          f"in {report.seconds:.1f} s")  # fmt: skip
     return 1 if report.failed else 0
 
 
