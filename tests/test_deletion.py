@@ -21,9 +21,10 @@ from test_api import api_engine, api_settings, client, sqlite_store  # noqa: F40
 
 from engine import ScoringEngine
 from engine.domain.deletion import is_pseudonym
-from engine.domain.errors import InvalidUserId, NotFound, UserDeleted
+from engine.domain.errors import InvalidUserId, NotFound, StoreUnavailable, UserDeleted
 from engine.domain.keys import user_digest
 from engine.domain.rules import build_rules
+from engine.services import deletion as deletion_service
 from engine.services.recovery import rebuild, reconcile
 from engine.services.reshard import reshard
 from engine.storage.models import LeaderboardArchive, PointActivity, UserScore
@@ -236,6 +237,30 @@ def test_a_retried_award_or_any_write_after_deletion_is_refused(
         engine.adjust(ALICE, 50, "goodwill")
     drain(engine)
     assert traces(engine, ALICE) == [] and sql_of(store, ALICE) == {}
+
+
+def test_a_deletion_cut_short_stays_a_deletion_after_redis_is_lost(
+    real_redis: redis.Redis, clock: Clock, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion stopped before its SQL step (here: the drain lock stays busy) has written the
+    SQL tombstone first: after Redis is lost, a rebuild does not bring the user back, and
+    deleting again finishes the job."""
+    engine = make_engine(real_redis, clock, store)
+    engine.award(ALICE, "comment")
+    engine.award(BOB, "comment")
+    drain(engine)
+    monkeypatch.setattr(deletion_service, "LOCK_WAIT_SECONDS", 0.3)
+    real_redis.set(engine.keys.drain_lock(0), "a drain elsewhere", ex=60)
+    with pytest.raises(StoreUnavailable):
+        engine.delete_user(ALICE)
+    assert sql_of(store, ALICE)["point_activity"] == 1  # not erased yet
+    real_redis.flushdb()  # Redis lost
+    rebuild(engine, store)
+    assert [e.user_id for e in engine.leaderboard("all_time").top(10)] == [BOB]
+    with pytest.raises(UserDeleted):
+        engine.award(ALICE, "comment")
+    assert engine.delete_user(ALICE).already_deleted
+    assert sql_of(store, ALICE) == {} and traces(engine, ALICE) == []
 
 
 def test_the_drain_drops_entries_of_a_deleted_user(

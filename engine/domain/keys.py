@@ -159,7 +159,8 @@ class Keys:
         return f"{self.tag(shard)}:outbox:lock"
 
     def drain_wanted(self, shard: int) -> str:
-        """Set (briefly) while a user deletion waits for the shard's drain lock: the drain
+        """A set of one member per user deletion waiting for the shard's drain lock (it lives
+        a wait at most): while it exists, the drain
         holding it ends its run at the next beat of its lease."""
         return f"{self.tag(shard)}:outbox:wanted"
 

@@ -3,6 +3,9 @@
 A deletion, in order (each step safe to repeat, so re-running a deletion that a crash cut short
 finishes it):
 
+0. The SQL tombstone (``deleted_user``, by digest), so that SQL holds every tombstone Redis
+   does: a rebuild or a reshard after a deletion cut short still refuses the user. (SQL
+   unreachable: the deletion stops here, having changed nothing.)
 1. One script call, atomically: the user's tombstone (``Keys.tombstone``, named by the digest
    of the id, expiring after ``SCORING_DELETE_TOMBSTONE_DAYS``) and its entry in the shard's
    tombstone index; the user's keys (``Keys.user_keys``); the user on every board of the shard
@@ -16,7 +19,7 @@ finishes it):
    index and drops the user's entries.
 3. Under the lock: the user's undrained outbox entries (and dead letters) are deleted, then in
    one SQL transaction the user's rows are erased (or moved to a pseudonym) and the SQL
-   tombstone (``deleted_user``, by digest) is written. The idempotency records of the user's
+   tombstone is written again. The idempotency records of the user's
    undrained activities are deleted before that transaction (their ids are nowhere else).
 4. After the lock: the idempotency records of the user's activities in SQL.
 """
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import uuid
 from binascii import crc32
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -105,6 +110,15 @@ class Deletion:
         now = ctx.clock()
         now_ms = int(now.timestamp() * 1000)
         boards = self._boards_of(shard, now)
+        expires_at = now + timedelta(seconds=self.tombstone_seconds)
+        if ctx.store is not None:  # first: see SqlStore.add_tombstone (SQL down: nothing done)
+            ctx.store.add_tombstone(
+                digest=user_digest(uid),
+                crc=crc32(uid.encode()),
+                at=now,
+                expires_at=expires_at,
+                mode=self.mode.value,
+            )
         reply = delete_cmd.parse(
             delete_cmd.script()(
                 r,
@@ -123,7 +137,13 @@ class Deletion:
             blocking_timeout=LOCK_WAIT_SECONDS,
             thread_local=False,
         )
-        r.set(k.drain_wanted(shard), "1", ex=LOCK_WAIT_SECONDS)
+        # the drains make way while any deletion waits: one member per waiter (a set, so that
+        # the first to get the lock does not withdraw another's request)
+        waiter = uuid.uuid4().hex
+        pipe = r.pipeline(transaction=False)
+        pipe.sadd(k.drain_wanted(shard), waiter)
+        pipe.expire(k.drain_wanted(shard), math.ceil(LOCK_WAIT_SECONDS))
+        pipe.execute()
         try:
             if not lock.acquire():
                 raise StoreUnavailable(
@@ -131,7 +151,7 @@ class Deletion:
                     "call again to finish the deletion"
                 )
         finally:
-            r.delete(k.drain_wanted(shard))
+            r.srem(k.drain_wanted(shard), waiter)
         try:
             for stream in (k.outbox(shard), k.dead_letters(shard)):
                 report.outbox_entries += self._drop_entries(stream, uid, activity_ids)
@@ -147,7 +167,7 @@ class Deletion:
                     crc=crc32(uid.encode()),
                     pseudonym=new_pseudonym() if self.mode is DeleteMode.ANONYMISE else None,
                     at=now,
-                    expires_at=now + timedelta(seconds=self.tombstone_seconds),
+                    expires_at=expires_at,
                     mode=self.mode.value,
                 )
         finally:

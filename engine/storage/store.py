@@ -848,6 +848,21 @@ class SqlStore:
 
     # -- deletion and export ----------------------------------------------------------------
 
+    def add_tombstone(
+        self, *, digest: str, crc: int, at: datetime, expires_at: datetime, mode: str
+    ) -> None:
+        """Record a deleted user's tombstone (by digest) ahead of the deletion itself, so that
+        SQL holds every tombstone Redis does: a rebuild or a reshard after a deletion cut short
+        still refuses the user. :meth:`erase_user` writes it again."""
+        row = {"digest": digest, "crc": crc, "mode": mode, "deleted_at": at,
+               "expires_at": expires_at}  # fmt: skip
+        with self.engine.begin() as connection:
+            connection.execute(
+                self._insert(DeletedUser)
+                .values(row)
+                .on_conflict_do_update(index_elements=["digest"], set_={"expires_at": expires_at})
+            )
+
     def erase_user(
         self,
         user_id: str,
