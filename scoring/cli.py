@@ -97,7 +97,7 @@ def _partitions(settings: Settings, args: argparse.Namespace) -> int:
     retention, as the scheduler's daily job does."""
     from datetime import UTC, datetime
 
-    from engine.services.retention import maintain_partitions
+    from engine.services.retention import longest_window_days, maintain_partitions
 
     store = SqlStore.from_settings(settings)
     if not store.partitioned():
@@ -105,8 +105,9 @@ def _partitions(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.apply:
         report = maintain_partitions(
-            store, datetime.now(UTC), retention_months=settings.activity_retention_months
-        )
+            store, datetime.now(UTC), retention_months=settings.activity_retention_months,
+            window_days=longest_window_days(load_rules(settings.rules_path)),
+        )  # fmt: skip
         for name in report.created:
             print(f"created {name}")
         for name, rows, points in report.dropped:

@@ -225,6 +225,7 @@ def maintain_partitions() -> dict[str, Any]:
     report = retention.maintain_partitions(
         sql_store(engine), engine.clock(),
         retention_months=get_settings().activity_retention_months,
+        window_days=retention.longest_window_days(engine.rules),
     )  # fmt: skip
     if report.created or report.dropped or report.waiting:
         log.info("maintain_partitions: %s", report)

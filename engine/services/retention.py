@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 from engine.domain.periods import WINDOWS, period_of
+from engine.domain.rules import Rules
 from engine.storage import partitions as parts
 from engine.storage.store import SqlStore
 
@@ -67,9 +68,17 @@ def unarchived_periods(store: SqlStore, partition: str) -> list[str]:
 
 
 def maintain_partitions(
-    store: SqlStore, now: datetime, *, retention_months: int | None, ahead: int = AHEAD
+    store: SqlStore,
+    now: datetime,
+    *,
+    retention_months: int | None,
+    ahead: int = AHEAD,
+    window_days: int = 0,
 ) -> PartitionReport:
-    """Make partitions ahead and apply retention (see the module's docstring)."""
+    """Make partitions ahead and apply retention (see the module's docstring). A month is
+    dropped only once it ended ``window_days`` days ago too: the longest window board's
+    retention (``[retention] month_days``), so that no board still live in Redis loses the
+    rows a rebuild would make it from."""
     report = PartitionReport()
     if not store.partitioned():
         return report
@@ -78,7 +87,7 @@ def maintain_partitions(
     report.created = store.create_partitions(parts.add_months(current, n) for n in range(ahead + 1))
     if retention_months is None:
         return report
-    cutoff = retention_cutoff(now, retention_months)
+    cutoff = min(retention_cutoff(now, retention_months), now - timedelta(days=window_days))
     for partition in store.activity_partitions():
         if partition.month is None:
             continue
@@ -101,3 +110,10 @@ def maintain_partitions(
             partition.name, rows, points, parts.ROLLUP,
         )  # fmt: skip
     return report
+
+
+def longest_window_days(rules: Rules) -> int:
+    """The longest retention of a window board (days after its window ends): retention keeps
+    every month that ended more recently."""
+    r = rules.retention
+    return max(r.day_days, r.week_days, r.month_days)

@@ -145,6 +145,9 @@ def create_month(connection: Any, month: date) -> bool:
     # before ATTACH, nor be routed there by a statement planned before it (PostgreSQL would
     # then refuse it: the new partition's constraint)
     connection.execute(text(f"LOCK TABLE ONLY {PARENT} IN SHARE ROW EXCLUSIVE MODE"))
+    # (again under the lock: another run may have made it while this one waited)
+    if connection.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar() is not None:
+        return False
     connection.execute(text(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
     connection.execute(
         text(
