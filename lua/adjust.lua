@@ -27,6 +27,10 @@
            "0": it is refused
   ARGV[17] decay only: the user's local week it is for ("2026-W49"), kept in the user hash
            (decay_wk, and decay_pts = the points it took) for the user's status; else ""
+  ARGV[18] decay only: the last active day the job read (the user is inactive as of it): an
+           award since then moved it, and the decay takes nothing; else "" (no check)
+  ARGV[19] "1": the floor is rather the threshold of the tier the user holds now (decay's
+           floor = "tier", read here, not from the job's earlier read)
   RULES: tier_names, tier_at, level_at, level_step (includes/tier_and_level.lua), keep_peak
   (tier and level follow the peak total, "pk" in the user hash, when it is higher than the
   total), adjustment_type.
@@ -66,6 +70,7 @@ local activity_id, user, amount_s, board_type = ARGV[1], ARGV[2], ARGV[3], ARGV[
 local reason, at_ms, today, record_ttl, fingerprint = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local day_life, week_life, month_life, flag_ttl = ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local reverses, floor, cut, decay_week = ARGV[14], tonumber(ARGV[15]), ARGV[16] == "1", ARGV[17]
+local seen_last_day, tier_floor = ARGV[18] or "", ARGV[19] == "1"
 
 local amount = tonumber(amount_s)
 if not amount or amount == 0 or amount ~= math.floor(amount) then
@@ -86,6 +91,12 @@ local nkey, pkey = "n:" .. adj_type, "pts:" .. board_type
 local h = rcall("HMGET", user_key, "total", "tier", "level", "version", "streak", "longest",
   "last_day", "pk", "display_name", "username")
 local old_total = tonumber(h[1] or "0")
+if seen_last_day ~= "" and h[7] ~= seen_last_day then return {-7, toint(old_total)} end
+if tier_floor and h[2] then
+  for i, name in ipairs(RULES.tier_names) do
+    if name == h[2] then floor = RULES.tier_at[i] end
+  end
+end
 local total = old_total + amount
 if total < floor then
   if not cut or old_total <= floor then return {-7, toint(old_total)} end

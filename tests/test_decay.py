@@ -107,6 +107,25 @@ def test_a_decay_is_on_no_window_board(real_redis, clock: Clock, store) -> None:
     assert on_windows() == [None, None, None] and engine.status("old").total_points == 900
 
 
+def test_the_script_checks_what_the_job_read(real_redis, clock: Clock) -> None:
+    """The job reads users a chunk at a time, then decays them one by one: an award between the
+    read and the decay makes it take nothing (the user is active now), and a "tier" floor is
+    the tier held at the decay, not at the read."""
+    engine = ScoringEngine(real_redis, clock=clock, rules=rules(points=100, floor="tier"))
+    inactive(engine, clock, "ivy", 1000)
+    seen = real_redis.hget(engine.keys.user("ivy"), "last_day")
+    engine.award("ivy", "comment")  # active again, after the job's read
+    step = engine.adjustments.decay_step
+    assert step("ivy", 100, floor=0, week="w", record_ttl=60, seen_last_day=seen) is None
+    assert engine.status("ivy").total_points == 1005
+    inactive(engine, clock, "joe", 260)  # spark (250) when read ...
+    engine.award("joe", "special_event", amount=300, occurred_at=clock.now - timedelta(days=40))
+    seen = real_redis.hget(engine.keys.user("joe"), "last_day")
+    done = step("joe", 100, floor=250, week="w", record_ttl=60, seen_last_day=seen, tier_floor=True)
+    assert done is not None and done.activity.amount == -60  # ... blaze (500) when decayed
+    assert engine.status("joe").total_points == 500
+
+
 def test_points_and_the_floor(real_redis, clock: Clock) -> None:
     engine = ScoringEngine(real_redis, clock=clock, rules=rules(points=50, floor=100))
     inactive(engine, clock, "ann", 120)

@@ -48,13 +48,15 @@ def args(
     floor: int = 0,
     cut: bool = False,
     decay_week: str = "",
+    seen_last_day: str = "",
+    tier_floor: bool = False,
 ) -> list[Any]:
     """The ARGV of one adjustment (see the script's header for each one's meaning and unit)."""
     day_ttl, week_ttl, month_ttl = lifetimes
     return [
         activity_id, user_id, amount, board_type, reason, created_ms, today, record_ttl,
         fingerprint, day_ttl, week_ttl, month_ttl, flag_ttl, reverses or "", floor,
-        "1" if cut else "0", decay_week,
+        "1" if cut else "0", decay_week, seen_last_day, "1" if tier_floor else "0",
     ]  # fmt: skip
 
 

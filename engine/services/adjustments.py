@@ -114,16 +114,27 @@ class Adjustments:
         return result
 
     def decay_step(
-        self, user_id: str, loss: int, *, floor: int, week: str, record_ttl: int
+        self,
+        user_id: str,
+        loss: int,
+        *,
+        floor: int,
+        week: str,
+        record_ttl: int,
+        seen_last_day: str = "",
+        tier_floor: bool = False,
     ) -> AdjustmentResult | None:
         """Take ``loss`` points from a user for the user's local ``week`` (reason ``decay``),
         never below ``floor`` (cut to reach it; None when the user is at or under it: nothing
         written). Once per user and week: its idempotency key is ``decay:<week>``, remembered
-        ``record_ttl`` seconds (a replay changes nothing). Used by the decay job."""
+        ``record_ttl`` seconds (a replay changes nothing). Used by the decay job: with
+        ``seen_last_day`` (the last active day it read) nothing is taken if an award moved it
+        since; ``tier_floor``: the floor is the threshold of the tier the user holds then."""
         now = self.ctx.clock()
         return self._apply(
             user_id, -loss, DECAY_REASON, None, f"decay:{week}", ADJUSTMENT_TYPE, now, now,
             floor=floor, cut=True, decay_week=week, record_ttl=record_ttl,
+            seen_last_day=seen_last_day, tier_floor=tier_floor,
         )  # fmt: skip
 
     def _apply(
@@ -141,6 +152,8 @@ class Adjustments:
         cut: bool = False,
         decay_week: str = "",
         record_ttl: int | None = None,
+        seen_last_day: str = "",
+        tier_floor: bool = False,
     ) -> AdjustmentResult | None:
         ctx, idem = self.ctx, self.ctx.rules.idempotency
         # (``now``: one clock read for the row's time and the windows it counts in.) Keys of
@@ -171,7 +184,7 @@ class Adjustments:
                     # this week's board (with a negative score)
                     lifetimes=[0, 0, 0] if decay_week else lifetimes(windows, now),
                     flag_ttl=FLAG_TTL, reverses=ref, floor=floor, cut=cut,
-                    decay_week=decay_week,
+                    decay_week=decay_week, seen_last_day=seen_last_day, tier_floor=tier_floor,
                 ),
             )
         )  # fmt: skip

@@ -89,8 +89,9 @@ class Decay:
                 continue  # at the floor: nothing to take
             try:
                 result = self.adjustments.decay_step(
-                    uid, decay.loss(total), floor=floor, week=due, record_ttl=RECORD_TTL
-                )
+                    uid, decay.loss(total), floor=floor, week=due, record_ttl=RECORD_TTL,
+                    seen_last_day=values[1] or "", tier_floor=decay.floor == "tier",
+                )  # fmt: skip
             except ScoringError as exc:  # (deleted meanwhile, ...): the others go on
                 report.failed += 1
                 log.warning("decay of user %r failed: %s", uid, exc)
