@@ -34,13 +34,14 @@ def test_every_script_loads_and_counts_its_keys(real_redis: redis.Redis) -> None
     assert (
         scripts.get("award", RULES=rules).numkeys == 22 and scripts["board_position"].numkeys == 1
     )
-    # KEYS[13...]: twelve keys, then as many as a call passes (the shard's boards)
+    # KEYS[12...]: eleven keys, then as many as a call passes (the user's other keys, as many
+    # as its ARGV[5] says, then the shard's boards)
     deletion = scripts["delete_user"]
     assert (deletion.numkeys, deletion.variadic, scripts["board_position"].variadic) == (
-        12, True, False,
+        11, True, False,
     )  # fmt: skip
-    with pytest.raises(TypeError, match="takes 12 keys, got 11"):
-        deletion(real_redis, ["k"] * 11, [])
+    with pytest.raises(TypeError, match="takes 11 keys, got 10"):
+        deletion(real_redis, ["k"] * 10, [])
 
 
 def test_defines_are_required_and_make_distinct_scripts() -> None:
