@@ -33,6 +33,7 @@ from engine.domain.errors import (
     IdempotencyConflict,
     InvalidAmount,
     InvalidDescription,
+    NotDrainedYet,
     NotReversible,
     UnknownActivity,
     ValidationError,
@@ -381,3 +382,17 @@ def test_an_award_key_is_not_an_adjustment_key(real_engine: ScoringEngine) -> No
     assert real_engine.adjust("kai", 40, "goodwill", idempotency_key="ticket-7").replayed
     assert real_engine.award("kai", "comment", idempotency_key="ticket-7").replayed
     assert real_engine.status("kai").total_points == award.user.total_points + 40
+
+
+def test_a_reversal_of_an_activity_deep_in_an_undrained_outbox_is_retried(
+    real_engine: ScoringEngine,
+) -> None:
+    """The reversal reads the newest outbox entries only (bounded): an activity not among them
+    and not in SQL while the outbox holds more is a retryable 503, not "unknown"."""
+    old = real_engine.award("deep", "comment", amount=7)
+    real_engine.award_many(
+        [{"user_id": f"other{i}", "activity_type": "reaction"} for i in range(600)]
+    )
+    with pytest.raises(NotDrainedYet):
+        real_engine.adjust("deep", None, "fraud", reverses=old.activity.id)
+    assert real_engine.status("deep").total_points == 7

@@ -214,6 +214,14 @@ class StoreUnavailable(ScoringError):
     code = "redis_unavailable"
 
 
+class NotDrainedYet(StoreUnavailable):
+    """The activity a reversal names is in neither SQL nor the newest outbox entries read, and
+    the outbox holds more than were read: it may still wait for the drain. Retry once the
+    drain has caught up (HTTP 503)."""
+
+    code = "not_drained_yet"
+
+
 class SeedImportError(ScoringError):
     """``scoring import-seed`` cannot go on: the seed's database is unreachable, or a table or
     column it reads is missing (the message names it). Nothing more is written."""

@@ -31,6 +31,7 @@ from engine.domain.errors import (
     BelowZero,
     IdempotencyConflict,
     InvalidAmount,
+    NotDrainedYet,
     NotReversible,
     ScriptCode,
     UnknownActivity,
@@ -246,6 +247,13 @@ class Adjustments:
                 break
         if original is None:
             found = ctx.store.activity(activity_id) if ctx.store is not None else None
+            backlog = ctx.redis.xlen(ctx.keys.outbox(ctx.keys.shard_of(uid)))
+            if found is None and backlog > outbox_recent.SCAN_LIMIT:
+                raise NotDrainedYet(
+                    f"activity {activity_id} is not in SQL, and the outbox's {backlog} undrained "
+                    "entries are more than were read: retry once the drain has caught up",
+                    field="reverses",
+                )
             if found is None or found.user_id != uid:
                 raise UnknownActivity(
                     f"user {uid!r} has no activity {activity_id}", field="reverses"
