@@ -39,6 +39,7 @@ from .routers import (
     me,
     stats,
     users,
+    webhooks,
 )
 from .schemas import user_schemas
 
@@ -93,8 +94,10 @@ def create_app(engine: ScoringEngine | None = None, settings: Settings | None = 
     award_routes, user_routes = awards.router(schemas), users.router(schemas)
     for router in (health.router, award_routes, user_routes,
                    leaderboards.router, engagement.router, achievements.router, events.router,
-                   stats.router, me.router(schemas), dashboard.router):  # fmt: skip
+                   stats.router, me.router(schemas), dashboard.router,
+                   webhooks.router):  # fmt: skip
         app.include_router(router)
+    app.webhooks.include_router(webhooks.events)  # the event bodies, in the OpenAPI document
     # the last added is the outermost: the guard, then the hottest routes' handlers (api.hot)
     hot_routes = [
         (route_of(award_routes.routes, awards.AWARD_PATH, "POST"), awards.hot_award(schemas)),

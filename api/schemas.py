@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from datetime import date, datetime
 from functools import cache
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import (
     AliasChoices,
@@ -44,6 +44,16 @@ from engine.domain.results import (
     UserState,
 )
 from engine.domain.rules import DEFAULT_LIFETIME
+from engine.domain.webhooks import (
+    DEFAULT_IN_FLIGHT,
+    MAX_IN_FLIGHT,
+    MAX_ROTATION_GRACE_S,
+    MAX_URL_LENGTH,
+    MIN_IN_FLIGHT,
+    ROTATION_GRACE_S,
+    Webhook,
+    WebhookDelivery,
+)
 
 Description = Annotated[StrictStr, Field(max_length=255)]
 UserId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -537,3 +547,176 @@ class UserExportOut(BaseModel):
     )
     activities: list[dict[str, Any]] = Field(description="the SQL audit trail, oldest first")
     sql: dict[str, list[dict[str, Any]]] = Field(description="the user's other SQL rows")
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+EventType = Literal[
+    "tier.changed", "level.changed", "goal.completed", "quest.completed", "achievement.earned",
+    "streak.milestone", "activity.created",
+]  # fmt: skip
+WebhookUrl = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=MAX_URL_LENGTH, examples=["https://example.com/hooks/scoring"]),
+]
+InFlight = Annotated[StrictInt, Field(ge=MIN_IN_FLIGHT, le=MAX_IN_FLIGHT)]
+
+
+class WebhookIn(_In):
+    """A new subscription: ``url`` receives a signed POST for each event of ``events``."""
+
+    url: WebhookUrl
+    events: list[EventType] = Field(min_length=1, max_length=16)
+    enabled: bool = True
+    max_in_flight: InFlight = Field(
+        default=DEFAULT_IN_FLIGHT, description="deliveries to this URL under way at once, at most"
+    )
+
+
+class WebhookPatch(_In):
+    """The fields to change (absent: unchanged); enabling clears ``disabled_reason``."""
+
+    url: WebhookUrl | None = None
+    events: list[EventType] | None = Field(default=None, min_length=1, max_length=16)
+    enabled: bool | None = None
+    max_in_flight: InFlight | None = None
+
+
+class RotateIn(_In):
+    grace_seconds: StrictInt = Field(
+        default=ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S,
+        description="how long the secret replaced stays valid (default 24 h)",
+    )  # fmt: skip
+
+
+class RedeliverIn(_In):
+    """One of: ``event_id`` (that event again) or ``since`` (every event queued since)."""
+
+    event_id: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    since: AwareDatetime | None = Field(default=None, description="ISO 8601 with an offset")
+
+
+class RedeliverOut(BaseModel):
+    queued: int = Field(description="deliveries made pending again, due now")
+
+
+class WebhookOut(_Out):
+    __annotations__ = fields_of(
+        Webhook,
+        describe={"disabled_reason": "why the engine disabled it (a receiver answered 410)",
+                  "previous_secret_until": "until when the secret replaced by the last "
+                  "rotation is valid too, or null"},
+    )  # fmt: skip
+
+
+class WebhookCreatedOut(WebhookOut):
+    secret: str = Field(description="the signing secret: shown this once, store it")
+
+
+class DeliveryOut(_Out):
+    __annotations__ = fields_of(
+        WebhookDelivery,
+        describe={"status": "pending, delivered or failed",
+                  "last_status": "the HTTP status of the last attempt; null: no answer "
+                  "(last_error says why)"},
+    )  # fmt: skip
+
+
+# The bodies the engine POSTs to subscribers: {"id", "type", "created_at", "data"}; ``id`` is
+# the same for the same event on every delivery (Scoring-Event-Id), use it to de-duplicate.
+
+
+class _Data(BaseModel):
+    user_id: str
+    activity_id: str = Field(description="the activity that caused the event")
+
+
+class TierChangedData(_Data):
+    old_tier: str
+    new_tier: str
+    total_points: int
+
+
+class LevelChangedData(_Data):
+    old_level: int
+    new_level: int
+    total_points: int
+
+
+class GoalCompletedData(_Data):
+    goal_id: str
+    goal_type: str
+    points_reward: int = Field(description="the reward activity's points (activity_id's)")
+
+
+class QuestCompletedData(_Data):
+    quest_id: str
+    points_reward: int
+
+
+class AchievementEarnedData(_Data):
+    achievement_id: str
+    level: int
+    points_reward: int
+
+
+class StreakMilestoneData(_Data):
+    days: int = Field(description="the streak length the milestone is for")
+    points_reward: int
+
+
+class ActivityCreatedData(_Data):
+    activity_type: str
+    amount: int
+    description: str
+    tier: str = Field(description="the user's tier after the activity")
+    created_at: datetime
+
+
+class _Event(BaseModel):
+    id: str = Field(description="the event's id, stable across deliveries (uuid)")
+    created_at: datetime
+
+
+class TierChangedEvent(_Event):
+    type: Literal["tier.changed"]
+    data: TierChangedData
+
+
+class LevelChangedEvent(_Event):
+    type: Literal["level.changed"]
+    data: LevelChangedData
+
+
+class GoalCompletedEvent(_Event):
+    type: Literal["goal.completed"]
+    data: GoalCompletedData
+
+
+class QuestCompletedEvent(_Event):
+    type: Literal["quest.completed"]
+    data: QuestCompletedData
+
+
+class AchievementEarnedEvent(_Event):
+    type: Literal["achievement.earned"]
+    data: AchievementEarnedData
+
+
+class StreakMilestoneEvent(_Event):
+    type: Literal["streak.milestone"]
+    data: StreakMilestoneData
+
+
+class ActivityCreatedEvent(_Event):
+    type: Literal["activity.created"]
+    data: ActivityCreatedData
+
+
+#: Each event type's body (the OpenAPI document's ``webhooks`` section shows each).
+EVENT_BODIES: dict[str, type[_Event]] = {
+    "tier.changed": TierChangedEvent, "level.changed": LevelChangedEvent,
+    "goal.completed": GoalCompletedEvent, "quest.completed": QuestCompletedEvent,
+    "achievement.earned": AchievementEarnedEvent, "streak.milestone": StreakMilestoneEvent,
+    "activity.created": ActivityCreatedEvent,
+}  # fmt: skip

@@ -182,6 +182,8 @@ def _empty(store) -> None:
 
     with store.engine.begin() as connection:
         for table in (
+            "webhook_delivery",
+            "webhook_subscription",
             "deleted_user",
             "seasonal_event",
             "leaderboard_archive",

@@ -129,6 +129,27 @@ class EventConflict(ScoringError):
     code = "event_conflict"
 
 
+class InvalidWebhook(ValidationError):
+    """A webhook subscription's field is invalid (``field`` names it)."""
+
+    code = "invalid_webhook"
+
+
+class WebhookUrlRefused(InvalidWebhook):
+    """A webhook URL's host is (or resolves to) an address deliveries must not go to: private,
+    loopback, link-local, multicast or reserved (server-side request forgery)."""
+
+    code = "webhook_url_refused"
+
+
+class UnknownWebhook(NotFound):
+    code = "unknown_webhook"
+
+
+class UnknownWebhookDelivery(NotFound):
+    code = "unknown_webhook_delivery"
+
+
 class QuestStateError(ScoringError):
     """The quest cannot do what was asked in its current state; nothing was written."""
 

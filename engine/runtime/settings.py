@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         "the id may be used again, as a new user).",
     )
 
+    webhooks_allow_private: bool = Field(
+        default=False,
+        alias="SCORING_WEBHOOKS_ALLOW_PRIVATE",
+        description="Whether a webhook URL may point at a private, loopback, link-local, "
+        "multicast or reserved address (off: such URLs are refused, against server-side "
+        "request forgery).",
+    )
+
     @property
     def leaderboard_access(self) -> Literal["yes", "local", "no"]:
         """``public_leaderboards``, or its default for where the state lives."""

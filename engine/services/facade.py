@@ -17,6 +17,7 @@ Each service is an object of its own, given the engine's :class:`~engine.service
 ``friend_lists``    users' friend lists, for friends boards (``lua/set_friends.lua``)
 ``stats``           queries over the SQL audit trail
 ``deletion``        deleting a user and exporting one (``lua/delete_user.lua``)
+``subscriptions``   webhook subscriptions, their secrets and delivery log (SQL)
 ==================  ===================================================================
 
 The facade's methods are the services' own bound methods (``engine.award`` is
@@ -57,6 +58,7 @@ from engine.services.quests import Quests
 from engine.services.stats import Stats
 from engine.services.streaks import Streaks
 from engine.services.users import Users
+from engine.services.webhooks import Resolver, Webhooks
 from engine.storage.outbox import DrainQueue
 from engine.storage.store import SqlStore
 
@@ -104,6 +106,8 @@ class ScoringEngine:
         wait_timeout_ms: int = 100,
         delete_mode: DeleteMode | str = DeleteMode.ERASE,
         tombstone_days: int = TOMBSTONE_DAYS,
+        webhooks_allow_private: bool = False,
+        webhook_resolver: Resolver | None = None,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be >= 1")
@@ -138,6 +142,9 @@ class ScoringEngine:
             boards=self.boards, goals=self.goals, quests=self.side_quests, badges=self.badges,
             friends=self.friend_lists,
         )  # fmt: skip
+        self.subscriptions = Webhooks(
+            ctx, allow_private=webhooks_allow_private, resolve=webhook_resolver
+        )
 
         # the documented methods, each its service's own
         self.award = self.awards.award
@@ -188,6 +195,15 @@ class ScoringEngine:
         self.delete_user = self.deletion.delete_user
         self.export_user = self.deletion.export_user
         self.queue_drain = ctx.queue_drain
+        self.create_webhook = self.subscriptions.create_webhook
+        self.webhooks = self.subscriptions.webhooks
+        self.webhook = self.subscriptions.webhook
+        self.update_webhook = self.subscriptions.update_webhook
+        self.delete_webhook = self.subscriptions.delete_webhook
+        self.rotate_webhook_secret = self.subscriptions.rotate_secret
+        self.webhook_signing_secrets = self.subscriptions.signing_secrets
+        self.webhook_deliveries = self.subscriptions.deliveries
+        self.redeliver_webhook = self.subscriptions.redeliver
 
     # -- construction ---------------------------------------------------------------------
 
@@ -224,6 +240,7 @@ class ScoringEngine:
         kwargs.setdefault("wait_timeout_ms", settings.redis_wait_timeout_ms)
         kwargs.setdefault("delete_mode", settings.delete_mode)
         kwargs.setdefault("tombstone_days", settings.delete_tombstone_days)
+        kwargs.setdefault("webhooks_allow_private", settings.webhooks_allow_private)
         if "drain_queue" not in kwargs:
             kwargs["drain_queue"] = DrainQueue.from_url(
                 queue_redis_url(settings, cluster), name=settings.queue_name

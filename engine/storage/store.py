@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.domain.events import API_SOURCE, SeasonalEvent
 from engine.domain.results import Activity, LeaderboardEntry, Quest
 from engine.domain.rules import ADJUSTMENT_TYPE, DECAY_REASON
+from engine.domain.webhooks import PENDING, Webhook, WebhookDelivery
 from engine.storage import partitions
 from engine.storage.models import (
     Base,
@@ -51,9 +52,11 @@ from engine.storage.models import (
     UserScore,
     UserSideQuest,
     UserStreakFreeze,
+    WebhookSubscription,
     WeeklyGoal,
 )
 from engine.storage.models import SeasonalEvent as SeasonalEventRow
+from engine.storage.models import WebhookDelivery as WebhookDeliveryRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -523,6 +526,112 @@ class SqlStore:
             rows = connection.execute(select(t).order_by(t.c.starts_at, t.c.id))
             return [_event(r) for r in rows]
 
+    # -- webhooks -------------------------------------------------------------------------
+
+    def create_webhook(self, values: dict[str, Any]) -> Webhook:
+        """Store a new subscription (``values``: the columns, ``events`` as a tuple)."""
+        t = _table(WebhookSubscription)
+        with self.engine.begin() as connection:
+            connection.execute(
+                t.insert().values(**{**values, "events": ",".join(values["events"])})
+            )
+            row = connection.execute(select(t).where(t.c.id == values["id"])).one()
+        return _webhook(row)
+
+    def webhooks(self) -> list[Webhook]:
+        """Every subscription, oldest first."""
+        t = _table(WebhookSubscription)
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(t).order_by(t.c.created_at, t.c.id))
+            return [_webhook(r) for r in rows]
+
+    def webhook(self, webhook_id: str) -> Webhook | None:
+        t = _table(WebhookSubscription)
+        with self.engine.connect() as connection:
+            row = connection.execute(select(t).where(t.c.id == webhook_id)).one_or_none()
+        return None if row is None else _webhook(row)
+
+    def webhook_secrets(self, webhook_id: str) -> tuple[str, str | None, datetime | None] | None:
+        """A subscription's secret, previous secret and until when that one is valid; None if
+        there is no such subscription."""
+        t = _table(WebhookSubscription)
+        q = select(t.c.secret, t.c.previous_secret, t.c.previous_secret_until)
+        with self.engine.connect() as connection:
+            row = connection.execute(q.where(t.c.id == webhook_id)).one_or_none()
+        if row is None:
+            return None
+        until = _utc(row.previous_secret_until) if row.previous_secret_until else None
+        return row.secret, row.previous_secret, until
+
+    def update_webhook(self, webhook_id: str, values: dict[str, Any]) -> Webhook | None:
+        """Change a subscription's columns (``events`` as a tuple); None if there is none."""
+        t = _table(WebhookSubscription)
+        if "events" in values:
+            values = {**values, "events": ",".join(values["events"])}
+        with self.engine.begin() as connection:
+            connection.execute(t.update().where(t.c.id == webhook_id).values(**values))
+            row = connection.execute(select(t).where(t.c.id == webhook_id)).one_or_none()
+        return None if row is None else _webhook(row)
+
+    def rotate_webhook_secret(
+        self, webhook_id: str, secret: str, previous_until: datetime, at: datetime
+    ) -> Webhook | None:
+        """Make ``secret`` the subscription's secret, the current one its previous secret
+        (valid until ``previous_until``); None if there is no such subscription."""
+        t = _table(WebhookSubscription)
+        with self.engine.begin() as connection:
+            connection.execute(
+                t.update()
+                .where(t.c.id == webhook_id)
+                .values(previous_secret=t.c.secret, previous_secret_until=previous_until,
+                        secret=secret, updated_at=at)
+            )  # fmt: skip
+            row = connection.execute(select(t).where(t.c.id == webhook_id)).one_or_none()
+        return None if row is None else _webhook(row)
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        """Delete a subscription and its delivery log; whether there was one."""
+        t, d = _table(WebhookSubscription), _table(WebhookDeliveryRow)
+        with self.engine.begin() as connection:
+            connection.execute(d.delete().where(d.c.subscription_id == webhook_id))
+            return bool(connection.execute(t.delete().where(t.c.id == webhook_id)).rowcount)
+
+    def webhook_deliveries(
+        self,
+        webhook_id: str,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        status: str | None = None,
+    ) -> list[WebhookDelivery]:
+        """A subscription's delivery log, newest first: ``limit`` rows with an id below
+        ``before`` (the last page's last id), of ``status`` if given."""
+        d = _table(WebhookDeliveryRow)
+        q = select(d).where(d.c.subscription_id == webhook_id)
+        if before is not None:
+            q = q.where(d.c.id < before)
+        if status is not None:
+            q = q.where(d.c.status == status)
+        with self.engine.connect() as connection:
+            rows = connection.execute(q.order_by(d.c.id.desc()).limit(limit))
+            return [_delivery(r) for r in rows]
+
+    def redeliver_webhook(
+        self, webhook_id: str, now: datetime, *, event_id: str | None = None,
+        since: datetime | None = None,
+    ) -> int:  # fmt: skip
+        """Queue again the subscription's delivery of ``event_id``, or every delivery of an
+        event queued at or after ``since``: status pending, due ``now``, the attempts made
+        kept. The number of deliveries queued."""
+        d = _table(WebhookDeliveryRow)
+        q = d.update().where(d.c.subscription_id == webhook_id)
+        if event_id is not None:
+            q = q.where(d.c.event_id == event_id)
+        if since is not None:
+            q = q.where(d.c.created_at >= since)
+        with self.engine.begin() as connection:
+            return int(connection.execute(q.values(status=PENDING, next_attempt_at=now)).rowcount)
+
     def user_quest_rows(self, user_id: str) -> list[Row[Any]]:
         """The user's ``user_side_quest`` rows (columns as attributes), by quest."""
         t = UserSideQuest.__table__
@@ -972,6 +1081,30 @@ def _event(row: Any) -> SeasonalEvent:
         activity_types=tuple(t for t in row.activity_types.split(",") if t),
         source=API_SOURCE, created_at=_utc(row.created_at),
         ended_at=_utc(row.ended_at) if row.ended_at is not None else None,
+    )  # fmt: skip
+
+
+def _webhook(row: Any) -> Webhook:
+    until = row.previous_secret_until
+    return Webhook(
+        id=row.id, url=row.url, events=tuple(t for t in row.events.split(",") if t),
+        enabled=bool(row.enabled), max_in_flight=row.max_in_flight,
+        disabled_reason=row.disabled_reason,
+        previous_secret_until=_utc(until) if until is not None else None,
+        created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
+    )  # fmt: skip
+
+
+def _delivery(row: Any) -> WebhookDelivery:
+    def utc(value: datetime | None) -> datetime | None:
+        return None if value is None else _utc(value)
+
+    return WebhookDelivery(
+        id=row.id, subscription_id=row.subscription_id, event_id=row.event_id,
+        event_type=row.event_type, status=row.status, attempts=row.attempts,
+        last_status=row.last_status, last_error=row.last_error,
+        last_attempt_at=utc(row.last_attempt_at), next_attempt_at=utc(row.next_attempt_at),
+        delivered_at=utc(row.delivered_at), created_at=_utc(row.created_at),
     )  # fmt: skip
 
 
