@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -418,3 +420,19 @@ def test_the_delivery_log_and_redelivery(client: TestClient, store: SqlStore, cl
     with store.engine.connect() as connection:
         left = connection.execute(select(d.c.subscription_id)).scalars().all()
     assert left == [other] * 3
+
+
+def test_the_readme_verification_accepts_the_engine_signature_only() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    snippet = text.split("**Verifying a request**", 1)[1].split("```python\n", 1)[1]
+    namespace: dict[str, object] = {}
+    exec(snippet.split("```", 1)[0], namespace)  # the README's own example
+    readme_verify = namespace["verify"]
+    body = b'{"id":"e1","type":"tier.changed"}'
+    now = int(time.time())
+    header = wh.sign("whsec_new", now, body)
+    assert readme_verify(["whsec_old", "whsec_new"], header, body)  # type: ignore[operator]
+    assert not readme_verify(["whsec_new"], header, body + b" ")  # type: ignore[operator]
+    assert not readme_verify(["whsec_old"], header, body)  # type: ignore[operator]
+    old = wh.sign("whsec_new", now - 301, body)
+    assert not readme_verify(["whsec_new"], old, body)  # type: ignore[operator]
