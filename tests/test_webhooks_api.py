@@ -10,6 +10,7 @@ import json
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ from helpers import ADMIN, API_KEYS, JWT_SECRET, PLAIN_RULES, READER, Clock, iso
 from sqlalchemy import insert, select
 
 from api.app import create_app
+from api.schemas import EVENT_BODIES, EventType
 from engine import ScoringEngine
 from engine.domain import webhooks as wh
 from engine.domain.errors import InvalidWebhook, WebhookUrlRefused
@@ -275,6 +277,7 @@ def test_the_service_checks_its_input_without_the_api(hooks_engine: ScoringEngin
 
 
 def test_the_event_bodies_are_in_the_openapi_document(client: TestClient) -> None:
+    assert get_args(EventType) == tuple(EVENT_BODIES) == wh.EVENT_TYPES
     document = client.get("/openapi.json").json()
     assert set(document["webhooks"]) == set(wh.EVENT_TYPES)
     schemas = document["components"]["schemas"]
@@ -436,3 +439,18 @@ def test_the_readme_verification_accepts_the_engine_signature_only() -> None:
     assert not readme_verify(["whsec_old"], header, body)  # type: ignore[operator]
     old = wh.sign("whsec_new", now - 301, body)
     assert not readme_verify(["whsec_new"], old, body)  # type: ignore[operator]
+
+
+def test_the_log_keeps_pending_deliveries_and_recent_ones(
+    client: TestClient, hooks_engine: ScoringEngine, store: SqlStore, clock: Clock
+) -> None:
+    hook = create(client)["id"]
+    events = _deliveries(store, hook, clock, 6)  # a minute apart, ending now
+    clock.advance(days=30, minutes=-3, seconds=30)  # the first 3 were queued over 30 days ago
+    with pytest.raises(InvalidWebhook):
+        hooks_engine.prune_webhook_deliveries(0)
+    assert hooks_engine.prune_webhook_deliveries(30) == 2  # delivered and failed; not pending
+    left = [r.event_id for r in hooks_engine.webhook_deliveries(hook)]
+    assert left == [events[5], events[4], events[3], events[2]]
+    assert store.prune_webhook_deliveries(clock.now, chunk=1) == 2  # in chunks
+    assert [r.status for r in hooks_engine.webhook_deliveries(hook)] == ["pending"] * 2

@@ -232,6 +232,16 @@ def maintain_partitions() -> dict[str, Any]:
     return asdict(report)
 
 
+def prune_webhook_log() -> int:
+    """Delete the webhook deliveries delivered or failed more than ``SCORING_WEBHOOK_LOG_DAYS``
+    days ago (daily); the number deleted."""
+    engine, _ = context()
+    deleted = engine.prune_webhook_deliveries(get_settings().webhook_log_days)
+    if deleted:
+        log.info("prune_webhook_log: %d deliveries deleted", deleted)
+    return deleted
+
+
 def backfill_achievements(*, force: bool = False) -> dict[str, Any] | None:
     """Grant the achievement levels users already qualify for, when the rules' achievements
     changed since the last backfill (``force``: whatever changed). Every minute; a run that

@@ -42,6 +42,9 @@ CRON: dict[str, tuple[str, str]] = {
     # after the archive: the audit trail's partitions for this month and the next 3, and
     # retention (SCORING_ACTIVITY_RETENTION_MONTHS) of months whose periods are archived
     "scoring-partitions": ("workers.jobs.maintain_partitions", "30 0 * * *"),
+    # the webhook delivery log: delivered and failed deliveries older than
+    # SCORING_WEBHOOK_LOG_DAYS
+    "scoring-webhook-log": ("workers.jobs.prune_webhook_log", "40 0 * * *"),
 }
 
 #: every periodic job id

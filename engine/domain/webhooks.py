@@ -165,8 +165,9 @@ def check_in_flight(value: object) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A checked URL's host (without brackets) and port."""
+    """A checked URL, its host (without brackets) and port."""
 
+    url: str
     host: str
     port: int
 
@@ -197,7 +198,7 @@ def check_url(url: object) -> Target:
         raise InvalidWebhook("url must not hold credentials", field="url")
     if parts.fragment:
         raise InvalidWebhook("url must not have a fragment", field="url")
-    return Target(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+    return Target(url, parts.hostname, port or (443 if parts.scheme == "https" else 80))
 
 
 def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

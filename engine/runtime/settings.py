@@ -174,6 +174,15 @@ class Settings(BaseSettings):
         "request forgery).",
     )
 
+    webhook_log_days: int = Field(
+        default=30,
+        alias="SCORING_WEBHOOK_LOG_DAYS",
+        ge=1,
+        le=3650,
+        description="Days a delivered or failed webhook delivery stays in the delivery log "
+        "(pruned daily; pending ones stay until they are delivered or fail).",
+    )
+
     @property
     def leaderboard_access(self) -> Literal["yes", "local", "no"]:
         """``public_leaderboards``, or its default for where the state lives."""

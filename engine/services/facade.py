@@ -204,6 +204,7 @@ class ScoringEngine:
         self.webhook_signing_secrets = self.subscriptions.signing_secrets
         self.webhook_deliveries = self.subscriptions.deliveries
         self.redeliver_webhook = self.subscriptions.redeliver
+        self.prune_webhook_deliveries = self.subscriptions.prune_deliveries
 
     # -- construction ---------------------------------------------------------------------
 

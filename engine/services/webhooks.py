@@ -83,9 +83,8 @@ class Webhooks:
         """``url`` if deliveries may go to it; raises :class:`InvalidWebhook` or
         :class:`WebhookUrlRefused` (its host is or resolves to a refused address)."""
         target = check_url(url)
-        assert isinstance(url, str)
         if self.allow_private:
-            return url
+            return target.url
         literal = literal_address(target.host)
         if literal is not None:
             check_addresses(target.host, [str(literal)])
@@ -93,7 +92,7 @@ class Webhooks:
             raise WebhookUrlRefused(f"url host {target.host!r} is the local host", field="url")
         else:
             check_addresses(target.host, self.resolve(target.host, target.port))
-        return url
+        return target.url
 
     def _stored(self, webhook_id: str) -> Webhook:
         found = self.ctx.sql().webhook(webhook_id) if _ID.fullmatch(webhook_id) else None
@@ -122,7 +121,7 @@ class Webhooks:
         in_flight = check_in_flight(max_in_flight)
         if not isinstance(enabled, bool):
             raise InvalidWebhook("enabled must be true or false", field="enabled")
-        self.check_target(url)
+        url = self.check_target(url)
         now = self.ctx.clock()
         secret = _new_secret()
         webhook = self.ctx.sql().create_webhook({
@@ -271,6 +270,13 @@ class Webhooks:
                 f"webhook {webhook_id!r} has no delivery of event {event_id!r}", field="event_id"
             )
         return queued
+
+    def prune_deliveries(self, days: int) -> int:
+        """Delete the delivered and failed deliveries queued more than ``days`` days ago
+        (``SCORING_WEBHOOK_LOG_DAYS``, daily); the number deleted."""
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise InvalidWebhook("days must be a positive integer", field="days")
+        return self.ctx.sql().prune_webhook_deliveries(self.ctx.clock() - timedelta(days=days))
 
 
 def _new_secret() -> str:

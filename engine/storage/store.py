@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.domain.events import API_SOURCE, SeasonalEvent
 from engine.domain.results import Activity, LeaderboardEntry, Quest
 from engine.domain.rules import ADJUSTMENT_TYPE, DECAY_REASON
-from engine.domain.webhooks import PENDING, Webhook, WebhookDelivery
+from engine.domain.webhooks import DELIVERED, FAILED, PENDING, Webhook, WebhookDelivery
 from engine.storage import partitions
 from engine.storage.models import (
     Base,
@@ -631,6 +631,20 @@ class SqlStore:
             q = q.where(d.c.created_at >= since)
         with self.engine.begin() as connection:
             return int(connection.execute(q.values(status=PENDING, next_attempt_at=now)).rowcount)
+
+    def prune_webhook_deliveries(self, before: datetime, *, chunk: int = 10_000) -> int:
+        """Delete the delivered and failed deliveries queued before ``before``, ``chunk`` rows
+        per transaction (pending ones stay: they are still to be sent). The number deleted."""
+        d = _table(WebhookDeliveryRow)
+        done = d.c.status.in_((DELIVERED, FAILED))
+        deleted = 0
+        while True:
+            ids = select(d.c.id).where(d.c.created_at < before, done).limit(chunk)
+            with self.engine.begin() as connection:
+                n = int(connection.execute(d.delete().where(d.c.id.in_(ids))).rowcount)
+            deleted += n
+            if n < chunk:
+                return deleted
 
     def user_quest_rows(self, user_id: str) -> list[Row[Any]]:
         """The user's ``user_side_quest`` rows (columns as attributes), by quest."""

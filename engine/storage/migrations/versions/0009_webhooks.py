@@ -60,9 +60,13 @@ def upgrade() -> None:
         "ix_webhook_delivery_subscription", "webhook_delivery", ["subscription_id", "id"]
     )
     op.create_index("ix_webhook_delivery_due", "webhook_delivery", ["status", "next_attempt_at"])
+    op.create_index(
+        "ix_webhook_delivery_created", "webhook_delivery", ["created_at"], postgresql_using="brin"
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_webhook_delivery_created", table_name="webhook_delivery")
     op.drop_index("ix_webhook_delivery_due", table_name="webhook_delivery")
     op.drop_index("ix_webhook_delivery_subscription", table_name="webhook_delivery")
     op.drop_table("webhook_delivery")
