@@ -52,6 +52,8 @@ MIN_IN_FLIGHT, MAX_IN_FLIGHT, DEFAULT_IN_FLIGHT = 1, 64, 4
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 DELIVERY_STATUSES = (PENDING, DELIVERED, FAILED)
 
+#: The well-known NAT64 prefix (RFC 6052): its addresses stand for the IPv4 address in their end.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 #: The namespace of event ids (uuid5): fixed, so an event's id never changes.
 _NAMESPACE = uuid.UUID("5c0f7f3e-2b1a-5d0c-9e47-8a5b3c2d1e0f")
 
@@ -212,10 +214,13 @@ def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 def refused_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether a delivery must not go to ``address`` (unless private targets are allowed):
     private, loopback, link-local, multicast, reserved, unspecified, shared (100.64.0.0/10) or
-    any other address that is not globally reachable, an IPv4 one written as IPv6 included."""
+    any other address that is not globally reachable, an IPv4 one written as IPv6 (mapped,
+    6to4 or NAT64) included."""
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     if isinstance(ip, ipaddress.IPv6Address):
         mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is None and ip in _NAT64:  # 64:ff9b::a.b.c.d reaches a.b.c.d through NAT64
+            mapped = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if mapped is not None:
             return refused_address(mapped)
     return (
