@@ -112,8 +112,8 @@ def test_event_ids_are_stable_per_cause() -> None:
     "address",
     ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "224.0.0.1",
      "0.0.0.0", "100.64.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "fe80::1",
-     "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2002:7f00:1::", "64:ff9b::7f00:1",
-     "64:ff9b::a9fe:a9fe"],
+     "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2002:7f00:1::",
+     "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe"],
 )  # fmt: skip
 def test_private_and_reserved_addresses_are_refused(address: str) -> None:
     assert wh.refused_address(address)
