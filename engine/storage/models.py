@@ -7,7 +7,8 @@ write never overwrites a newer one. ``weekly_goal``, ``side_quest`` and ``user_s
 the seed's engagement tables. ``point_activity_rollup`` keeps the sums of the months of
 ``point_activity`` that retention dropped. ``leaderboard_period`` and ``leaderboard_archive``
 keep the final standings of ended day, week and month boards. ``seasonal_event`` holds the
-seasonal events made through the admin API.
+seasonal events made through the admin API. ``webhook_subscription`` holds the webhook
+subscriptions, ``webhook_delivery`` one row per event and subscription (the delivery log).
 
 The schema is created and changed by the Alembic migrations in ``engine/migrations`` (run
 ``scoring db upgrade``); these classes are the models those migrations must match.
