@@ -51,6 +51,7 @@ from engine.storage.models import (
     UserScore,
     UserSideQuest,
     UserStreakFreeze,
+    WebhookDelivery,
     WeeklyGoal,
 )
 from engine.storage.models import SeasonalEvent as SeasonalEventRow
@@ -328,6 +329,7 @@ class SqlStore:
         goals: Sequence[dict[str, Any]] = (),
         achievements: Sequence[dict[str, Any]] = (),
         freezes: Sequence[dict[str, Any]] = (),
+        deliveries: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Write one drained batch in one transaction.
 
@@ -338,6 +340,9 @@ class SqlStore:
         completed, progress only grows). ``goals``: completed weekly_goal rows.
         ``achievements``: user_achievement rows (a level already present is kept).
         ``freezes``: user_streak_freeze rows (applied only over an older ``seq``).
+        ``deliveries``: webhook_delivery rows of the batch's events (one already queued for
+        its subscription is kept), in the same transaction: an event exists exactly when its
+        activity does.
         """
         states = sorted(states, key=itemgetter("user_id"))
         profiles = sorted(profiles, key=itemgetter("user_id"))
@@ -345,6 +350,7 @@ class SqlStore:
             if self.engine.dialect.name == "postgresql":
                 _pg_write(connection, activities, states, profiles)
                 self._write_engagement(connection, quests, goals, achievements, freezes)
+                self._write_deliveries(connection, deliveries)
                 return
             self._write_engagement(connection, quests, goals, achievements, freezes)
             if activities:
@@ -354,6 +360,15 @@ class SqlStore:
                 connection.execute(self._upsert(_STATE_COLUMNS, "state_version"), states)
             if profiles:
                 connection.execute(self._upsert(_PROFILE_COLUMNS, "profile_version"), profiles)
+            self._write_deliveries(connection, deliveries)
+
+    def _write_deliveries(self, connection: Any, deliveries: Sequence[dict[str, Any]]) -> None:
+        """Webhooks: queue the batch's events for their subscriptions (once each)."""
+        if deliveries:
+            stmt = self._insert(WebhookDelivery).on_conflict_do_nothing(
+                index_elements=["subscription_id", "event_id"]
+            )
+            connection.execute(stmt, list(deliveries))
 
     def _write_engagement(
         self,
