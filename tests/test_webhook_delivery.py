@@ -19,13 +19,16 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import PLAIN_RULES, Clock
+from fastapi.testclient import TestClient
+from helpers import API_KEYS, PLAIN_RULES, Clock
 from rq import Queue
 from sqlalchemy import select, text
 
+from api.app import create_app
 from engine import ScoringEngine
 from engine.domain import webhooks as domain
 from engine.domain.rules import build_rules
+from engine.runtime.settings import Settings
 from engine.storage.models import WebhookDelivery, WebhookSubscription
 from engine.storage.store import SqlStore
 from engine.storage.webhook_store import WebhookDeliveries
@@ -277,6 +280,13 @@ def test_500_three_times_then_200_is_delivered_on_the_fourth_attempt(
     assert r.event_ids() == [event] * 4
     counts = real_redis.hgetall(ScoringEngine(real_redis).keys.webhook_metrics())
     assert (counts["retried"], counts["delivered"], counts["latency_count"]) == ("3", "1", "4")
+    # the API's /metrics shows what every worker counted
+    app = create_app(ScoringEngine(real_redis, store=lite), Settings(SCORING_API_KEYS=API_KEYS))
+    scraped = TestClient(app).get("/metrics").text
+    assert "scoring_webhook_delivered_total 1.0" in scraped
+    assert "scoring_webhook_retried_total 3.0" in scraped
+    assert "scoring_webhook_failed_total 0.0" in scraped
+    assert "scoring_webhook_seconds_count 4.0" in scraped
 
 
 def test_a_retry_waits_its_backoff_and_the_attempts_run_out(
