@@ -89,8 +89,9 @@ def drain_rate(r: redis.Redis, store: SqlStore, queue: Queue, awards: int, subs:
     start = time.perf_counter()
     report = drainer.drain(0)
     seconds = time.perf_counter() - start
-    assert report.written == awards and not report.errors, report
-    return awards / seconds
+    # written: the awards' entries and their rewards' (achievements of the default rules)
+    assert report.written >= awards and not report.errors and not report.dead, report
+    return report.written / seconds
 
 
 def delivery_rate(r: redis.Redis, store: SqlStore, pg_url: str, events: int) -> tuple[float, int]:
@@ -142,7 +143,7 @@ def main() -> None:
     fresh_db(r)
     ma, mb = statistics.median(a), statistics.median(b)
     print(f"{'measure':<52} {'result':>24}")
-    print(f"{'drain, no subscription (activities/s, median)':<52} {ma:>24,.0f}")
+    print(f"{'drain, no subscription (entries/s, median)':<52} {ma:>24,.0f}")
     print(f"{'drain, 3 subscriptions on activity.created':<52} {mb:>24,.0f}")
     print(f"{'  ratio B / A':<52} {mb / ma:>24.2f}")
     print(f"{'deliveries/s, 2 workers (' + str(delivered) + ' delivered)':<52} {rate:>24,.0f}")

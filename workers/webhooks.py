@@ -4,8 +4,10 @@ The drain derives a batch's events (:func:`events`) and, when an enabled subscri
 them, writes one ``webhook_delivery`` row per (subscription, event) in the batch's own SQL
 transaction (:meth:`WebhookOutlet.rows`), so an event exists exactly when its activity is in
 the audit trail; once the transaction commits it queues one delivery job per row
-(:meth:`WebhookOutlet.enqueue`). Whatever is lost between the two (a crash, Redis away), the
-sweeper (:func:`sweep`, every 15 s) queues again: it queues every pending delivery that is due.
+(:meth:`WebhookOutlet.enqueue`: one job per subscription and up to :data:`JOB_DELIVERIES`
+events). Whatever is lost between the two (a crash, Redis away), the sweeper (:func:`sweep`,
+every 15 s) queues again: it queues every pending delivery that is due (one the drain queued
+is due :data:`QUEUED_GRACE` after its insertion, so a backlog of jobs is not queued twice).
 
 A delivery job (:func:`deliver`) takes one of the subscription's ``max_in_flight`` slots (a
 Redis sorted set of leases, so a killed worker's slot frees itself), claims the row (its next
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 5.0
 #: Pending deliveries the sweeper queues per run at most (the oldest due first).
 SWEEP_LIMIT = 5000
+#: Seconds after its insertion that a delivery whose job the drain queued is due for the
+#: sweeper (which queues it again only if that job was lost, or has not run by then).
+QUEUED_GRACE = 60.0
+#: Deliveries of one subscription per job queued by the drain (one enqueue costs about as
+#: much as a drained entry: one per delivery would make the drain several times slower).
+JOB_DELIVERIES = 100
 #: Latency buckets (seconds) of the delivery histogram.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Seconds a finished or failed delivery job's record stays in RQ.
@@ -172,6 +180,7 @@ class WebhookOutlet:
         if not by_type:
             return []
         now = datetime.now(UTC)
+        due = now + timedelta(seconds=QUEUED_GRACE)  # for the sweeper; its job is queued
         rows = []
         for kind, event_id, at, data in events(batch, frozenset(by_type), now):
             payload = body(kind, event_id, at, data)
@@ -179,7 +188,7 @@ class WebhookOutlet:
                 rows.append({
                     "subscription_id": s.id, "event_id": event_id, "event_type": kind,
                     "payload": payload, "status": "pending", "attempts": 0,
-                    "next_attempt_at": now, "created_at": now,
+                    "next_attempt_at": due, "created_at": now,
                 })  # fmt: skip
         return rows
 
@@ -188,8 +197,19 @@ class WebhookOutlet:
         sweeper queues them later (they are pending and due)."""
         if not rows or self.queue is None:
             return
+        by_subscription: dict[str, list[str]] = {}
+        for r in rows:
+            by_subscription.setdefault(r["subscription_id"], []).append(r["event_id"])
+        from rq import Queue
+
         try:
-            enqueue(self.queue, [(r["subscription_id"], r["event_id"]) for r in rows])
+            self.queue.enqueue_many([
+                Queue.prepare_data("workers.webhooks.deliver_many",
+                                   (sub, ids[i : i + JOB_DELIVERIES]),
+                                   result_ttl=JOB_TTL, failure_ttl=JOB_TTL)
+                for sub, ids in by_subscription.items()
+                for i in range(0, len(ids), JOB_DELIVERIES)
+            ])  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the rows wait for the sweeper
             log.warning(
                 "webhooks: %d delivery jobs not queued (%s); the sweeper will", len(rows), exc
@@ -265,6 +285,14 @@ class Deliverer:
             return self._attempt(sub, delivery)
         finally:
             self.redis.zrem(self.keys.webhook_inflight(sub.id), slot)
+
+    def deliver_many(self, subscription_id: str, event_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`deliver` each event in turn; how many had each outcome."""
+        outcomes: dict[str, int] = {}
+        for event_id in event_ids:
+            outcome = self.deliver(subscription_id, event_id)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        return outcomes
 
     def _attempt(self, sub: Subscription, delivery: Any) -> str:
         data = delivery.payload.encode()
@@ -385,6 +413,11 @@ def _deliverer() -> Deliverer:
 def deliver(subscription_id: str, event_id: str) -> str:
     """RQ job: one attempt at delivering an event to a subscription (see :class:`Deliverer`)."""
     return _deliverer().deliver(subscription_id, event_id)
+
+
+def deliver_many(subscription_id: str, event_ids: list[str]) -> dict[str, int]:
+    """RQ job: :func:`deliver` each of ``event_ids`` (what the drain queues)."""
+    return _deliverer().deliver_many(subscription_id, event_ids)
 
 
 def sweep() -> int:

@@ -4,6 +4,7 @@ the delivery jobs claim and settle (the subscriptions' own API is in :mod:`engin
 A delivery is ``pending`` until an attempt gets a 2xx (``delivered``) or the attempts run out
 or the receiver answers 410 (``failed``). ``next_attempt_at`` is when the next attempt is due;
 an attempt in progress moves it forward by a lease first (:meth:`WebhookDeliveries.claim`),
+and sets ``last_attempt_at``,
 so that a second job for the same delivery finds nothing to do, and a worker killed
 mid-attempt leaves a row the sweeper finds due again once the lease is over.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from engine.storage.models import WebhookDelivery, WebhookSubscription
 from engine.storage.store import SqlStore
@@ -84,14 +85,16 @@ class WebhookDeliveries:
         return None if row is None else Delivery(*row)
 
     def claim(self, delivery_id: int, now: datetime, lease: float) -> bool:
-        """Take the pending delivery for one attempt if it is due: its next attempt moves a
-        lease ahead. False if it is not pending, not due, or another job took it."""
+        """Take the pending delivery for one attempt if it is due, or was never attempted
+        (the drain queued its job and gave the sweeper a grace): its next attempt moves a lease
+        ahead. False if it is not pending, not due, or another job took it."""
         t = WebhookDelivery
+        due = or_(t.next_attempt_at <= now, t.last_attempt_at.is_(None))
         with self.store.engine.begin() as connection:
             result = connection.execute(
                 update(t)
-                .where(t.id == delivery_id, t.status == "pending", t.next_attempt_at <= now)
-                .values(next_attempt_at=now + timedelta(seconds=lease))
+                .where(t.id == delivery_id, t.status == "pending", due)
+                .values(next_attempt_at=now + timedelta(seconds=lease), last_attempt_at=now)
             )
             return bool(result.rowcount)
 
