@@ -460,3 +460,27 @@ def test_1000_events_to_3_subscribers_with_two_workers(
         ids = s.event_ids()
         assert len(ids) == 1000 and len(set(ids)) == 1000  # each once
     assert set(subs[0].event_ids()) == set(subs[1].event_ids()) == set(subs[2].event_ids())
+
+
+def test_jobs_lost_after_the_drain_s_commit_are_queued_by_the_sweeper(
+    real_redis: redis.Redis, clock: Clock, lite: SqlStore, queue: Queue,
+    receivers: list[Receiver], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import workers.webhooks
+
+    monkeypatch.setattr(workers.webhooks, "QUEUED_GRACE", 0.3)
+    r = receiver(receivers)
+    subscribe(lite, "wh_lost", r.url, "activity.created")
+    engine = ScoringEngine(real_redis, clock=clock, rules=PLAIN_RULES, store=lite)
+    for i in range(3):
+        engine.award(f"u{i}", "comment")
+    # a drain killed between its commit and its enqueue: the rows are there, no job
+    drain_all(engine, lite, WebhookOutlet(WebhookDeliveries(lite), None))
+    assert len(deliveries(lite)) == 3 and queue.count == 0
+    d = deliverer(lite, real_redis, queue)
+    assert d.sweep() == 0  # within the grace its job may still be waiting in the queue
+    time.sleep(0.4)
+    assert d.sweep() == 3 and d.sweep() == 0  # queued once: the jobs wait in the queue
+    for job in [queue.fetch_job(i) for i in queue.job_ids]:
+        assert job is not None and d.deliver(*job.args) == "delivered"
+    assert sorted(r.event_ids()) == sorted(x.event_id for x in deliveries(lite))

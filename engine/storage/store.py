@@ -114,6 +114,22 @@ _PROFILE = {
 }  # fmt: skip
 _STAGING = {"drain_activity": "point_activity", "drain_state": "user_score",
             "drain_profile": "user_score"}  # fmt: skip
+#: Webhooks: a batch's webhook_delivery rows (staged with their own columns: the id is the
+#: table's to give), moved in ignoring an event already queued for its subscription.
+_DELIVERY = {
+    "subscription_id": "text", "event_id": "text", "event_type": "text", "payload": "text",
+    "status": "text", "attempts": "int4", "next_attempt_at": "timestamptz",
+    "created_at": "timestamptz",
+}  # fmt: skip
+_PG_DELIVERY_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS drain_delivery ("
+    + ", ".join(f"{c} {t}" for c, t in _DELIVERY.items())
+    + ") ON COMMIT DELETE ROWS"
+)
+_PG_INSERT_DELIVERIES = (
+    f"INSERT INTO webhook_delivery ({', '.join(_DELIVERY)}) SELECT {', '.join(_DELIVERY)} "
+    "FROM drain_delivery ON CONFLICT (subscription_id, event_id) DO NOTHING"
+)
 
 
 def _pg_upsert(staging: str, columns: dict[str, str], updated: Sequence[str], version: str) -> str:
@@ -152,6 +168,7 @@ def _pg_write(
     activities: Sequence[dict[str, Any]],
     states: Sequence[dict[str, Any]],
     profiles: Sequence[dict[str, Any]],
+    deliveries: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Write a batch on PostgreSQL inside the transaction of ``connection``."""
     import psycopg
@@ -167,6 +184,8 @@ def _pg_write(
                         f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     )
                     cursor.execute(statement)
+                statement = _PG_DELIVERY_STAGING
+                cursor.execute(statement)
                 statement = _PG_PRIMARY_KEY
                 cursor.execute(statement)
                 key = [r[0] for r in cursor.fetchall()]
@@ -176,6 +195,7 @@ def _pg_write(
                 ("drain_activity", _ACTIVITY, activities, pooled.info["drain_insert"]),
                 ("drain_state", _STATE, states, _PG_UPSERT_STATES),
                 ("drain_profile", _PROFILE, profiles, _PG_UPSERT_PROFILES),
+                ("drain_delivery", _DELIVERY, deliveries, _PG_INSERT_DELIVERIES),
             ):
                 if not rows:
                     continue
@@ -348,9 +368,8 @@ class SqlStore:
         profiles = sorted(profiles, key=itemgetter("user_id"))
         with self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":
-                _pg_write(connection, activities, states, profiles)
+                _pg_write(connection, activities, states, profiles, deliveries)
                 self._write_engagement(connection, quests, goals, achievements, freezes)
-                self._write_deliveries(connection, deliveries)
                 return
             self._write_engagement(connection, quests, goals, achievements, freezes)
             if activities:
@@ -363,7 +382,7 @@ class SqlStore:
             self._write_deliveries(connection, deliveries)
 
     def _write_deliveries(self, connection: Any, deliveries: Sequence[dict[str, Any]]) -> None:
-        """Webhooks: queue the batch's events for their subscriptions (once each)."""
+        """Webhooks: queue the batch's events for their subscriptions (once each; SQLite)."""
         if deliveries:
             stmt = self._insert(WebhookDelivery).on_conflict_do_nothing(
                 index_elements=["subscription_id", "event_id"]
