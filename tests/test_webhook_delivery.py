@@ -36,7 +36,7 @@ from workers.drain import Drainer
 from workers.webhooks import Deliverer, WebhookOutlet, job_id
 
 SECRET = "whsec_test_0123456789abcdef"
-RULES = build_rules({"weekly_goals": {}, "achievements": {}, "streak": {"milestones": {"3": 10}}})
+RULES = build_rules({"weekly_goals": {}, "achievements": {}, "streak": {"milestones": {"3": 300}}})
 
 
 # -- a receiver on loopback -----------------------------------------------------------------
@@ -170,7 +170,8 @@ def test_the_drain_writes_one_delivery_per_subscription_and_event_with_the_batch
     start = clock.now - timedelta(days=5)
     for n in range(3):  # three days in a row: the 3-day streak milestone
         engine.award("ann", "comment", occurred_at=(start + timedelta(days=n)).isoformat())
-    engine.award("ann", "special_event", amount=300)  # 0 -> past 250: spark
+    # the milestone's reward (300) moved ann from ember to spark (250); this, to blaze (500)
+    engine.award("ann", "special_event", amount=300)
     outlet = WebhookOutlet(WebhookDeliveries(wh_store), queue)
     drain_all(engine, wh_store, outlet)
 
@@ -179,14 +180,15 @@ def test_the_drain_writes_one_delivery_per_subscription_and_event_with_the_batch
     activities = [r for r in rows if r.event_type == "activity.created"]
     assert len(activities) == 5  # 4 awards and the milestone's reward
     assert ("wh_all", "streak.milestone") in kinds and ("wh_all", "tier.changed") in kinds
-    assert [k for k in kinds if k[0] == "wh_tier"] == [("wh_tier", "tier.changed")]
+    assert [k for k in kinds if k[0] == "wh_tier"] == [("wh_tier", "tier.changed")] * 2
     assert not [k for k in kinds if k[0] == "wh_off"]
-    tier = json.loads(next(r.payload for r in rows if r.subscription_id == "wh_tier"))
-    assert tier["type"] == "tier.changed" and tier["data"]["user_id"] == "ann"
-    assert (tier["data"]["old_tier"], tier["data"]["new_tier"]) == ("ember", "spark")
-    assert tier["id"] == next(r.event_id for r in rows if r.subscription_id == "wh_tier")
+    tiers = [json.loads(r.payload) for r in rows if r.subscription_id == "wh_tier"]
+    assert all(t["type"] == "tier.changed" and t["data"]["user_id"] == "ann" for t in tiers)
+    assert sorted((t["data"]["old_tier"], t["data"]["new_tier"]) for t in tiers) == [
+        ("ember", "spark"), ("spark", "blaze")]  # fmt: skip
+    assert {t["id"] for t in tiers} == {r.event_id for r in rows if r.subscription_id == "wh_tier"}
     milestone = json.loads(next(r.payload for r in rows if r.event_type == "streak.milestone"))
-    assert milestone["data"]["days"] == 3 and milestone["data"]["points"] == 10
+    assert milestone["data"]["days"] == 3 and milestone["data"]["points"] == 300
     assert all(r.status == "pending" and r.attempts == 0 for r in rows)
     # their jobs queued after the commit: one per subscription (and 100 events)
     jobs = [queue.fetch_job(i) for i in queue.job_ids]
