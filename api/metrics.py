@@ -1,11 +1,12 @@
-"""Prometheus metrics of one app: awards, errors, request latency and the outbox backlog."""
+"""Prometheus metrics of one app: awards, errors, request latency, the outbox backlog and the
+webhook deliveries (counted in Redis by the delivery jobs of every worker)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from engine.storage.outbox import backlog
 
@@ -32,6 +33,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_Backlog(state))
+        self.registry.register(_Webhooks(state))
 
     def error(self, code: str) -> None:
         self.errors.labels(code).inc()
@@ -57,3 +59,39 @@ class _Backlog:
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is away
             return
         yield gauge
+
+
+#: The buckets (seconds) of the webhook delivery latency, as workers.webhooks counts them.
+WEBHOOK_BUCKETS = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0")
+
+
+class _Webhooks:
+    """Webhook delivery attempts by outcome, and their latency, read from Redis at a scrape."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def collect(self) -> Any:
+        engine = self.state.engine
+        try:
+            counts = engine.redis.hgetall(engine.keys.webhook_metrics())
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is away
+            return
+        for name, text in (
+            ("delivered", "Webhook deliveries delivered (a 2xx answer)"),
+            ("failed", "Webhook deliveries failed (attempts used up, or a 410 answer)"),
+            ("retried", "Webhook delivery attempts that failed and will be retried"),
+        ):
+            yield CounterMetricFamily(
+                f"scoring_webhook_{name}", text, value=float(counts.get(name, 0))
+            )
+        cumulative, buckets = 0.0, []
+        for le in (*WEBHOOK_BUCKETS, "+Inf"):
+            cumulative += float(counts.get(f"le:{le}", 0))
+            buckets.append((le, cumulative))
+        yield HistogramMetricFamily(
+            "scoring_webhook_seconds",
+            "Webhook delivery attempt latency",
+            buckets=buckets,
+            sum_value=float(counts.get("latency_sum", 0)),
+        )

@@ -69,7 +69,8 @@
     {-8}          the user is deleted (their tombstone exists): nothing changed
 
   Outbox entry fields: id, user, amount, type, desc, at (ms), tier (tier after the award), and
-  state = "total level streak longest last_day version" after the award; frozen = the local
+  state = "total level streak longest last_day version" after the award; otier and olevel =
+  the tier and level before it, only when either changed; frozen = the local
   days (numbers, ","-joined) this award froze, when it froze any; and when a seasonal event
   applied, base, mult and event (ARGV[17] to ARGV[19]). Then one entry per reward (an activity
   of type weekly_goal, side_quest, streak_bonus or achievement, with its own state), one per
@@ -339,6 +340,9 @@ local entry = {"id", activity_id, "user", user, "amount", amount_s, "type", acti
   "state", table.concat({total_s, level, cur_s, longest_s, last_s, version_s}, " ")}
 if frozen then
   entry[#entry + 1] = "frozen"; entry[#entry + 1] = table.concat(frozen, ",")
+end
+if tier ~= old_tier or level ~= old_level then  -- what webhooks' tier and level events need
+  for _, v in ipairs({"otier", old_tier, "olevel", old_level}) do entry[#entry + 1] = v end
 end
 if event_id ~= "" then
   for _, v in ipairs({"base", base_s, "mult", multiplier_s, "event", event_id}) do

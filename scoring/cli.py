@@ -174,7 +174,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         _drain_all(settings)
     else:
         sweep(force=True)  # a flag raised before a crash may stand for a job that was lost
-    worker = Worker([queue], connection=conn)
+    webhooks = Queue(settings.webhook_queue, connection=conn)
+    worker = Worker([queue, webhooks], connection=conn)
     worker.work(burst=args.burst, logging_level=(args.rq_log_level or args.log_level).upper())
     return 0
 

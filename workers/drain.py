@@ -91,6 +91,8 @@ from engine.runtime.connect import REDIS_ERRORS
 from engine.storage.outbox import GROUP, backlog, ensure_group, next_id
 from engine.storage.store import SqlStore
 
+from .webhooks import WebhookOutlet
+
 log = logging.getLogger(__name__)
 
 #: Seconds of a drain's lease on its shard's lock; renewed every third of it while the drain
@@ -143,12 +145,19 @@ class _Batch:
     freezes: dict[str, dict[str, Any]] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # entry id -> why it cannot be parsed
     dropped: int = 0  # entries of deleted users (in ids, to be acknowledged; nothing written)
+    # webhooks (see workers.webhooks): activities that changed the tier or level (the activity,
+    # the tier and level before), streak milestone rewards (the activity, the reward's key)
+    changes: list[tuple[dict[str, Any], str, int]] = field(default_factory=list)
+    milestones: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # written with the batch
 
-    def write_to(self, store: SqlStore) -> None:
+    def write_to(self, store: SqlStore, webhooks: WebhookOutlet | None = None) -> None:
+        self.deliveries = webhooks.rows(self) if webhooks is not None else []
         store.write(
             self.activities, list(self.states.values()), list(self.profiles.values()),
             quests=list(self.quests.values()), goals=list(self.goals.values()),
             achievements=self.achievements, freezes=list(self.freezes.values()),
+            deliveries=self.deliveries,
         )  # fmt: skip
 
 
@@ -296,6 +305,9 @@ class Drainer:
         linger: seconds the drain *jobs* of this drainer (:func:`workers.jobs.drain_shard`)
             wait for more entries once the outbox is empty (see :meth:`drain`); 0: none, the
             flag is lowered at the first write. :meth:`drain` itself lingers only when told.
+        webhooks: where the events of the batches written go (their delivery rows are
+            written in each batch's transaction, their jobs queued once it commits); None: no
+            webhooks.
     """
 
     def __init__(
@@ -314,6 +326,7 @@ class Drainer:
         outage_retry: tuple[float, float] = OUTAGE_RETRY,
         consumer_idle_ms: int = CONSUMER_IDLE_MS,
         linger: float = 0.0,
+        webhooks: WebhookOutlet | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -328,6 +341,7 @@ class Drainer:
         self.outage_retry = outage_retry
         self.consumer_idle_ms = consumer_idle_ms
         self.linger = linger
+        self.webhooks = webhooks
 
     def drain(
         self,
@@ -559,6 +573,7 @@ class Drainer:
         self._sql_ok(run)
         done = [i for i in batch.ids if i not in batch.broken]
         self._ack(shard, done)
+        self._committed(batch)
         report.written += len(done) - batch.dropped
         report.dropped += batch.dropped
         if batch.broken:
@@ -570,12 +585,17 @@ class Drainer:
         """One transaction; tried again if the database broke a deadlock by aborting it."""
         for attempt in range(3):
             try:
-                batch.write_to(self.store)
+                batch.write_to(self.store, self.webhooks)
                 return
             except OperationalError as exc:
                 if attempt == 2 or "deadlock" not in str(exc).lower():
                     raise
                 time.sleep(0.05 * (attempt + 1))
+
+    def _committed(self, batch: _Batch) -> None:
+        """A batch is in SQL: queue the delivery jobs of its webhook events."""
+        if self.webhooks is not None and batch.deliveries:
+            self.webhooks.enqueue(batch.deliveries)
 
     def _write_one_by_one(
         self, run: _Run, entries: list[tuple[str, dict[str, str]]], batch: _Batch
@@ -593,7 +613,7 @@ class Drainer:
                 report.dropped += 1
                 continue
             try:
-                single.write_to(self.store)
+                single.write_to(self.store, self.webhooks)
             except SQLAlchemyError as exc:
                 if not _entry_error(exc):
                     raise
@@ -601,6 +621,7 @@ class Drainer:
                 continue
             self._sql_ok(run)
             self._ack(shard, [entry_id])
+            self._committed(single)
             written += 1
         report.written += written
         # Every entry refused is counted, even when none of the batch went in: a batch can be
@@ -750,7 +771,7 @@ class Drainer:
         last = day_to_date(last_day)
         # a reward's entry carries its key; its id is derived from it (the same reward, one row)
         activity_id = f["id"] if "id" in f else reward_id(f["key"])
-        batch.activities.append({
+        activity = {
             "id": uuid.UUID(activity_id), "user_id": user, "amount": int(f["amount"]),
             "activity_type": f["type"], "description": f["desc"], "tier_at_time": f["tier"],
             "created_at": created, "total_points": total, "level": level,
@@ -763,7 +784,12 @@ class Drainer:
             "event_id": f.get("event"),
             # an adjustment that reverses an activity names it (lua/adjust.lua)
             "reverses": uuid.UUID(f["rev"]) if "rev" in f else None,
-        })  # fmt: skip
+        }  # fmt: skip
+        batch.activities.append(activity)
+        if "otier" in f:  # the tier or level changed (lua/award.lua)
+            batch.changes.append((activity, f["otier"], int(f["olevel"])))
+        if "key" in f and f["key"].startswith("streak:"):
+            batch.milestones.append((activity, f["key"]))
         held = batch.states.get(user)
         if held is None or held["state_version"] < version:
             batch.states[user] = {

@@ -16,14 +16,16 @@ from functools import lru_cache
 from typing import Any
 
 from engine.domain.errors import ConfigError
-from engine.runtime.connect import REDIS_ERRORS
+from engine.runtime.connect import REDIS_ERRORS, queue_redis_url
 from engine.runtime.settings import get_settings
 from engine.services import retention
 from engine.services.facade import ScoringEngine
 from engine.storage.outbox import raise_flag
 from engine.storage.store import SqlStore
+from engine.storage.webhook_store import WebhookDeliveries
 
 from .drain import FLAG_HELD, Drainer, DrainReport
+from .webhooks import WebhookOutlet
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +47,27 @@ def context() -> tuple[ScoringEngine, Drainer]:
     """This process's engine and drainer, built from the settings."""
     settings = get_settings()
     engine = ScoringEngine.from_settings(settings)
+    store = sql_store(engine)
     drainer = Drainer(
         engine.redis,
-        sql_store(engine),
+        store,
         engine.keys,
         engine.rules,
         batch=settings.drain_batch,
         max_failures=settings.drain_max_failures,
         claim_idle_ms=settings.drain_claim_idle_ms,
         linger=settings.drain_linger_ms / 1000,
+        webhooks=WebhookOutlet(WebhookDeliveries(store), webhook_queue(settings)),
     )
     return engine, drainer
+
+
+def webhook_queue(settings: Any) -> Any:
+    """The RQ queue of webhook deliveries (on the queues' Redis)."""
+    import redis
+    from rq import Queue
+
+    return Queue(settings.webhook_queue, connection=redis.Redis.from_url(queue_redis_url(settings)))
 
 
 def sql_store(engine: ScoringEngine) -> SqlStore:

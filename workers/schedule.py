@@ -17,6 +17,9 @@ INTERVAL: dict[str, tuple[str, int]] = {
     # a drain job lost with its caller (an API process or a Redis that died between an award
     # and its enqueue) is queued again within a flag's lifetime and a sweep: 30 s
     "scoring-sweep": ("workers.jobs.sweep", 15),
+    # webhooks: pending deliveries due (retries, redeliveries, and those whose job was lost
+    # between a drain's commit and its enqueue) are queued within 15 s
+    "scoring-webhooks-sweep": ("workers.webhooks.sweep", 15),
     # achievements added to the rules (or a target lowered) are granted to those who already
     # qualify within a minute of the engine running with them; a no-op otherwise
     "scoring-achievements-backfill": ("workers.jobs.backfill_achievements", 60),

@@ -35,6 +35,8 @@ Layout (``<p>`` is the key prefix, ``<t>`` the shard tag such as ``{s0}``):
 ``<p>:<t>:lb:day:2026-11-24``  zset: daily board (UTC), expires after retention
 ``<p>:<t>:lb:type:<type>``     zset: all-time board of one activity type
 ``<p>:events:version``         string: bumped on every change to the seasonal events in SQL
+``<p>:webhooks:inflight:<id>``  zset: a subscription's deliveries in flight -> lease end (ms)
+``<p>:webhooks:metrics``       hash: webhook delivery counters (delivered, failed, retried...)
 =============================  ======================================================
 """
 
@@ -151,6 +153,15 @@ class Keys:
         """The counter every change to the seasonal events in SQL bumps: each process reloads
         its event list when it sees another value (no hash tag: it belongs to no shard)."""
         return f"{self.prefix}:events:version"
+
+    def webhook_inflight(self, subscription_id: str) -> str:
+        """A subscription's deliveries in flight (sorted set: token -> lease end, unix ms): its
+        concurrency limit (no hash tag: it belongs to no shard)."""
+        return f"{self.prefix}:webhooks:inflight:{subscription_id}"
+
+    def webhook_metrics(self) -> str:
+        """The webhook deliveries' Prometheus counters (hash), shared by every worker."""
+        return f"{self.prefix}:webhooks:metrics"
 
     def drain_flag(self, shard: int) -> str:
         return f"{self.tag(shard)}:outbox:flag"

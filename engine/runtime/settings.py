@@ -107,6 +107,27 @@ class Settings(BaseSettings):
         "empty, holding the shard's drain flag so that awards queue no job meanwhile; 0: none "
         "(a job per burst of awards).",
     )
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        alias="SCORING_WEBHOOK_TIMEOUT_S",
+        gt=0,
+        le=60,
+        description="Seconds a webhook delivery waits for the receiver's answer.",
+    )
+    webhook_retry_s: str = Field(
+        default="60,300,1800,7200,28800",
+        alias="SCORING_WEBHOOK_RETRY_S",
+        pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?){0,19}$",
+        description="The longest waits (seconds, comma-separated) before each retry of a "
+        "webhook delivery, each drawn at random below it (full jitter); one attempt more than "
+        "there are waits, then the delivery has failed.",
+    )
+    webhook_queue: str = Field(
+        default="webhooks",
+        alias="SCORING_WEBHOOK_QUEUE",
+        min_length=1,
+        description="RQ queue of webhook deliveries (``scoring worker`` takes it too).",
+    )
     activity_retention_months: int | None = Field(
         default=None,
         alias="SCORING_ACTIVITY_RETENTION_MONTHS",

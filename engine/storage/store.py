@@ -52,6 +52,7 @@ from engine.storage.models import (
     UserScore,
     UserSideQuest,
     UserStreakFreeze,
+    WebhookDelivery,
     WebhookSubscription,
     WeeklyGoal,
 )
@@ -116,6 +117,22 @@ _PROFILE = {
 }  # fmt: skip
 _STAGING = {"drain_activity": "point_activity", "drain_state": "user_score",
             "drain_profile": "user_score"}  # fmt: skip
+#: Webhooks: a batch's webhook_delivery rows (staged with their own columns: the id is the
+#: table's to give), moved in ignoring an event already queued for its subscription.
+_DELIVERY = {
+    "subscription_id": "text", "event_id": "text", "event_type": "text", "payload": "text",
+    "status": "text", "attempts": "int4", "next_attempt_at": "timestamptz",
+    "created_at": "timestamptz",
+}  # fmt: skip
+_PG_DELIVERY_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS drain_delivery ("
+    + ", ".join(f"{c} {t}" for c, t in _DELIVERY.items())
+    + ") ON COMMIT DELETE ROWS"
+)
+_PG_INSERT_DELIVERIES = (
+    f"INSERT INTO webhook_delivery ({', '.join(_DELIVERY)}) SELECT {', '.join(_DELIVERY)} "
+    "FROM drain_delivery ON CONFLICT (subscription_id, event_id) DO NOTHING"
+)
 
 
 def _pg_upsert(staging: str, columns: dict[str, str], updated: Sequence[str], version: str) -> str:
@@ -154,6 +171,7 @@ def _pg_write(
     activities: Sequence[dict[str, Any]],
     states: Sequence[dict[str, Any]],
     profiles: Sequence[dict[str, Any]],
+    deliveries: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Write a batch on PostgreSQL inside the transaction of ``connection``."""
     import psycopg
@@ -169,6 +187,8 @@ def _pg_write(
                         f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     )
                     cursor.execute(statement)
+                statement = _PG_DELIVERY_STAGING
+                cursor.execute(statement)
                 statement = _PG_PRIMARY_KEY
                 cursor.execute(statement)
                 key = [r[0] for r in cursor.fetchall()]
@@ -178,6 +198,7 @@ def _pg_write(
                 ("drain_activity", _ACTIVITY, activities, pooled.info["drain_insert"]),
                 ("drain_state", _STATE, states, _PG_UPSERT_STATES),
                 ("drain_profile", _PROFILE, profiles, _PG_UPSERT_PROFILES),
+                ("drain_delivery", _DELIVERY, deliveries, _PG_INSERT_DELIVERIES),
             ):
                 if not rows:
                     continue
@@ -331,6 +352,7 @@ class SqlStore:
         goals: Sequence[dict[str, Any]] = (),
         achievements: Sequence[dict[str, Any]] = (),
         freezes: Sequence[dict[str, Any]] = (),
+        deliveries: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Write one drained batch in one transaction.
 
@@ -341,12 +363,15 @@ class SqlStore:
         completed, progress only grows). ``goals``: completed weekly_goal rows.
         ``achievements``: user_achievement rows (a level already present is kept).
         ``freezes``: user_streak_freeze rows (applied only over an older ``seq``).
+        ``deliveries``: webhook_delivery rows of the batch's events (one already queued for
+        its subscription is kept), in the same transaction: an event exists exactly when its
+        activity does.
         """
         states = sorted(states, key=itemgetter("user_id"))
         profiles = sorted(profiles, key=itemgetter("user_id"))
         with self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":
-                _pg_write(connection, activities, states, profiles)
+                _pg_write(connection, activities, states, profiles, deliveries)
                 self._write_engagement(connection, quests, goals, achievements, freezes)
                 return
             self._write_engagement(connection, quests, goals, achievements, freezes)
@@ -357,6 +382,15 @@ class SqlStore:
                 connection.execute(self._upsert(_STATE_COLUMNS, "state_version"), states)
             if profiles:
                 connection.execute(self._upsert(_PROFILE_COLUMNS, "profile_version"), profiles)
+            self._write_deliveries(connection, deliveries)
+
+    def _write_deliveries(self, connection: Any, deliveries: Sequence[dict[str, Any]]) -> None:
+        """Webhooks: queue the batch's events for their subscriptions (once each; SQLite)."""
+        if deliveries:
+            stmt = self._insert(WebhookDelivery).on_conflict_do_nothing(
+                index_elements=["subscription_id", "event_id"]
+            )
+            connection.execute(stmt, list(deliveries))
 
     def _write_engagement(
         self,

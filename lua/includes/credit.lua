@@ -3,7 +3,8 @@
 -- outbox gets the activity with the user's state after it. Streak fields are left as they are.
 -- The entry carries the reward's key instead of an id; its id is uuid5 of the key (see
 -- engine.rules.reward_id), so a reward given twice would still be one row in SQL.
--- A change of tier or level goes to the upgrade feed.
+-- A change of tier or level goes to the upgrade feed, and the entry then carries the tier and
+-- level before it (otier, olevel).
 --   st: {key = user hash, user, name (shown in the feed), total, version, peak (the peak total
 --        tier and level follow when higher, 0 unless RULES.keep_peak: numbers), tier, level,
 --        streak, longest, last_day (strings), at (unix ms string), outbox, feed, all_board,
@@ -18,8 +19,13 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
   local total_s, level_s, version_s = tostring(st.total), tostring(level), tostring(st.version)
   redis.call("HSET", st.key, "total", total_s, "version", version_s, "tier", tier,
     "level", level_s)
+  local entry = {"key", reward_key, "user", st.user, "amount", tostring(amount), "type", kind,
+    "desc", desc, "at", st.at, "tier", tier,
+    "state", table.concat({total_s, level_s, st.streak, st.longest, st.last_day, version_s}, " ")}
   if tier ~= st.tier or level_s ~= st.level then
     feed_upgrade(st.feed, st.user, st.name, st.tier, st.level, tier, level_s)
+    -- the tier and level before, for webhooks' tier and level events (as lua/award.lua)
+    for _, v in ipairs({"otier", st.tier, "olevel", st.level}) do entry[#entry + 1] = v end
     st.tier, st.level = tier, level_s
   end
   redis.call("HINCRBY", st.key, "n:" .. kind, 1)
@@ -28,9 +34,7 @@ local function credit(st, kind, type_board, amount, reward_key, desc)
   redis.call("ZINCRBY", st.all_board, negative, st.user)
   redis.call("ZINCRBY", type_board, negative, st.user)
   for i = 1, 3 do window_add(st.windows[i], st.lifetimes[i], st.user, negative) end
-  redis.call("XADD", st.outbox, "*", "key", reward_key, "user", st.user, "amount", tostring(amount),
-    "type", kind, "desc", desc, "at", st.at, "tier", tier,
-    "state", table.concat({total_s, level_s, st.streak, st.longest, st.last_day, version_s}, " "))
+  redis.call("XADD", st.outbox, "*", unpack(entry))
 end
 
 -- The state credit() needs, read from the user hash `key` (one HMGET), for a script that pays
