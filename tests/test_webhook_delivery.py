@@ -294,6 +294,21 @@ def test_500_three_times_then_200_is_delivered_on_the_fourth_attempt(
     assert "scoring_webhook_seconds_count 4.0" in scraped
 
 
+def test_a_target_refused_at_send_time_is_not_sent(
+    lite: SqlStore, real_redis: redis.Redis, receivers: list[Receiver]
+) -> None:
+    """The target is checked again before each attempt (a name can resolve to a private
+    address later than when it was subscribed): refused, nothing is sent, and it is retried."""
+    r = receiver(receivers)
+    sub, event = one_event(lite, r.url)
+    refuse = ScoringEngine(real_redis, store=lite).subscriptions.check_target  # loopback: refused
+    d = deliverer(lite, real_redis, check=refuse)
+    assert d.deliver(sub, event) == "retry"
+    assert r.event_ids() == []
+    done = row(lite, event)
+    assert done.status == "pending" and "target refused" in done.last_error
+
+
 def test_a_retry_waits_its_backoff_and_the_attempts_run_out(
     lite: SqlStore, real_redis: redis.Redis, receivers: list[Receiver]
 ) -> None:

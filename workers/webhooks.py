@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import httpx
 
 from engine.domain import webhooks as domain
+from engine.domain.errors import ScoringError
 from engine.domain.keys import Keys
 from engine.storage.webhook_store import Subscription, WebhookDeliveries
 
@@ -249,8 +250,12 @@ class Deliverer:
         timeout: float = 10.0,
         waits: Sequence[float] = (60, 300, 1800, 7200, 28800),
         rng: Callable[[], float] = random.random,
+        check: Callable[[str], object] | None = None,
     ) -> None:
         self.deliveries = deliveries
+        # checks a target again before each attempt (raises ScoringError if refused): a name
+        # may resolve to a private address now that did not when the subscription was made
+        self.check = check
         self.redis = redis
         self.keys = keys
         self.queue = queue
@@ -308,9 +313,13 @@ class Deliverer:
         response: int | None = None
         error: str | None = None
         try:
+            if self.check is not None:
+                self.check(sub.url)
             response = self.http.post(sub.url, content=data, headers=headers).status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except ScoringError as exc:  # the target is refused now (see __init__): not sent
+            error = f"target refused: {exc}"
         elapsed = time.monotonic() - started
         at = datetime.now(UTC)
         attempts = delivery.attempts + 1
@@ -407,6 +416,7 @@ def _deliverer() -> Deliverer:
     return Deliverer(
         WebhookDeliveries(sql_store(engine)), engine.redis, engine.keys, queue,
         timeout=settings.webhook_timeout_s, waits=waits_of(settings.webhook_retry_s),
+        check=engine.subscriptions.check_target,
     )  # fmt: skip
 
 

@@ -52,7 +52,6 @@ from engine.storage.models import (
     UserScore,
     UserSideQuest,
     UserStreakFreeze,
-    WebhookDelivery,
     WebhookSubscription,
     WeeklyGoal,
 )
@@ -387,7 +386,7 @@ class SqlStore:
     def _write_deliveries(self, connection: Any, deliveries: Sequence[dict[str, Any]]) -> None:
         """Webhooks: queue the batch's events for their subscriptions (once each; SQLite)."""
         if deliveries:
-            stmt = self._insert(WebhookDelivery).on_conflict_do_nothing(
+            stmt = self._insert(WebhookDeliveryRow).on_conflict_do_nothing(
                 index_elements=["subscription_id", "event_id"]
             )
             connection.execute(stmt, list(deliveries))
