@@ -99,11 +99,11 @@ MAX_XLEN_DRAINED = 100
 REDIS_BASE_MB = 16
 REDIS_PER_AWARD = 1024
 #: RQ jobs waiting in the queue: a drain job per shard (the award path queues one per shard at a
-#: time), the sweep's own job (rq-scheduler queues it every 15 s whether or not the last one has
-#: run, so twice while every worker waits out an outage's backoff), and one to spare. Seen: the
-#: two drains and a sweep in most samples, 5 once in CI under load; an unbounded queue (a job per
-#: award) would hold thousands.
-MAX_QUEUED = SHARDS + 3
+#: time), the outbox sweep's and the webhook sweep's jobs (rq-scheduler queues each every 15 s
+#: whether or not the last one has run, so twice while every worker waits out an outage's
+#: backoff), and one to spare. Seen: the two drains and a sweep in most samples, 6 once with
+#: both sweeps; an unbounded queue (a job per award) would hold thousands.
+MAX_QUEUED = SHARDS + 5
 #: Failed RQ jobs a fault may leave: one per shard (the job that was running).
 FAILED_PER_FAULT = SHARDS
 #: During an SQL outage: at most one failed drain attempt per shard per this many seconds.
