@@ -628,49 +628,60 @@ class DeliveryOut(_Out):
 
 class _Data(BaseModel):
     user_id: str
-    activity_id: str = Field(description="the activity that caused the event")
 
 
 class TierChangedData(_Data):
     old_tier: str
     new_tier: str
     total_points: int
+    activity_id: str = Field(description="the activity that moved the tier")
 
 
 class LevelChangedData(_Data):
     old_level: int
     new_level: int
     total_points: int
+    activity_id: str = Field(description="the activity that moved the level")
 
 
 class GoalCompletedData(_Data):
-    goal_id: str
-    goal_type: str
-    points_reward: int = Field(description="the reward activity's points (activity_id's)")
+    goal_id: str = Field(description="the goal (its type)")
+    week_start: date
+    progress: int
+    target: int
+    points_reward: int
 
 
 class QuestCompletedData(_Data):
-    quest_id: str
-    points_reward: int
+    quest_id: int
+    progress: int
+    target: int
+    points_awarded: int
+    completed_at: datetime
 
 
 class AchievementEarnedData(_Data):
     achievement_id: str
     level: int
     points_reward: int
+    earned_at: datetime
 
 
 class StreakMilestoneData(_Data):
     days: int = Field(description="the streak length the milestone is for")
-    points_reward: int
+    points: int = Field(description="the milestone reward's points")
+    activity_id: str = Field(description="the reward's activity")
 
 
 class ActivityCreatedData(_Data):
+    activity_id: str
     activity_type: str
     amount: int
     description: str
-    tier: str = Field(description="the user's tier after the activity")
     created_at: datetime
+    total_points: int = Field(description="the user's total after the activity")
+    tier: str = Field(description="the user's tier after the activity")
+    level: int = Field(description="the user's level after the activity")
 
 
 class _Event(BaseModel):

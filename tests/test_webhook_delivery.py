@@ -25,6 +25,7 @@ from rq import Queue
 from sqlalchemy import select, text
 
 from api.app import create_app
+from api.schemas import EVENT_BODIES
 from engine import ScoringEngine
 from engine.domain import webhooks as domain
 from engine.domain.rules import build_rules
@@ -190,6 +191,13 @@ def test_the_drain_writes_one_delivery_per_subscription_and_event_with_the_batch
     milestone = json.loads(next(r.payload for r in rows if r.event_type == "streak.milestone"))
     assert milestone["data"]["days"] == 3 and milestone["data"]["points"] == 300
     assert all(r.status == "pending" and r.attempts == 0 for r in rows)
+    # every body sent is what the OpenAPI document's schema for its type says, field for field
+    for r in rows:
+        sent = json.loads(r.payload)
+        model = EVENT_BODIES[r.event_type]
+        model.model_validate(sent)
+        data_model = model.model_fields["data"].annotation
+        assert set(sent["data"]) == set(data_model.model_fields), r.event_type  # type: ignore[union-attr]
     # their jobs queued after the commit: one per subscription (and 100 events)
     jobs = [queue.fetch_job(i) for i in queue.job_ids]
     queued = sorted((j.args[0], e) for j in jobs if j is not None for e in j.args[1])
